@@ -1,0 +1,208 @@
+"""The view counter from express-session's README, plus a few routes to watch each option work.
+
+    python3 server.py                      # then open http://127.0.0.1:3000/
+    python3 server.py --trace              # print every session decision
+    python3 server.py --max-age 60000 --rolling --resave
+
+Routes and flags are those of ../shared/ROUTES.md (an Express app built with
+express-session 1.19.0 and the same routes answers the same way):
+
+    /                   the counter          /peek      read it, change nothing
+    /login?user=NAME    regenerate, log in   /whoami    read the user
+    /logout             destroy              /forget    unset (req.session = null)
+    /remember?ms=N      cookie max_age = N ms ("remember me")
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import urllib.parse
+from collections.abc import Sequence
+from typing import Any
+
+from session_demo import SessionHTTPServer, SessionRequestHandler, session_middleware
+
+DEMO_SECRET = "keyboard cat"
+
+
+class CounterHandler(SessionRequestHandler):
+    """The demo's routes. Every reply is short plain text."""
+
+    protocol_version = "HTTP/1.1"  # keep-alive, as Node's server does
+
+    def do_GET(self) -> None:
+        url = urllib.parse.urlsplit(self.path)
+        query = urllib.parse.parse_qs(url.query)
+        routes = {
+            "/": self.count_view,
+            "/peek": self.peek,
+            "/login": self.login,
+            "/logout": self.logout,
+            "/remember": self.remember,
+            "/forget": self.forget,
+            "/whoami": self.whoami,
+        }
+        route = routes.get(url.path)
+        if route is None:
+            self.reply(404, "Not Found")
+            return
+        if self.session is None:
+            # Outside the cookie's path (or the store is down): no session at all.
+            self.reply(200, "No session on this path")
+            return
+        route(query)
+
+    def count_view(self, query: dict[str, list[str]]) -> None:
+        """The view counter: the first visit sets views to 1, later ones add one."""
+        session = self.session
+        if "views" in session:
+            session["views"] += 1
+            self.reply(200, f"Number of views: {session['views']}")
+        else:
+            session["views"] = 1
+            self.reply(200, "Welcome! This is your first visit.")
+
+    def peek(self, query: dict[str, list[str]]) -> None:
+        """Read the counter without changing the session."""
+        views = self.session.get("views")
+        self.reply(200, f"views: {views if views is not None else 'none'}")
+
+    def login(self, query: dict[str, list[str]]) -> None:
+        """Regenerate the session (new id, old data gone), then remember the user."""
+        user = query.get("user", [""])[0]
+        session = self.session.regenerate()
+        session["user"] = user
+        self.reply(200, f"Logged in as {user}")
+
+    def logout(self, query: dict[str, list[str]]) -> None:
+        """Destroy the session in the store; the browser keeps a cookie that no longer works."""
+        self.session.destroy()
+        self.reply(200, "Logged out")
+
+    def remember(self, query: dict[str, list[str]]) -> None:
+        """Give the cookie a lifetime of N milliseconds ("remember me")."""
+        text = query.get("ms", [""])[0]
+        try:
+            ms = int(text)
+        except ValueError:
+            self.reply(400, "ms must be a whole number of milliseconds")
+            return
+        try:
+            self.session.cookie.max_age = ms
+        except ValueError as exc:
+            self.reply(400, str(exc))
+            return
+        self.reply(200, f"Remembered for {ms} ms")
+
+    def forget(self, query: dict[str, list[str]]) -> None:
+        """Unset the session for this request (express: req.session = null)."""
+        self.session = None
+        self.reply(200, "Forgotten")
+
+    def whoami(self, query: dict[str, list[str]]) -> None:
+        """Read the logged-in user without changing the session."""
+        user = self.session.get("user")
+        self.reply(200, f"user: {user if user is not None else 'none'}")
+
+    def reply(self, status: int, text: str) -> None:
+        """Send a short plain-text answer with a Content-Length, so the connection can be kept."""
+        body = text.encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def _yes_no(flag: str, *, default: bool, help: str) -> dict[str, Any]:
+    return {"action": argparse.BooleanOptionalAction, "default": default, "help": help}
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The flags of ROUTES.md; each maps onto one session option."""
+    parser = argparse.ArgumentParser(description="The express-session view counter, in Python.")
+    parser.add_argument("--port", type=int, default=3000, help="port to listen on (3000)")
+    parser.add_argument("--secret", action="append",
+                        help="signing secret; repeat it to rotate: the first signs, all verify "
+                             f"(default: {DEMO_SECRET!r})")
+    parser.add_argument("--name", default="connect.sid", help="cookie name (connect.sid)")
+    parser.add_argument("--resave", **_yes_no("resave", default=False,
+                        help="save unmodified sessions back to the store (default: no)"))
+    parser.add_argument("--save-uninitialized", **_yes_no("save-uninitialized", default=True,
+                        help="store and cookie new, unmodified sessions (default: yes)"))
+    parser.add_argument("--rolling", action="store_true",
+                        help="send the cookie on every response (default: off)")
+    parser.add_argument("--max-age", type=int, default=None, metavar="MS",
+                        help="cookie max_age in milliseconds (default: a browser-session cookie)")
+    parser.add_argument("--secure", choices=["true", "false", "auto"], default="false",
+                        help="send the cookie over HTTPS only (false)")
+    parser.add_argument("--same-site", choices=["lax", "strict", "none", "auto"], default=None,
+                        help="SameSite attribute (not set)")
+    parser.add_argument("--proxy", choices=["true", "false"], default=None,
+                        help="trust X-Forwarded-Proto (not set)")
+    parser.add_argument("--unset", choices=["keep", "destroy"], default="keep",
+                        help="what /forget does to the stored session (keep)")
+    parser.add_argument("--http-only", **_yes_no("http-only", default=True,
+                        help="HttpOnly attribute (default: yes)"))
+    parser.add_argument("--path", default="/", help="cookie path (/)")
+    parser.add_argument("--domain", default=None, help="cookie domain (not set)")
+    parser.add_argument("--trace", action="store_true", help="print each request's session decisions")
+    return parser.parse_args(argv)
+
+
+def middleware_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Turn the flags into session_middleware() keyword options."""
+    cookie: dict[str, Any] = {"path": args.path, "http_only": args.http_only}
+    cookie["secure"] = {"true": True, "false": False, "auto": "auto"}[args.secure]
+    if args.max_age is not None:
+        cookie["max_age"] = args.max_age
+    if args.same_site is not None:
+        cookie["same_site"] = args.same_site
+    if args.domain is not None:
+        cookie["domain"] = args.domain
+    return {
+        "secret": args.secret or [DEMO_SECRET],
+        "name": args.name,
+        "resave": args.resave,
+        "save_uninitialized": args.save_uninitialized,
+        "rolling": args.rolling,
+        "proxy": None if args.proxy is None else args.proxy == "true",
+        "unset": args.unset,
+        "cookie": cookie,
+    }
+
+
+def make_server(args: argparse.Namespace, host: str = "127.0.0.1") -> SessionHTTPServer:
+    """Build the demo server for these flags (port 0 picks a free port)."""
+    middleware = session_middleware(**middleware_options(args))
+    return SessionHTTPServer((host, args.port), CounterHandler, middleware)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.trace:
+        logging.basicConfig(level=logging.WARNING, format="%(message)s")
+        logging.getLogger("session_demo").setLevel(logging.DEBUG)
+    if not args.secret:
+        print(f"warning: signing with the demo secret {DEMO_SECRET!r}; "
+              "pass --secret to use your own", file=sys.stderr)
+    try:
+        server = make_server(args)
+    except (TypeError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    host, port = server.server_address[:2]
+    print(f"Serving the view counter on http://{host}:{port}/ (Ctrl+C to stop)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("\nstopped", file=sys.stderr)
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
