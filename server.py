@@ -116,7 +116,8 @@ class CounterHandler(SessionRequestHandler):
         self.wfile.write(body)
 
 
-def _yes_no(flag: str, *, default: bool, help: str) -> dict[str, Any]:
+def _yes_no(*, default: bool, help: str) -> dict[str, Any]:
+    """argparse settings for a --flag / --no-flag pair."""
     return {"action": argparse.BooleanOptionalAction, "default": default, "help": help}
 
 
@@ -128,9 +129,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="signing secret; repeat it to rotate: the first signs, all verify "
                              f"(default: {DEMO_SECRET!r})")
     parser.add_argument("--name", default="connect.sid", help="cookie name (connect.sid)")
-    parser.add_argument("--resave", **_yes_no("resave", default=False,
+    parser.add_argument("--resave", **_yes_no(default=False,
                         help="save unmodified sessions back to the store (default: no)"))
-    parser.add_argument("--save-uninitialized", **_yes_no("save-uninitialized", default=True,
+    parser.add_argument("--save-uninitialized", **_yes_no(default=True,
                         help="store and cookie new, unmodified sessions (default: yes)"))
     parser.add_argument("--rolling", action="store_true",
                         help="send the cookie on every response (default: off)")
@@ -144,7 +145,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="trust X-Forwarded-Proto (not set)")
     parser.add_argument("--unset", choices=["keep", "destroy"], default="keep",
                         help="what /forget does to the stored session (keep)")
-    parser.add_argument("--http-only", **_yes_no("http-only", default=True,
+    parser.add_argument("--http-only", **_yes_no(default=True,
                         help="HttpOnly attribute (default: yes)"))
     parser.add_argument("--path", default="/", help="cookie path (/)")
     parser.add_argument("--domain", default=None, help="cookie domain (not set)")
