@@ -49,8 +49,9 @@ class CounterHandler(SessionRequestHandler):
             self.reply(404, "Not Found")
             return
         if self.session is None:
-            # Outside the cookie's path (or the store is down): no session at all.
-            self.reply(200, "No session on this path")
+            # Outside the cookie's path (or the store is down) there is no session
+            # at all; the same Express app would fail on req.session here, with a 500.
+            self.reply(500, "No session: this path is outside the cookie path")
             return
         route(query)
 
@@ -85,16 +86,14 @@ class CounterHandler(SessionRequestHandler):
         """Give the cookie a lifetime of N milliseconds ("remember me")."""
         text = query.get("ms", [""])[0]
         try:
-            ms = int(text)
-        except ValueError:
-            self.reply(400, "ms must be a whole number of milliseconds")
-            return
-        try:
+            ms = float(text)
             self.session.cookie.max_age = ms
-        except ValueError as exc:
-            self.reply(400, str(exc))
+        except ValueError:
+            # Express would store an invalid date here and fail to set the cookie later.
+            self.reply(400, "ms must be a finite number of milliseconds")
             return
-        self.reply(200, f"Remembered for {ms} ms")
+        shown = int(ms) if ms.is_integer() else ms  # 60000, not 60000.0, as JavaScript prints it
+        self.reply(200, f"Remembered for {shown} ms")
 
     def forget(self, query: dict[str, list[str]]) -> None:
         """Unset the session for this request (express: req.session = null)."""

@@ -42,6 +42,8 @@ LESSONS.md, "What we do differently"):
 - Keys that express-session would drop when it loads a session (``id``,
   ``save``, ``toString``, ...) are refused when you set them, instead of
   vanishing on the next request.
+- ``original_max_age`` is exactly the ``max_age`` you set: express reads
+  the clock twice and can store 1999 for 2000.
 - Session ids are shortened in log lines: an id is a bearer token.
 - Store errors while loading give a 500 whose body does not echo the
   error's text; the log has it.
@@ -90,6 +92,8 @@ __all__ = [
     # 9-10. lifecycle and http.server
     "RequestInfo", "RequestState", "SessionMiddleware", "SessionLoadError",
     "read_session_id", "SessionRequestHandler", "SessionHTTPServer",
+    # 11. beyond express: concurrency
+    "LastWriteWins", "LockPerSession", "MergeOnConflict", "SessionBusyError",
 ]
 
 EXPRESS_SESSION_VERSION = "1.19.0"
@@ -149,6 +153,9 @@ class SessionOptions:
         store: Store | None = None,
         unset: str | None = "keep",
         clock: Clock = time.time,
+        concurrency: str | None = None,
+        lock_timeout: float = 10.0,
+        merge_attempts: int = 3,
     ) -> None:
         if not callable(clock):
             raise TypeError("clock must be a callable returning seconds, like time.time")
@@ -209,6 +216,22 @@ class SessionOptions:
         self.store: Store = store
         # express decides once, at construction, whether the store can touch.
         self.store_implements_touch: bool = callable(getattr(store, "touch", None))
+
+        # Not in express: what to do about two requests changing one session
+        # at once (section 11). None is express's behaviour: the last write wins.
+        if concurrency not in (None, "lock", "merge"):
+            raise ValueError('concurrency option must be None, "lock" or "merge"')
+        if concurrency == "merge" and not (callable(getattr(store, "get_versioned", None))
+                                           and callable(getattr(store, "set_if_version", None))):
+            raise TypeError('concurrency="merge" needs a store with versions '
+                            "(get_versioned and set_if_version), e.g. BoundedMemoryStore or SQLiteStore")
+        if not (isinstance(lock_timeout, (int, float)) and lock_timeout >= 0):
+            raise ValueError("lock_timeout must be a number of seconds >= 0")
+        if not (isinstance(merge_attempts, int) and merge_attempts >= 1):
+            raise ValueError("merge_attempts must be a whole number >= 1")
+        self.concurrency: str | None = concurrency
+        self.lock_timeout: float = float(lock_timeout)
+        self.merge_attempts: int = merge_attempts
 
     def cookie_options_for(self, request: RequestInfo) -> Mapping[str, Any]:
         """The cookie options for this request: the mapping, or what the callable returns."""
@@ -1155,6 +1178,15 @@ class SessionLoadError(Exception):
     """The session could not be loaded (store failure or corrupt data): the request gets a 500."""
 
 
+def _guard_for(options: SessionOptions) -> LastWriteWins:
+    """The load/save strategy for the ``concurrency`` option (None: express's own)."""
+    if options.concurrency == "lock":
+        return LockPerSession(options)
+    if options.concurrency == "merge":
+        return MergeOnConflict(options)
+    return LastWriteWins()
+
+
 def read_session_id(cookie_header: str | None, name: str, secrets: list[bytes]) -> str | None:
     """The session id from the request's cookie, if it is there and correctly signed (``getcookie``).
 
@@ -1197,6 +1229,10 @@ class RequestState:
         self.original_hash: str | None = None
         self.saved_hash: str | None = None
         self.touched = False
+        # Used only by the concurrency strategies of section 11.
+        self.locked_id: str | None = None
+        self.loaded_version: int = 0
+        self.loaded_values: dict[str, str] = {}
 
     def new_session(self) -> Session:
         """Put a brand-new session on the request (express's ``store.generate``).
@@ -1261,17 +1297,48 @@ class RequestState:
         return self.session
 
 
+class LastWriteWins:
+    """How express-session loads and saves: each request loads the whole session and saves it whole.
+
+    Two requests that change one session at the same time each save their
+    own copy, and the later save wins: the other's change is lost. This is
+    the default (``concurrency=None``). Section 11 has the alternatives,
+    which replace the steps below.
+    """
+
+    def enter(self, state: RequestState) -> None:
+        """Before loading: nothing to wait for."""
+
+    def load(self, state: RequestState) -> Any:
+        """Read the session from the store."""
+        return state.store.get(state.session_id)
+
+    def save(self, state: RequestState) -> None:
+        """Write the whole session (``session.save()``)."""
+        assert state.session is not None
+        state.session.save()
+
+    def leave(self, state: RequestState) -> None:
+        """After the request: nothing to release."""
+
+
+class SessionBusyError(Exception):
+    """Another request holds this session's lock for too long (``concurrency='lock'``): answer 503."""
+
+
 class SessionMiddleware:
     """The session layer for any server: begin, headers, end (express-session's middleware).
 
     A server adapter calls ``begin(request)`` before the handler runs,
     ``set_cookie_header(state)`` just before the response headers go out,
     and ``end(state)`` after the handler has finished but before the
-    response's last bytes are released.
+    response's last bytes are released. If it abandons a request without
+    calling ``end`` (the client went away), it calls ``release(state)``.
     """
 
     def __init__(self, options: SessionOptions) -> None:
         self.options = options
+        self.guard: LastWriteWins = _guard_for(options)
 
     def begin(self, request: RequestInfo) -> RequestState | None:
         """Load the request's session, or make a new one; None when this request gets no session.
@@ -1298,25 +1365,33 @@ class SessionMiddleware:
             state.generate()
             return state
 
-        _log.debug("fetching %s", _short(state.session_id))
+        self.guard.enter(state)  # with concurrency='lock': wait for this id's lock
         try:
-            data = store.get(state.session_id)
+            _log.debug("fetching %s", _short(state.session_id))
+            data = self._load(state)
+            if not data:
+                _log.debug("no session found; generating a new one")
+                state.generate()
+            else:
+                _log.debug("session found")
+                state.inflate(data)
+        except BaseException:
+            self.release(state)
+            raise
+        return state
+
+    def _load(self, state: RequestState) -> Any:
+        """Ask the store for the session; "not found" errors mean None, others a SessionLoadError."""
+        try:
+            return self.guard.load(state)
         except FileNotFoundError:
-            data = None  # express's ENOENT: not found
+            return None  # express's ENOENT: not found
         except OSError as exc:
-            if exc.errno != errno.ENOENT:
-                raise SessionLoadError(f"the session store failed: {exc!r}") from exc
-            data = None
+            if exc.errno == errno.ENOENT:
+                return None
+            raise SessionLoadError(f"the session store failed: {exc!r}") from exc
         except Exception as exc:
             raise SessionLoadError(f"the session store failed: {exc!r}") from exc
-
-        if not data:
-            _log.debug("no session found; generating a new one")
-            state.generate()
-        else:
-            _log.debug("session found")
-            state.inflate(data)
-        return state
 
     def set_cookie_header(self, state: RequestState) -> str | None:
         """Decide Set-Cookie as the headers go out; return its value, or None (the on-headers hook).
@@ -1370,7 +1445,7 @@ class SessionMiddleware:
             save = should_save(state)
             if save:
                 _log.debug("save: yes (%s)", save.reason)
-                state.session.save()
+                self.guard.save(state)
                 return
             _log.debug("save: no (%s)", save.reason)
             if not options.store_implements_touch:
@@ -1384,6 +1459,12 @@ class SessionMiddleware:
                 _log.debug("touch: no (%s)", touch.reason)
         except Exception:
             _log.exception("session store failed at the end of the request; the response completes")
+        finally:
+            self.release(state)
+
+    def release(self, state: RequestState) -> None:
+        """Let go of what ``begin`` took for this request (a lock); safe to call twice."""
+        self.guard.leave(state)
 
 
 # ==== 10. http.server =======================================================
@@ -1538,6 +1619,11 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
         # begin: load or create the session.
         try:
             self.session_state = middleware.begin(self.request_info())
+        except SessionBusyError as exc:
+            _log.warning("%s", exc)
+            self.send_error(503, "Session Busy",
+                            "Another request is using this session; try again.")
+            return
         except Exception as exc:
             _log.error("could not load the session: %s", exc)
             self.send_error(500, "Internal Server Error",
@@ -1589,6 +1675,151 @@ class SessionHTTPServer(ThreadingHTTPServer):
                  middleware: SessionMiddleware) -> None:
         self.session_middleware = middleware
         super().__init__(address, handler)
+
+
+# ==== 11. Beyond express: no lost updates ====================================
+#
+# Everything above is express-session. From here on, the module adds what
+# its users keep asking for; nothing here changes the default behaviour.
+#
+# Each request loads the whole session and, if it changed, saves it whole.
+# Two requests for one session at the same time (two tabs, a page and its
+# XHRs) both load the same copy; the later save wins and the other's change
+# is lost (expressjs/session #361, #917). concurrency='lock' or 'merge'
+# replaces the LastWriteWins steps of section 9.
+
+
+class LockPerSession(LastWriteWins):
+    """``concurrency='lock'``: requests with the same session id are served one at a time.
+
+    From load to save, as PHP's file sessions do. The only strategy that
+    keeps a read-modify-write of one key (a counter) exact. A lock per id in
+    this process (threads); if the store also offers ``acquire``/``release``
+    (SQLiteStore does), its lock is taken too, so that processes sharing the
+    store wait for each other. Requests without a session id lock nothing.
+    A request that waits longer than ``lock_timeout`` seconds gets a 503.
+    """
+
+    def __init__(self, options: SessionOptions) -> None:
+        self.timeout = options.lock_timeout
+        self.store = options.store
+        self.store_locks = (callable(getattr(self.store, "acquire", None))
+                            and callable(getattr(self.store, "release", None)))
+        self._mutex = threading.Lock()
+        self._locks: dict[str, tuple[threading.Lock, int]] = {}  # id -> (lock, requests using it)
+
+    def _checkout(self, sid: str) -> threading.Lock:
+        """The lock for this id, counting one more request that uses it."""
+        with self._mutex:
+            lock, users = self._locks.get(sid, (threading.Lock(), 0))
+            self._locks[sid] = (lock, users + 1)
+            return lock
+
+    def _checkin(self, sid: str) -> None:
+        """One request fewer uses this id's lock; forget the lock when none does."""
+        with self._mutex:
+            lock, users = self._locks[sid]
+            if users == 1:
+                del self._locks[sid]
+            else:
+                self._locks[sid] = (lock, users - 1)
+
+    def enter(self, state: RequestState) -> None:
+        """Wait (at most lock_timeout) for this session's lock; raise SessionBusyError if it stays taken."""
+        sid = state.session_id
+        deadline = time.monotonic() + self.timeout
+        lock = self._checkout(sid)
+        if not lock.acquire(timeout=self.timeout):
+            self._checkin(sid)
+            raise SessionBusyError(f"session {_short(sid)} stayed locked for {self.timeout} s")
+        if self.store_locks:
+            try:
+                held = self.store.acquire(sid, max(0.0, deadline - time.monotonic()))
+            except BaseException:
+                lock.release()
+                self._checkin(sid)
+                raise
+            if not held:
+                lock.release()
+                self._checkin(sid)
+                raise SessionBusyError(f"session {_short(sid)} stayed locked in the store for {self.timeout} s")
+        state.locked_id = sid
+
+    def leave(self, state: RequestState) -> None:
+        """Release the lock taken by enter(), if any (regenerate and destroy do not change which)."""
+        sid, state.locked_id = state.locked_id, None
+        if sid is None:
+            return
+        try:
+            if self.store_locks:
+                self.store.release(sid)
+        finally:
+            with self._mutex:
+                lock, _ = self._locks[sid]
+            lock.release()
+            self._checkin(sid)
+
+
+def _json_values(data: Mapping[str, Any]) -> dict[str, str]:
+    """Each top-level data key (not the cookie) with its value as JSON text, to compare later."""
+    return {key: json.dumps(value, sort_keys=True) for key, value in data.items() if key != "cookie"}
+
+
+class MergeOnConflict(LastWriteWins):
+    """``concurrency='merge'``: save with compare-and-set; on a conflict, re-apply this request's changes.
+
+    The store must keep a version per session (``get_versioned``,
+    ``set_if_version``). At the end of the request the session is saved
+    only if the stored version is still the one loaded. If another request
+    saved in between, the top-level keys this request set or deleted are
+    applied to the fresh copy and the save is tried again, up to
+    ``merge_attempts`` times; after that the error is logged and this
+    request's changes are dropped. Cheaper than locking, and keeps
+    concurrent changes to *different* keys; two requests incrementing the
+    *same* key still lose one increment (use 'lock' for that).
+    """
+
+    def __init__(self, options: SessionOptions) -> None:
+        self.store = options.store
+        self.attempts = options.merge_attempts
+
+    def load(self, state: RequestState) -> Any:
+        """Read the session and remember its version and values."""
+        data, version = self.store.get_versioned(state.session_id)
+        state.loaded_version = version
+        state.loaded_values = _json_values(data) if data else {}
+        return data
+
+    def save(self, state: RequestState) -> None:
+        """Compare-and-set; on a conflict, merge this request's changes into the fresh copy and retry."""
+        session = state.session
+        assert session is not None
+        same_session = session.id == state.cookie_id and session.id == state.original_id
+        version = state.loaded_version if same_session else 0
+        before = state.loaded_values if same_session else {}
+        now = _json_values(session)
+        changed = {key: session[key] for key in session if before.get(key) != now[key]}
+        removed = [key for key in before if key not in now]
+        for _ in range(self.attempts):
+            state.saved_hash = hash_session(session)
+            if self.store.set_if_version(session.id, session, version):
+                return
+            fresh, version = self.store.get_versioned(session.id)
+            if not fresh:
+                _log.warning("merge: session %s was destroyed meanwhile; not saving it again",
+                             _short(session.id))
+                return
+            _log.debug("merge: %s changed meanwhile; re-applying %d change(s)",
+                       _short(session.id), len(changed) + len(removed))
+            merged = {key: value for key, value in fresh.items()
+                      if key != "cookie" and key not in _RESERVED_KEYS}
+            merged.update(changed)
+            for key in removed:
+                merged.pop(key, None)
+            session._data = merged
+        state.saved_hash = None
+        _log.error("merge: gave up saving session %s after %d attempts; this request's changes are lost",
+                   _short(session.id), self.attempts)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 import http.client
 import json
 import threading
+import time
 import unittest
 import warnings
 from collections import Counter
@@ -49,8 +50,8 @@ class FrozenClock:
 class CountingStore(MemoryStore):
     """A MemoryStore that counts its calls: ``calls['set']``, and keeps their order in ``log``."""
 
-    def __init__(self, *, clock: Callable[[], float] | None = None) -> None:
-        super().__init__(clock=clock or FrozenClock())
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(clock=clock)
         self.calls: Counter[str] = Counter()
         self.log: list[tuple[str, Any]] = []
 
