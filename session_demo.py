@@ -189,7 +189,7 @@ class SessionOptions:
 
         # proxy: True trusts X-Forwarded-Proto, False distrusts everything but
         # TLS, None defers to the framework's own idea of "secure".
-        if proxy not in (None, True, False):
+        if proxy is not None and proxy is not True and proxy is not False:
             raise TypeError("proxy option must be True, False or None")
         self.proxy: bool | None = proxy
 
@@ -205,7 +205,7 @@ class SessionOptions:
         self.cookie: Mapping[str, Any] | Callable[[RequestInfo], Mapping[str, Any]] = cookie
         if isinstance(cookie, Mapping):
             _check_cookie_options(self.name, cookie, clock)
-        elif not _COOKIE_NAME.match(self.name):
+        elif not _COOKIE_NAME.fullmatch(self.name):
             raise ValueError(f"argument name is invalid: {self.name!r} is not a cookie name")
 
         if store is None:
@@ -328,7 +328,10 @@ def unsign(signed: str, secret: str | bytes) -> str | None:
     if not isinstance(signed, str):
         raise TypeError("Signed cookie string must be provided.")
     value = signed[: signed.rfind(".")]
-    expected = sign(value, secret)
+    try:
+        expected = sign(value, secret)
+    except UnicodeEncodeError:
+        return None  # a lone surrogate cannot have been signed
     if hmac.compare_digest(expected.encode("utf-8"), signed.encode("utf-8", "surrogatepass")):
         return value
     return None
@@ -383,6 +386,8 @@ def decode_uri_component(text: str) -> str:
 # parser follows different rules from express's (and has had quadratic-time
 # bugs on the Python versions we support).
 
+# Used with fullmatch: in a Python pattern "$" also matches before a final
+# newline, which would let "sid\n" through and split the header.
 _COOKIE_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _COOKIE_VALUE = re.compile(r'^("?)[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]*\1$')
 _COOKIE_DOMAIN = re.compile(
@@ -493,18 +498,18 @@ def serialize_cookie(
     strict RFC 6265 / RFC 7230 patterns (the CVE-2024-47764 fix): an invalid
     one raises ValueError, so no attribute or header can be smuggled in.
     """
-    if not isinstance(name, str) or not _COOKIE_NAME.match(name):
+    if not isinstance(name, str) or not _COOKIE_NAME.fullmatch(name):
         raise ValueError(f"argument name is invalid: {name!r}")
     encoded = encode_uri_component(value)
-    if not _COOKIE_VALUE.match(encoded):
+    if not _COOKIE_VALUE.fullmatch(encoded):
         raise ValueError(f"argument val is invalid: {encoded!r}")
     parts = [name + "=" + encoded]
     if domain:
-        if not isinstance(domain, str) or not _COOKIE_DOMAIN.match(domain):
+        if not isinstance(domain, str) or not _COOKIE_DOMAIN.fullmatch(domain):
             raise ValueError(f"option domain is invalid: {domain!r}")
         parts.append("Domain=" + domain)
     if path:
-        if not isinstance(path, str) or not _COOKIE_PATH.match(path):
+        if not isinstance(path, str) or not _COOKIE_PATH.fullmatch(path):
             raise ValueError(f"option path is invalid: {path!r}")
         parts.append("Path=" + path)
     if expires is not None:

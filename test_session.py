@@ -26,10 +26,15 @@ from session_demo import (
     Cookie, MemoryStore, RequestInfo, SessionHTTPServer, SessionMiddleware,
     SessionOptions, SessionRequestHandler,
 )
+import base64
+import hashlib
+import hmac
+import math
+from datetime import datetime, timedelta, timezone
+from session_demo import Cookie, MemoryStore, RequestInfo, SessionOptions
 
 SECRET = "keyboard cat"
 START = 1_800_000_000.0  # 2027-01-15T08:00:00Z: a fixed "now" for the controlled clock
-
 
 # ==== Test helpers ==========================================================
 
@@ -216,6 +221,1407 @@ def cookie_pair(set_cookie: str | None) -> str:
     """The ``name=value`` part of a Set-Cookie value, to send back as a Cookie header."""
     assert set_cookie is not None, "expected a Set-Cookie"
     return set_cookie.split(";", 1)[0]
+
+
+# ==== Unit tests: signing, the Cookie header, Cookie, Session, MemoryStore, options ===
+
+
+UTC = timezone.utc
+START_DATETIME = datetime(2027, 1, 15, 8, 0, 0, tzinfo=UTC)  # the harness's START as a datetime
+DEFAULT_COOKIE_JSON = '{"originalMaxAge":null,"expires":null,"httpOnly":true,"path":"/"}'
+
+# cookie-signature 1.0.7 known answers with the secret 'keyboard cat' (spec §6.2, checked
+# with Node): id, sign() result, cookie value after 's:' + encodeURIComponent.
+SIGNING_VECTORS = [
+    ("abc", "abc.BpxCrWRpvZMh/wk/djl34N+m+VQEU7K/5WenLwJCgFU",
+     "s%3Aabc.BpxCrWRpvZMh%2Fwk%2Fdjl34N%2Bm%2BVQEU7K%2F5WenLwJCgFU"),
+    ("a.b", "a.b.sKNesNyAbFAJ+fsoA7qNx4Tsyo+r5keVpJkZSzFMXZw",
+     "s%3Aa.b.sKNesNyAbFAJ%2BfsoA7qNx4Tsyo%2Br5keVpJkZSzFMXZw"),
+    ("", ".aJcKKTu8Uv0mRiw7LTI435t+pOa+giU/WLAuLCKGEFc",
+     "s%3A.aJcKKTu8Uv0mRiw7LTI435t%2BpOa%2BgiU%2FWLAuLCKGEFc"),
+    ("apple", "apple.D8Y+pkTAmeR0PobOhY4G97PRW+j7bUnP/5m6/On1MCU",
+     "s%3Aapple.D8Y%2BpkTAmeR0PobOhY4G97PRW%2Bj7bUnP%2F5m6%2FOn1MCU"),
+    ("%", "%.kzQ6x52kKVdF35Qh62AWk4ZekS28K5XYCXKa/OTZ01g",
+     "s%3A%25.kzQ6x52kKVdF35Qh62AWk4ZekS28K5XYCXKa%2FOTZ01g"),
+    ("/foo", "/foo.paEKBtAHbV5s1IB8B2zPnzAgYmmnRPIqObW4VRYj/MQ",
+     "s%3A%2Ffoo.paEKBtAHbV5s1IB8B2zPnzAgYmmnRPIqObW4VRYj%2FMQ"),
+]
+
+# The names a stored session cannot hold as data in express-session 1.19.0: checked with Node by
+# building a Session from data holding each name (they are already properties of the object).
+EXPRESS_RESERVED_KEYS = [
+    "id", "req", "save", "reload", "regenerate", "destroy", "touch", "resetMaxAge",
+    "constructor", "hasOwnProperty", "isPrototypeOf", "propertyIsEnumerable", "toLocaleString",
+    "toString", "valueOf", "__proto__", "__defineGetter__", "__defineSetter__",
+    "__lookupGetter__", "__lookupSetter__",
+]
+
+
+# ==== Signing (cookie-signature 1.0.7, spec §6) ==============================
+
+
+class TestSigning(unittest.TestCase):
+    """sign / unsign / unsign_any: cookie-signature 1.0.7 plus express-session's 's:' prefix."""
+
+    def test_sign_matches_cookie_signature_known_answers(self):
+        """sign(id, 'keyboard cat') gives exactly cookie-signature's result for the §6.2 ids."""
+        for session_id, signed, _ in SIGNING_VECTORS:
+            with self.subTest(id=session_id):
+                self.assertEqual(sd.sign(session_id, SECRET), signed)
+
+    def test_cookie_value_is_s_prefix_plus_encode_uri_component(self):
+        """The cookie value is encodeURIComponent('s:' + signed): ':' '+' '/' '%' escaped, '.' kept."""
+        for session_id, _, cookie_value in SIGNING_VECTORS:
+            with self.subTest(id=session_id):
+                self.assertEqual(sd.encode_uri_component("s:" + sd.sign(session_id, SECRET)), cookie_value)
+
+    def test_unsign_returns_the_id_with_the_signing_secret(self):
+        """unsign(signed, 'keyboard cat') gives the id back, dots in the id included."""
+        for session_id, signed, _ in SIGNING_VECTORS:
+            with self.subTest(id=session_id):
+                self.assertEqual(sd.unsign(signed, SECRET), session_id)
+
+    def test_unsign_returns_none_with_another_secret(self):
+        """unsign with 'nyan cat' rejects every value signed with 'keyboard cat'."""
+        for session_id, signed, _ in SIGNING_VECTORS:
+            with self.subTest(id=session_id):
+                self.assertIsNone(sd.unsign(signed, "nyan cat"))
+
+    def test_signature_is_unpadded_standard_base64_of_hmac_sha256(self):
+        """The part after the last '.' is base64 (with + and /) of HMAC-SHA256(id), '=' stripped."""
+        expected_hex = "069c42ad6469bd9321ff093f763977e0dfa6f9540453b2bfe567a72f02428055"
+        self.assertEqual(hmac.new(SECRET.encode(), b"abc", hashlib.sha256).hexdigest(), expected_hex)
+        mac = sd.sign("abc", SECRET).rsplit(".", 1)[1]
+        self.assertEqual(len(mac), 43)
+        self.assertNotIn("=", mac)
+        self.assertEqual(base64.b64decode(mac + "=").hex(), expected_hex)
+
+    def test_cookie_round_trips_through_serialize_and_parse(self):
+        """Serialize 's:'+signed, parse the header back, strip 's:', unsign: the same id."""
+        for session_id, _, cookie_value in SIGNING_VECTORS:
+            with self.subTest(id=session_id):
+                header = sd.serialize_cookie("connect.sid", "s:" + sd.sign(session_id, SECRET))
+                self.assertEqual(header, "connect.sid=" + cookie_value)
+                raw = sd.parse_cookie_header(header)["connect.sid"]
+                self.assertTrue(raw.startswith("s:"))
+                self.assertEqual(sd.unsign(raw[2:], SECRET), session_id)
+
+    def test_default_cookie_headers_match_express(self):
+        """With default cookie options the Set-Cookie is 'connect.sid=<value>; Path=/; HttpOnly' (§6.2)."""
+        for session_id, _, cookie_value in SIGNING_VECTORS[:3]:
+            with self.subTest(id=session_id):
+                header = Cookie().serialize("connect.sid", "s:" + sd.sign(session_id, SECRET))
+                self.assertEqual(header, f"connect.sid={cookie_value}; Path=/; HttpOnly")
+
+    def test_unsign_rejects_altered_values_without_raising(self):
+        """Tampered, truncated, lengthened, dot-less or non-ASCII input gives None, never an exception."""
+        signed = sd.sign("abc", SECRET)
+        mac = signed.rsplit(".", 1)[1]
+        flipped = mac[:-1] + ("A" if mac[-1] != "A" else "B")
+        cases = {
+            "other id, same mac": "abd." + mac,
+            "one mac character changed": "abc." + flipped,
+            "mac truncated": signed[:-1],
+            "mac lengthened": signed + "A",
+            "padding put back": signed + "=",
+            "no dot": "abc",
+            "just the id and a dot": "abc.",
+            "empty string": "",
+            "only a dot": ".",
+            "non-ASCII mac": "abc." + mac[:-1] + "é",
+            "non-ASCII appended": signed + "é",
+            "non-ASCII id": "é." + mac,
+            "full-width character": "abc." + mac[:-1] + "Ａ",
+            "NUL byte": signed + "\x00",
+        }
+        for label, value in cases.items():
+            with self.subTest(label):
+                self.assertIsNone(sd.unsign(value, SECRET))
+
+    def test_unsign_of_a_lone_surrogate_returns_none(self):
+        """A str that is not encodable (a lone surrogate) is just a bad signature: None, as in Node."""
+        # Node's cookie-signature returns false for unsign('\ud800.x', 'keyboard cat').
+        for value in ("\ud800.x", "abc.\udcff", sd.sign("abc", SECRET) + "\ud800"):
+            with self.subTest(value=value):
+                self.assertIsNone(sd.unsign(value, SECRET))
+
+    def test_bytes_secret_signs_like_its_utf8_str(self):
+        """A bytes secret is used as is; a str secret as its UTF-8 bytes, so both agree."""
+        self.assertEqual(sd.sign("abc", b"keyboard cat"), sd.sign("abc", SECRET))
+        self.assertEqual(sd.sign("abc", "clé"), sd.sign("abc", "clé".encode("utf-8")))
+        self.assertNotEqual(sd.sign("abc", "clé"), sd.sign("abc", "clé".encode("latin-1")))
+        self.assertEqual(sd.unsign(sd.sign("abc", SECRET), b"keyboard cat"), "abc")
+        self.assertEqual(sd.unsign(sd.sign("abc", bytearray(b"k")), b"k"), "abc")
+
+    def test_unsign_any_tries_secrets_in_order(self):
+        """unsign_any accepts a value signed with any listed secret and stops at the first match."""
+        signed = sd.sign("abc", SECRET)
+        self.assertEqual(sd.unsign_any(signed, ["nyan cat", SECRET]), "abc")
+        self.assertEqual(sd.unsign_any(signed, [b"nyan cat", b"keyboard cat"]), "abc")
+        self.assertIsNone(sd.unsign_any(signed, ["nyan cat"]))
+        self.assertIsNone(sd.unsign_any(signed, []))
+        # A None secret raises TypeError if tried: it is not tried after a match...
+        self.assertEqual(sd.unsign_any(signed, [SECRET, None]), "abc")
+        # ...but it is tried when the earlier secrets fail.
+        with self.assertRaises(TypeError):
+            sd.unsign_any(signed, ["nyan cat", None])
+
+    def test_sign_rejects_wrong_types(self):
+        """sign needs a str value and a str/bytes secret: TypeError with cookie-signature's message."""
+        with self.assertRaisesRegex(TypeError, r"^Cookie value must be provided as a string\.$"):
+            sd.sign(123, SECRET)
+        with self.assertRaisesRegex(TypeError, "Cookie value must be provided as a string"):
+            sd.sign(b"abc", SECRET)
+        for secret in (None, 123):
+            with self.subTest(secret=secret):
+                with self.assertRaisesRegex(TypeError, r"^Secret key must be provided\.$"):
+                    sd.sign("abc", secret)
+
+    def test_unsign_rejects_wrong_types(self):
+        """unsign needs a str input and a secret: TypeError with cookie-signature's message."""
+        for value in (None, 123, b"abc.x"):
+            with self.subTest(value=value):
+                with self.assertRaisesRegex(TypeError, r"^Signed cookie string must be provided\.$"):
+                    sd.unsign(value, SECRET)
+        with self.assertRaisesRegex(TypeError, "Secret key must be provided"):
+            sd.unsign(sd.sign("abc", SECRET), None)
+
+
+# ==== encodeURIComponent / decodeURIComponent ================================
+
+
+class TestEncodeURIComponent(unittest.TestCase):
+    """encode_uri_component / decode_uri_component behave like JavaScript's (checked with Node)."""
+
+    UNESCAPED = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.!~*'()")
+
+    def test_ascii_escapes_all_but_unreserved_characters(self):
+        """Every ASCII character except letters, digits and -_.!~*'() becomes an uppercase %XX."""
+        for code in range(128):
+            char = chr(code)
+            with self.subTest(char=char):
+                expected = char if char in self.UNESCAPED else f"%{code:02X}"
+                self.assertEqual(sd.encode_uri_component(char), expected)
+
+    def test_matches_javascript_on_examples(self):
+        """Reserved characters and UTF-8 come out as Node's encodeURIComponent gives them."""
+        cases = {
+            "abc": "abc",
+            "a b": "a%20b",
+            ";,/?:@&=+$#": "%3B%2C%2F%3F%3A%40%26%3D%2B%24%23",
+            "-_.!~*'()": "-_.!~*'()",
+            "[]{}|\\^`\"<>": "%5B%5D%7B%7D%7C%5C%5E%60%22%3C%3E",
+            "%": "%25",
+            "é": "%C3%A9",
+            "你好": "%E4%BD%A0%E5%A5%BD",
+            "😀": "%F0%9F%98%80",
+            "\x00\x1f\x7f": "%00%1F%7F",
+            "": "",
+        }
+        for text, expected in cases.items():
+            with self.subTest(text=text):
+                self.assertEqual(sd.encode_uri_component(text), expected)
+
+    def test_lone_surrogate_cannot_be_encoded(self):
+        """A lone surrogate raises ValueError, as JavaScript raises URIError."""
+        for text in ("\ud800", "a\udfffb"):
+            with self.subTest(text=text):
+                with self.assertRaises(ValueError):
+                    sd.encode_uri_component(text)
+
+    def test_decode_matches_javascript_on_valid_input(self):
+        """Valid escapes decode as UTF-8, either hex case; '+' stays '+'; text without '%' is unchanged."""
+        cases = {
+            "%C3%A9": "é",
+            "%e4%bd%a0": "你",
+            "%F0%9F%98%80": "😀",
+            "%25": "%",
+            "%3B%2C": ";,",
+            "%41": "A",
+            "a+b": "a+b",
+            "plain": "plain",
+            "": "",
+        }
+        for text, expected in cases.items():
+            with self.subTest(text=text):
+                self.assertEqual(sd.decode_uri_component(text), expected)
+
+    def test_decode_is_strict_like_javascript(self):
+        """Malformed escapes or escapes that are not UTF-8 raise ValueError (JavaScript: URIError)."""
+        for text in ("a%zz%20", "%E0%A4%A", "%", "%2", "%FF", "%C0%80", "%ED%A0%80", "%C3", "%C3%28"):
+            with self.subTest(text=text):
+                with self.assertRaises(ValueError):
+                    sd.decode_uri_component(text)
+
+    def test_decode_undoes_encode(self):
+        """decode(encode(s)) == s for any encodable text."""
+        for text in ("s:abc.x+y/z", "a b;c,d=e", "é你😀", "%25%", "'()*!~", "\x00\n\t"):
+            with self.subTest(text=text):
+                self.assertEqual(sd.decode_uri_component(sd.encode_uri_component(text)), text)
+
+
+# ==== The Cookie header: parse (cookie 0.7.2, spec §7.2) =====================
+
+
+class TestParseCookieHeader(unittest.TestCase):
+    """parse_cookie_header follows cookie 0.7.2's parse (expected values checked with Node)."""
+
+    def assert_parses(self, cases):
+        for header, expected in cases.items():
+            with self.subTest(header=header):
+                parsed = sd.parse_cookie_header(header)
+                self.assertEqual(parsed, expected)
+                self.assertEqual(list(parsed), list(expected), "key order")
+
+    def test_spec_examples(self):
+        """The §7.2 examples: '=' in values, commas, empty key, bad escapes, empty segments, tabs."""
+        self.assert_parses({
+            "a=b=c": {"a": "b=c"},
+            "x=1,y=2": {"x": "1,y=2"},
+            "=x; a=1": {"": "x", "a": "1"},
+            "a=%E0%A4%A": {"a": "%E0%A4%A"},
+            "a=1;;b=2": {"a": "1", "b": "2"},
+            "\ta\t=\t1\t": {"a": "1"},
+            "a=1;b": {"a": "1"},
+            "b; a=1": {"a": "1"},
+        })
+
+    def test_first_occurrence_of_a_name_wins(self):
+        """A repeated name keeps its first value; later ones are ignored."""
+        self.assert_parses({
+            "a=1; a=2": {"a": "1"},
+            "a=1;b=2;a=3": {"a": "1", "b": "2"},
+            "connect.sid=s%3Aabc.x; connect.sid=s%3Adef.y": {"connect.sid": "s:abc.x"},
+        })
+
+    def test_names_are_case_sensitive(self):
+        """'a' and 'A' are different cookies."""
+        self.assert_parses({"a=1; A=2": {"a": "1", "A": "2"}})
+
+    def test_one_pair_of_surrounding_quotes_is_removed(self):
+        """A value wrapped in double quotes loses one pair; a lone quote becomes ''."""
+        self.assert_parses({
+            'a="x"': {"a": "x"},
+            'a=""': {"a": ""},
+            'a="': {"a": ""},
+            'a= "x y" ': {"a": "x y"},
+            'a=" x "': {"a": " x "},
+            'a=""x""': {"a": '"x"'},
+            'a="x': {"a": '"x'},
+            'a=x"': {"a": 'x"'},
+            '"a"=1': {'"a"': "1"},
+        })
+
+    def test_only_spaces_and_tabs_are_trimmed(self):
+        """Names and values lose surrounding spaces and tabs, nothing else (no newline, no NBSP)."""
+        self.assert_parses({
+            "a=1 ;  b = 2 ": {"a": "1", "b": "2"},
+            "a=1\t;\tb=2": {"a": "1", "b": "2"},
+            " a b = c d ": {"a b": "c d"},
+            "a=\n1": {"a": "\n1"},
+            "a=\u00a01\u00a0": {"a": "\u00a01\u00a0"},
+        })
+
+    def test_empty_keys_and_values(self):
+        """An empty name or empty value is kept."""
+        self.assert_parses({
+            "a=": {"a": ""},
+            "a=;b=2": {"a": "", "b": "2"},
+            " = ; a=1": {"": "", "a": "1"},
+            ";=": {"": ""},
+            "==": {"": "="},
+            "a==": {"a": "="},
+        })
+
+    def test_segments_without_equals_are_skipped(self):
+        """A segment with no '=' is skipped, wherever it is."""
+        self.assert_parses({
+            "a=1; b": {"a": "1"},
+            "a;b;c=1": {"c": "1"},
+            "a=b;c;d=e": {"a": "b", "d": "e"},
+            ";a=1": {"a": "1"},
+            "a=1;": {"a": "1"},
+            "a=1;  ;b=2": {"a": "1", "b": "2"},
+            ";;": {},
+        })
+
+    def test_values_are_percent_decoded(self):
+        """A value with '%' is decoded with decodeURIComponent; without '%' it is left alone."""
+        self.assert_parses({
+            "foo=bar; equation=E%3Dmc%5E2": {"foo": "bar", "equation": "E=mc^2"},
+            "a=%20b": {"a": " b"},
+            "a=%E4%BD%A0": {"a": "你"},
+            "a=%e4%bd%a0": {"a": "你"},
+            "sid=s:abc.def": {"sid": "s:abc.def"},
+            "a=+": {"a": "+"},
+            "a=é": {"a": "é"},
+        })
+
+    def test_malformed_escapes_keep_the_raw_value(self):
+        """If decoding fails (bad escape, not UTF-8), the raw value is kept, per cookie."""
+        self.assert_parses({
+            "a=%zz": {"a": "%zz"},
+            "a=a%zz%20": {"a": "a%zz%20"},
+            "a=%FF": {"a": "%FF"},
+            "a=%C0%80": {"a": "%C0%80"},
+            "a=%ED%A0%80": {"a": "%ED%A0%80"},
+            "a=%": {"a": "%"},
+            "a=1;b=%;c=%41": {"a": "1", "b": "%", "c": "A"},
+        })
+
+    def test_short_or_pairless_strings_give_nothing(self):
+        """A header shorter than 2 characters, or with no '=', parses to {}."""
+        self.assert_parses({"": {}, "a": {}, "=": {}, "x": {}, "abc": {}})
+
+    def test_rejects_non_str(self):
+        """The header must be a str: TypeError otherwise."""
+        for header in (None, b"a=1", 42, ["a=1"]):
+            with self.subTest(header=header):
+                with self.assertRaises(TypeError):
+                    sd.parse_cookie_header(header)
+
+
+# ==== The Cookie header: serialize (cookie 0.7.2, spec §7.1, §2.7) ===========
+
+
+class TestSerializeCookie(unittest.TestCase):
+    """serialize_cookie follows cookie 0.7.2's serialize, strict validation included (checked with Node)."""
+
+    EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+    def test_attributes_come_in_cookie_order(self):
+        """Order: Domain, Path, Expires, HttpOnly, Secure, Partitioned, Priority, SameSite."""
+        header = sd.serialize_cookie(
+            "a", "b", same_site="strict", priority="high", partitioned=True, secure=True,
+            http_only=True, expires=self.EPOCH, path="/", domain="example.com")
+        self.assertEqual(header, "a=b; Domain=example.com; Path=/; Expires=Thu, 01 Jan 1970 00:00:00 GMT;"
+                                 " HttpOnly; Secure; Partitioned; Priority=High; SameSite=Strict")
+
+    def test_bare_pair_and_value_encoding(self):
+        """Without options only name=value is written; the value is encodeURIComponent'ed."""
+        cases = {"b": "a=b", "": "a=", "a b;c": "a=a%20b%3Bc", "s:x+y/z": "a=s%3Ax%2By%2Fz", "é": "a=%C3%A9"}
+        for value, expected in cases.items():
+            with self.subTest(value=value):
+                self.assertEqual(sd.serialize_cookie("a", value), expected)
+
+    def test_falsy_flags_and_empty_strings_add_nothing(self):
+        """False/None flags and empty domain/path are left out."""
+        header = sd.serialize_cookie("a", "b", domain="", path="", expires=None, http_only=False,
+                                     secure=None, partitioned=False, priority=None, same_site=False)
+        self.assertEqual(header, "a=b")
+        self.assertEqual(sd.serialize_cookie("a", "b", secure=False, same_site=None), "a=b")
+
+    def test_each_flag_alone(self):
+        """HttpOnly, Secure and Partitioned are bare flags when truthy."""
+        self.assertEqual(sd.serialize_cookie("a", "b", http_only=True), "a=b; HttpOnly")
+        self.assertEqual(sd.serialize_cookie("a", "b", secure=True), "a=b; Secure")
+        self.assertEqual(sd.serialize_cookie("a", "b", partitioned=True), "a=b; Partitioned")
+
+    def test_priority_is_case_insensitive(self):
+        """'low'/'medium'/'high' in any case render as Low/Medium/High; anything else is refused."""
+        for given, rendered in {"low": "Low", "MEDIUM": "Medium", "High": "High", "hIgH": "High"}.items():
+            with self.subTest(priority=given):
+                self.assertEqual(sd.serialize_cookie("a", "b", priority=given), "a=b; Priority=" + rendered)
+        for given in ("urgent", True, 1, "high "):
+            with self.subTest(priority=given):
+                with self.assertRaisesRegex(ValueError, "option priority is invalid"):
+                    sd.serialize_cookie("a", "b", priority=given)
+
+    def test_same_site_is_case_insensitive_and_true_means_strict(self):
+        """True -> Strict; 'lax'/'strict'/'none' in any case; False/None -> no attribute."""
+        cases = {True: "Strict", "lax": "Lax", "LAX": "Lax", "Strict": "Strict", "none": "None", "NONE": "None"}
+        for given, rendered in cases.items():
+            with self.subTest(same_site=given):
+                self.assertEqual(sd.serialize_cookie("a", "b", same_site=given), "a=b; SameSite=" + rendered)
+
+    def test_same_site_auto_or_unknown_is_refused(self):
+        """An unresolved 'auto', or any other truthy value, raises 'option sameSite is invalid'."""
+        for given in ("auto", "yes", "Lax;", 1):
+            with self.subTest(same_site=given):
+                with self.assertRaisesRegex(ValueError, "option sameSite is invalid"):
+                    sd.serialize_cookie("a", "b", same_site=given)
+
+    def test_expires_is_formatted_like_to_utc_string(self):
+        """Expires is 'Www, DD Mmm YYYY HH:MM:SS GMT' in UTC, milliseconds dropped, day zero-padded."""
+        cases = [
+            (self.EPOCH, "Thu, 01 Jan 1970 00:00:00 GMT"),
+            (datetime(2027, 1, 5, 3, 4, 5, 999000, tzinfo=UTC), "Tue, 05 Jan 2027 03:04:05 GMT"),
+            (datetime(2027, 1, 5, 4, 4, 5, tzinfo=timezone(timedelta(hours=1))), "Tue, 05 Jan 2027 03:04:05 GMT"),
+            (START_DATETIME + timedelta(seconds=60), "Fri, 15 Jan 2027 08:01:00 GMT"),
+        ]
+        for when, rendered in cases:
+            with self.subTest(expires=when):
+                self.assertEqual(sd.serialize_cookie("a", "b", expires=when), "a=b; Expires=" + rendered)
+
+    def test_expires_must_be_a_datetime(self):
+        """A non-datetime expires raises 'option expires is invalid'."""
+        for when in ("Thu, 01 Jan 1970 00:00:00 GMT", 0, 1800000000):
+            with self.subTest(expires=when):
+                with self.assertRaisesRegex(ValueError, "option expires is invalid"):
+                    sd.serialize_cookie("a", "b", expires=when)
+
+    def test_express_session_never_sends_max_age(self):
+        """A cookie with max_age is written with Expires only, never Max-Age."""
+        cookie = Cookie({"max_age": 60000}, clock=FrozenClock())
+        header = cookie.serialize("connect.sid", "v")
+        self.assertEqual(header, "connect.sid=v; Path=/; Expires=Fri, 15 Jan 2027 08:01:00 GMT; HttpOnly")
+        self.assertNotIn("Max-Age", header)
+
+    def test_name_must_be_a_token(self):
+        """Names that are not RFC 7230 tokens raise (CVE-2024-47764: no attribute smuggling)."""
+        for name in ("userName=<script>; Max-Age=1; a", "a b", "a;b", "a,b", 'a"b', "é", "a\tb", "", "a=b",
+                     "(a)", "a/b", "a\x00"):
+            with self.subTest(name=name):
+                with self.assertRaisesRegex(ValueError, "argument name is invalid"):
+                    sd.serialize_cookie(name, "x")
+
+    def test_trailing_newline_is_refused_in_name_domain_and_path(self):
+        """A name, domain or path ending in '\\n' is invalid (cookie 0.7.2 throws): no header splitting."""
+        cases = [
+            ("name", lambda: sd.serialize_cookie("abc\n", "x"), "argument name is invalid"),
+            ("name", lambda: sd.serialize_cookie("connect.sid\n", "x"), "argument name is invalid"),
+            ("domain", lambda: sd.serialize_cookie("a", "b", domain="example.com\n"), "option domain is invalid"),
+            ("path", lambda: sd.serialize_cookie("a", "b", path="/\n"), "option path is invalid"),
+        ]
+        for label, call, message in cases:
+            with self.subTest(label):
+                with self.assertRaisesRegex(ValueError, message):
+                    call()
+
+    def test_every_token_character_is_a_valid_name(self):
+        """All RFC 7230 token characters are accepted in a name."""
+        name = "!#$%&'*+-.^_`|~09AZaz"
+        self.assertEqual(sd.serialize_cookie(name, "x"), name + "=x")
+
+    def test_domain_validation(self):
+        """LDH labels, one optional leading dot, any case; underscores, ports, brackets, spaces refused."""
+        valid = ["example.com", ".example.com", "EXAMPLE.COM", "a.b-c.d", "localhost", "127.0.0.1",
+                 "a" * 63 + ".com"]
+        for domain in valid:
+            with self.subTest(valid=domain):
+                self.assertEqual(sd.serialize_cookie("a", "b", domain=domain), "a=b; Domain=" + domain)
+        invalid = ["..example.com", "example.com.", "ex_ample.com", "example.com:8080", "[::1]", "-a.com",
+                   "a-.com", "a" * 64 + ".com", "exa mple.com", "example.com;path=/"]
+        for domain in invalid:
+            with self.subTest(invalid=domain):
+                with self.assertRaisesRegex(ValueError, "option domain is invalid"):
+                    sd.serialize_cookie("a", "b", domain=domain)
+
+    def test_path_validation(self):
+        """Paths may hold spaces, '=' and '>'; ';', '<', control characters and non-ASCII are refused."""
+        for path in ("/", "/foo bar", "/a=b", "/a>b", "/!~"):
+            with self.subTest(valid=path):
+                self.assertEqual(sd.serialize_cookie("a", "b", path=path), "a=b; Path=" + path)
+        for path in ("/a;b", "/a\nb", "/a\x7f", "/é", "/a<b", "/a\tb", "/\x00", "/foo\r\n"):
+            with self.subTest(invalid=path):
+                with self.assertRaisesRegex(ValueError, "option path is invalid"):
+                    sd.serialize_cookie("a", "b", path=path)
+
+
+# ==== new Cookie() (upstream test/cookie.js) =================================
+
+
+class TestNewCookie(unittest.TestCase):
+    """describe('new Cookie()'): the defaults."""
+
+    def test_creates_a_new_cookie_object(self):
+        """'should create a new cookie object': Cookie() builds a default cookie without secure."""
+        cookie = Cookie()
+        self.assertIsInstance(cookie, Cookie)
+        self.assertEqual(json.dumps(cookie.to_json(), separators=(",", ":")), DEFAULT_COOKIE_JSON)
+
+    def test_defaults_expires_to_none(self):
+        """'should default expires to null'."""
+        self.assertIsNone(Cookie().expires)
+
+    def test_defaults_http_only_to_true(self):
+        """'should default httpOnly to true'."""
+        self.assertIs(Cookie().http_only, True)
+
+    def test_defaults_path_to_slash(self):
+        """'should default path to "/"'."""
+        self.assertEqual(Cookie().path, "/")
+
+    def test_defaults_max_age_to_none(self):
+        """'should default maxAge to null'; original_max_age follows it."""
+        cookie = Cookie()
+        self.assertIsNone(cookie.max_age)
+        self.assertIsNone(cookie.original_max_age)
+
+    def test_other_attributes_are_unset(self):
+        """secure, same_site, domain, priority and partitioned are unset (None), not False."""
+        cookie = Cookie()
+        for attribute in ("secure", "same_site", "domain", "priority", "partitioned"):
+            with self.subTest(attribute=attribute):
+                self.assertIsNone(getattr(cookie, attribute))
+
+
+class TestNewCookieWithOptions(unittest.TestCase):
+    """describe('new Cookie()') > describe('with options'), with snake_case option names."""
+
+    def setUp(self):
+        self.clock = FrozenClock()
+
+    def test_creates_a_new_cookie_object(self):
+        """'should create a new cookie object': Cookie({}) is the default cookie."""
+        self.assertEqual(Cookie({}, clock=self.clock).to_json(), Cookie(clock=self.clock).to_json())
+
+    def test_rejects_non_objects(self):
+        """'should reject non-objects': numbers, strings, booleans, functions, lists raise TypeError."""
+        for options in (42, "foo", True, lambda: None, [("path", "/")]):
+            with self.subTest(options=options):
+                with self.assertRaisesRegex(TypeError, "argument options"):
+                    Cookie(options)
+
+    def test_refuses_the_data_option(self):
+        """'should ignore "data" option': deliberately, 'data' is an unknown option and raises ValueError."""
+        # express-session skips "data" (a getter); we refuse every unknown option (module docstring).
+        with self.assertRaisesRegex(ValueError, "data"):
+            Cookie({"data": {"foo": "bar"}, "path": "/foo"})
+
+    # describe('expires')
+
+    def test_expires_sets_expires(self):
+        """expires > 'should set expires'."""
+        when = START_DATETIME + timedelta(seconds=60)
+        self.assertEqual(Cookie({"expires": when}, clock=self.clock).expires, when)
+
+    def test_expires_sets_max_age(self):
+        """expires > 'should set maxAge': max_age is the time left, exactly with a frozen clock."""
+        cookie = Cookie({"expires": START_DATETIME + timedelta(seconds=60)}, clock=self.clock)
+        self.assertEqual(cookie.max_age, 60000)
+        self.assertEqual(cookie.original_max_age, 60000)
+
+    # describe('httpOnly')
+
+    def test_http_only_sets_http_only(self):
+        """httpOnly > 'should set httpOnly'."""
+        cookie = Cookie({"http_only": False})
+        self.assertIs(cookie.http_only, False)
+        self.assertIs(cookie.to_json()["httpOnly"], False)
+        self.assertNotIn("HttpOnly", cookie.serialize("a", "b"))
+
+    # describe('maxAge')
+
+    def test_max_age_sets_expires(self):
+        """maxAge > 'should set expires': now + max_age."""
+        cookie = Cookie({"max_age": 60000}, clock=self.clock)
+        self.assertEqual(cookie.expires, START_DATETIME + timedelta(milliseconds=60000))
+
+    def test_max_age_sets_max_age(self):
+        """maxAge > 'should set maxAge': an int number of milliseconds."""
+        cookie = Cookie({"max_age": 60000}, clock=self.clock)
+        self.assertIsInstance(cookie.max_age, int)
+        self.assertEqual(cookie.max_age, 60000)
+
+    def test_max_age_accepts_a_datetime_with_a_deprecation_warning(self):
+        """maxAge > 'should accept Date object': it sets expires, with express's deprecation message."""
+        when = START_DATETIME + timedelta(seconds=60)
+        with self.assertWarnsRegex(DeprecationWarning, r"^maxAge as Date; pass number of milliseconds instead$"):
+            cookie = Cookie({"max_age": when}, clock=self.clock)
+        self.assertEqual(cookie.expires, when)
+        self.assertEqual(cookie.max_age, 60000)
+
+    def test_max_age_rejects_invalid_types(self):
+        """maxAge > 'should reject invalid types': str, bool and callables raise TypeError naming maxAge."""
+        for value in ("42", True, False, lambda: None, [1]):
+            with self.subTest(max_age=value):
+                with self.assertRaisesRegex(TypeError, "maxAge"):
+                    Cookie({"max_age": value}, clock=self.clock)
+
+    def test_max_age_rejects_non_finite_numbers(self):
+        """NaN and infinities raise ValueError (deliberate: express makes an Invalid Date)."""
+        for value in (math.nan, math.inf, -math.inf):
+            with self.subTest(max_age=value):
+                with self.assertRaises(ValueError):
+                    Cookie({"max_age": value}, clock=self.clock)
+
+    # describe('partitioned'), describe('path'), describe('priority')
+
+    def test_partitioned_sets_partitioned(self):
+        """partitioned > 'should set partitioned'."""
+        self.assertIs(Cookie({"partitioned": True}).partitioned, True)
+
+    def test_path_sets_path(self):
+        """path > 'should set path'."""
+        self.assertEqual(Cookie({"path": "/foo"}).path, "/foo")
+
+    def test_priority_sets_priority(self):
+        """priority > 'should set priority': kept as given."""
+        self.assertEqual(Cookie({"priority": "high"}).priority, "high")
+
+    def test_unknown_options_are_refused(self):
+        """Any option not in the list raises ValueError (deliberate), camelCase spellings included."""
+        for key in ("foo", "signed", "encode", "maxAge", "httpOnly", "sameSite"):
+            with self.subTest(option=key):
+                with self.assertRaisesRegex(ValueError, "unknown cookie option"):
+                    Cookie({key: 1})
+
+
+class TestCookieExpiryBookkeeping(unittest.TestCase):
+    """The expires / max_age / original_max_age setters (spec §2.2–2.4), on a frozen clock."""
+
+    def setUp(self):
+        self.clock = FrozenClock()
+
+    def test_later_of_expires_and_max_age_wins(self):
+        """When both options are given, the one later in the mapping decides the expiry."""
+        absolute = START_DATETIME + timedelta(hours=1)
+        max_age_last = Cookie({"expires": absolute, "max_age": 60000}, clock=self.clock)
+        self.assertEqual(max_age_last.expires, START_DATETIME + timedelta(seconds=60))
+        self.assertEqual(max_age_last.original_max_age, 60000)
+        expires_last = Cookie({"max_age": 60000, "expires": absolute}, clock=self.clock)
+        self.assertEqual(expires_last.expires, absolute)
+        self.assertEqual(expires_last.original_max_age, 3600000)
+
+    def test_original_max_age_option_is_kept_only_if_it_comes_last(self):
+        """original_max_age is a plain value: later expiry options overwrite it, earlier ones do not."""
+        self.assertEqual(Cookie({"max_age": 60000, "original_max_age": 5}, clock=self.clock).original_max_age, 5)
+        self.assertEqual(Cookie({"original_max_age": 5, "max_age": 60000}, clock=self.clock).original_max_age,
+                         60000)
+
+    def test_max_age_getter_moves_with_the_clock(self):
+        """max_age is expires minus now: it shrinks as time passes and goes negative; original stays."""
+        cookie = Cookie({"max_age": 60000}, clock=self.clock)
+        self.clock.advance(ms=1500)
+        self.assertEqual(cookie.max_age, 58500)
+        self.clock.advance(seconds=60)
+        self.assertEqual(cookie.max_age, -1500)
+        self.assertEqual(cookie.original_max_age, 60000)
+        self.assertEqual(cookie.expires, START_DATETIME + timedelta(seconds=60))
+
+    def test_setting_max_age_later_moves_expires_and_original_max_age(self):
+        """Assigning max_age on a live cookie sets expires = now + ms and original_max_age = ms."""
+        cookie = Cookie({"max_age": 60000}, clock=self.clock)
+        self.clock.advance(seconds=10)
+        cookie.max_age = 5000
+        self.assertEqual(cookie.expires, START_DATETIME + timedelta(seconds=15))
+        self.assertEqual(cookie.original_max_age, 5000)
+        self.assertEqual(cookie.max_age, 5000)
+
+    def test_setting_expires_sets_original_max_age_to_the_time_left(self):
+        """Assigning expires makes original_max_age the milliseconds left at that moment."""
+        cookie = Cookie(clock=self.clock)
+        cookie.expires = START_DATETIME + timedelta(seconds=2)
+        self.assertEqual(cookie.original_max_age, 2000)
+        self.clock.advance(ms=500)
+        self.assertEqual(cookie.max_age, 1500)
+        self.assertEqual(cookie.original_max_age, 2000)
+
+    def test_none_clears_the_expiry(self):
+        """max_age = None or expires = None gives a browser-session cookie with no original_max_age."""
+        for attribute in ("max_age", "expires"):
+            with self.subTest(attribute=attribute):
+                cookie = Cookie({"max_age": 60000}, clock=self.clock)
+                setattr(cookie, attribute, None)
+                self.assertIsNone(cookie.expires)
+                self.assertIsNone(cookie.max_age)
+                self.assertIsNone(cookie.original_max_age)
+
+    def test_zero_and_negative_max_age_are_already_expired(self):
+        """max_age 0 expires now; a negative max_age expires in the past."""
+        zero = Cookie({"max_age": 0}, clock=self.clock)
+        self.assertEqual(zero.expires, START_DATETIME)
+        self.assertEqual(zero.original_max_age, 0)
+        negative = Cookie({"max_age": -1000}, clock=self.clock)
+        self.assertEqual(negative.expires, START_DATETIME - timedelta(seconds=1))
+        self.assertEqual(negative.max_age, -1000)
+
+    def test_large_max_age_works(self):
+        """A large max_age (3,000,000,000 ms, as in upstream's tests) is exact."""
+        cookie = Cookie({"max_age": 3000000000}, clock=self.clock)
+        self.assertEqual(cookie.max_age, 3000000000)
+        self.assertEqual(cookie.expires, START_DATETIME + timedelta(milliseconds=3000000000))
+
+    def test_max_age_type_errors_when_assigned(self):
+        """Assignment checks types like the option: str/True -> TypeError, NaN/inf -> ValueError."""
+        cookie = Cookie(clock=self.clock)
+        for value in ("60000", True):
+            with self.subTest(max_age=value):
+                with self.assertRaises(TypeError):
+                    cookie.max_age = value
+        for value in (math.nan, math.inf):
+            with self.subTest(max_age=value):
+                with self.assertRaises(ValueError):
+                    cookie.max_age = value
+        self.assertIsNone(cookie.expires, "a refused value leaves the cookie unchanged")
+
+    def test_max_age_as_datetime_assignment_warns(self):
+        """Assigning a datetime to max_age warns (DeprecationWarning) and sets expires."""
+        cookie = Cookie(clock=self.clock)
+        when = START_DATETIME + timedelta(seconds=30)
+        with self.assertWarns(DeprecationWarning):
+            cookie.max_age = when
+        self.assertEqual(cookie.expires, when)
+        self.assertEqual(cookie.original_max_age, 30000)
+
+    def test_expiry_of_epoch_zero_serializes_as_1970(self):
+        """expires = epoch 0 renders 'Expires=Thu, 01 Jan 1970 00:00:00 GMT'."""
+        cookie = Cookie({"expires": datetime(1970, 1, 1, tzinfo=UTC)}, clock=self.clock)
+        self.assertEqual(cookie.serialize("connect.sid", "v"),
+                         "connect.sid=v; Path=/; Expires=Thu, 01 Jan 1970 00:00:00 GMT; HttpOnly")
+
+
+class TestCookieJSON(unittest.TestCase):
+    """Cookie.to_json / from_json: the stored form, express's key order and contents (§2.5, §5.4)."""
+
+    ALL_KEYS = ["originalMaxAge", "partitioned", "priority", "expires", "secure", "httpOnly", "domain",
+                "path", "sameSite"]
+    # Made by Node: JSON.stringify(new Cookie({priority:'high', partitioned:true, secure:false,
+    #   domain:'example.com', sameSite:'strict', maxAge:60000}))
+    NODE_JSON = ('{"originalMaxAge":60000,"partitioned":true,"priority":"high",'
+                 '"expires":"2026-11-29T04:07:59.801Z","secure":false,"httpOnly":true,'
+                 '"domain":"example.com","path":"/","sameSite":"strict"}')
+
+    def setUp(self):
+        self.clock = FrozenClock()
+
+    def compact(self, data):
+        return json.dumps(data, separators=(",", ":"))
+
+    def test_default_cookie_json(self):
+        """The default cookie stores originalMaxAge and expires as null, httpOnly, path: nothing else."""
+        self.assertEqual(self.compact(Cookie(clock=self.clock).to_json()), DEFAULT_COOKIE_JSON)
+
+    def test_max_age_cookie_json(self):
+        """With max_age 60000: originalMaxAge 60000 and expires as a JS ISO string with milliseconds."""
+        self.clock.advance(ms=942)
+        cookie = Cookie({"max_age": 60000}, clock=self.clock)
+        self.assertEqual(self.compact(cookie.to_json()),
+                         '{"originalMaxAge":60000,"expires":"2027-01-15T08:01:00.942Z","httpOnly":true,"path":"/"}')
+
+    def test_all_attributes_in_express_key_order(self):
+        """Every attribute set gives express's key order; max_age itself is never stored."""
+        cookie = Cookie({"max_age": 60000, "partitioned": True, "priority": "high", "secure": False,
+                         "domain": "example.com", "same_site": "strict"}, clock=self.clock)
+        data = cookie.to_json()
+        self.assertEqual(list(data), self.ALL_KEYS)
+        self.assertEqual(data, {"originalMaxAge": 60000, "partitioned": True, "priority": "high",
+                                "expires": "2027-01-15T08:01:00.000Z", "secure": False, "httpOnly": True,
+                                "domain": "example.com", "path": "/", "sameSite": "strict"})
+        self.assertNotIn("maxAge", data)
+
+    def test_false_values_are_kept_and_unset_ones_left_out(self):
+        """False is stored (secure: false, httpOnly: false); None attributes are omitted."""
+        data = Cookie({"secure": False, "http_only": False, "partitioned": False}, clock=self.clock).to_json()
+        self.assertIs(data["secure"], False)
+        self.assertIs(data["httpOnly"], False)
+        self.assertIs(data["partitioned"], False)
+        self.assertNotIn("sameSite", data)
+        self.assertNotIn("domain", data)
+        self.assertNotIn("priority", data)
+
+    def test_expires_keeps_millisecond_precision(self):
+        """expires is stored to the millisecond, like a JavaScript Date (microseconds are dropped)."""
+        when = START_DATETIME + timedelta(microseconds=123456)
+        cookie = Cookie({"expires": when}, clock=self.clock)
+        self.assertEqual(cookie.to_json()["expires"], "2027-01-15T08:00:00.123Z")
+        self.assertEqual(cookie.expires, START_DATETIME + timedelta(milliseconds=123))
+
+    def test_round_trip_through_json(self):
+        """from_json(to_json) rebuilds the same cookie: same JSON, same expires datetime."""
+        cookie = Cookie({"max_age": 60000, "partitioned": True, "priority": "high", "secure": True,
+                         "domain": "example.com", "same_site": "lax", "path": "/foo"}, clock=self.clock)
+        stored = json.loads(self.compact(cookie.to_json()))
+        rebuilt = Cookie.from_json(stored, clock=self.clock)
+        self.assertEqual(rebuilt.to_json(), cookie.to_json())
+        self.assertEqual(rebuilt.expires, cookie.expires)
+        self.assertEqual(rebuilt.serialize("a", "b"), cookie.serialize("a", "b"))
+
+    def test_original_max_age_is_restored_exactly(self):
+        """Loading later keeps the stored originalMaxAge, not the (smaller) time left."""
+        stored = json.loads(self.compact(Cookie({"max_age": 60000}, clock=self.clock).to_json()))
+        self.clock.advance(ms=1234)
+        rebuilt = Cookie.from_json(stored, clock=self.clock)
+        self.assertEqual(rebuilt.original_max_age, 60000)
+        self.assertEqual(rebuilt.max_age, 58766)
+        odd = Cookie.from_json({"originalMaxAge": 1999, "expires": "2027-01-15T08:00:02.000Z"}, clock=self.clock)
+        self.assertEqual(odd.original_max_age, 1999)
+
+    def test_reads_what_express_session_stores(self):
+        """A cookie JSON written by Node's express-session loads and is written back byte for byte."""
+        rebuilt = Cookie.from_json(json.loads(self.NODE_JSON), clock=self.clock)
+        self.assertEqual(self.compact(rebuilt.to_json()), self.NODE_JSON)
+        self.assertEqual(rebuilt.expires, datetime(2026, 11, 29, 4, 7, 59, 801000, tzinfo=UTC))
+        self.assertEqual(rebuilt.same_site, "strict")
+
+    def test_missing_keys_fall_back_to_defaults(self):
+        """A stored cookie with few keys gets the defaults for the rest (path '/', httpOnly)."""
+        self.assertEqual(self.compact(Cookie.from_json({}, clock=self.clock).to_json()), DEFAULT_COOKIE_JSON)
+        self.assertEqual(Cookie.from_json({"path": "/x"}, clock=self.clock).path, "/x")
+
+    def test_malformed_stored_cookie_raises_value_error(self):
+        """A stored cookie that is not an object, or has a bad expires/originalMaxAge, raises ValueError."""
+        for data in (None, [], "cookie", {"expires": "nope"}, {"expires": 5}, {"expires": True},
+                     {"originalMaxAge": "60000"}, {"originalMaxAge": True}):
+            with self.subTest(data=data):
+                with self.assertRaises(ValueError):
+                    Cookie.from_json(data, clock=self.clock)
+
+
+# ==== The Session object (spec §4) ===========================================
+
+
+class TestSessionObject(unittest.TestCase):
+    """Session: a mapping of data plus id and cookie; reserved names are dropped or refused."""
+
+    def setUp(self):
+        self.clock = FrozenClock()
+        self.store = CountingStore(clock=self.clock)
+        self.options = make_options(clock=self.clock, store=self.store, cookie={})
+
+    def new_state(self):
+        state = sd.RequestState(self.options, RequestInfo())
+        state.session_id = "sid-1"
+        return state
+
+    def loaded(self, data):
+        return self.new_state().create_session(data)
+
+    def stored(self, **data):
+        return {"cookie": json.loads(DEFAULT_COOKIE_JSON), **data}
+
+    def test_behaves_as_a_mutable_mapping(self):
+        """Items can be set, read, tested, counted, deleted; get() has a default."""
+        session = self.loaded(self.stored())
+        session["views"] = 1
+        session["user"] = {"name": "tj"}
+        self.assertEqual(session["views"], 1)
+        self.assertIn("user", session)
+        self.assertEqual(len(session), 2)
+        self.assertEqual(session.get("missing", "dflt"), "dflt")
+        del session["views"]
+        self.assertNotIn("views", session)
+        with self.assertRaises(KeyError):
+            session["views"]
+        with self.assertRaises(KeyError):
+            del session["views"]
+
+    def test_only_data_keys_iterate(self):
+        """Iteration, keys() and dict(session) see the data only: no cookie, id or methods."""
+        session = self.loaded(self.stored(test1=1, test2=2))
+        self.assertEqual(list(session), ["test1", "test2"])
+        self.assertEqual(list(session.keys()), ["test1", "test2"])
+        self.assertEqual(dict(session), {"test1": 1, "test2": 2})
+
+    def test_to_json_is_cookie_then_data(self):
+        """to_json() is {"cookie": {...}, ...data} in insertion order, like JSON.stringify(req.session)."""
+        state = self.new_state()
+        state.generate()
+        session = state.session
+        session["b"] = 2
+        session["a"] = [1, {"x": None}]
+        data = session.to_json()
+        self.assertEqual(list(data), ["cookie", "b", "a"])
+        self.assertEqual(data["cookie"], session.cookie.to_json())
+        self.assertEqual(json.dumps(data, separators=(",", ":")),
+                         '{"cookie":' + DEFAULT_COOKIE_JSON + ',"b":2,"a":[1,{"x":null}]}')
+
+    def test_loaded_session_uses_the_stored_cookie(self):
+        """The stored 'cookie' becomes session.cookie, not a data key."""
+        stored = self.stored(views=3)
+        stored["cookie"]["path"] = "/app"
+        session = self.loaded(stored)
+        self.assertEqual(session.cookie.path, "/app")
+        self.assertNotIn("cookie", session)
+        self.assertEqual(session.to_json(), stored)
+
+    def test_reserved_keys_are_dropped_on_load(self):
+        """Stored keys express-session cannot hold (id, save, toString, __proto__, ...) are dropped."""
+        # "should handle reserved properties in storage"
+        stored = self.stored(**{name: "stored-" + name for name in EXPRESS_RESERVED_KEYS}, views=1)
+        session = self.loaded(stored)
+        self.assertEqual(dict(session), {"views": 1})
+        self.assertEqual(session.id, "sid-1")
+        for name in EXPRESS_RESERVED_KEYS:
+            with self.subTest(key=name):
+                self.assertNotIn(name, session)
+                self.assertNotIn(name, session.to_json())
+
+    def test_python_method_names_are_ordinary_data(self):
+        """Names that are not reserved in express (keys, get, to_json, reset_max_age, data) stay data."""
+        names = ["keys", "get", "length", "to_json", "reset_max_age", "data", "views"]
+        session = self.loaded(self.stored(**{name: "stored-" + name for name in names}))
+        self.assertEqual(list(session), names)
+        self.assertEqual(session["keys"], "stored-keys")
+        self.assertTrue(callable(session.keys))
+
+    def test_reserved_keys_are_refused_on_set(self):
+        """Setting a reserved name or 'cookie' as data raises KeyError and changes nothing."""
+        session = self.loaded(self.stored(views=1))
+        for name in EXPRESS_RESERVED_KEYS + ["cookie"]:
+            with self.subTest(key=name):
+                with self.assertRaises(KeyError):
+                    session[name] = "x"
+        self.assertEqual(dict(session), {"views": 1})
+        self.assertEqual(session.cookie.to_json(), json.loads(DEFAULT_COOKIE_JSON))
+
+    def test_id_is_read_only(self):
+        """session.id cannot be assigned or deleted."""
+        session = self.loaded(self.stored())
+        with self.assertRaises(AttributeError):
+            session.id = "other"
+        with self.assertRaises(AttributeError):
+            del session.id
+        self.assertEqual(session.id, "sid-1")
+
+    def test_touch_restarts_the_cookie_without_the_store(self):
+        """touch() sets max_age back to original_max_age; it makes no store call."""
+        options = make_options(clock=self.clock, store=self.store)  # max_age 60000
+        state = sd.RequestState(options, RequestInfo())
+        state.generate()
+        session = state.session
+        self.clock.advance(seconds=20)
+        self.assertEqual(session.cookie.max_age, 40000)
+        self.assertIs(session.touch(), session)
+        self.assertEqual(session.cookie.max_age, 60000)
+        self.assertEqual(session.cookie.expires, START_DATETIME + timedelta(seconds=80))
+        self.assertEqual(sum(self.store.calls.values()), 0)
+
+
+# ==== hash_session (spec §3.6) ==============================================
+
+
+class TestHashSession(unittest.TestCase):
+    """hash_session: SHA-1 of the data without the top-level cookie; key order matters."""
+
+    def test_ignores_the_top_level_cookie(self):
+        """Only the top-level 'cookie' key is left out of the hash."""
+        base = sd.hash_session({"a": 1})
+        self.assertEqual(sd.hash_session({"cookie": {"path": "/"}, "a": 1}), base)
+        self.assertEqual(sd.hash_session({"a": 1, "cookie": {"expires": "x"}}), base)
+
+    def test_nested_cookie_keys_count(self):
+        """A nested key called 'cookie' is data: changing it changes the hash."""
+        self.assertNotEqual(sd.hash_session({"user": {"cookie": 1}}), sd.hash_session({"user": {"cookie": 2}}))
+        self.assertNotEqual(sd.hash_session({"user": {"cookie": 1}}), sd.hash_session({"user": {}}))
+
+    def test_key_order_matters(self):
+        """The same items in another order hash differently, as JavaScript JSON does."""
+        self.assertNotEqual(sd.hash_session({"a": 1, "b": 2}), sd.hash_session({"b": 2, "a": 1}))
+
+    def test_values_and_nesting_matter(self):
+        """Different values, types or nesting give different hashes; equal data the same hash."""
+        variants = [{"a": 1}, {"a": "1"}, {"a": [1]}, {"a": {"b": 1}}, {"a": None}, {}]
+        hashes = [sd.hash_session(v) for v in variants]
+        self.assertEqual(len(set(hashes)), len(variants))
+        self.assertEqual(sd.hash_session({"a": {"b": [1, 2]}}), sd.hash_session({"a": {"b": [1, 2]}}))
+
+    def test_is_sha1_of_compact_json(self):
+        """The hash is the hex SHA-1 of the compact JSON of the data (as the docstring says)."""
+        self.assertEqual(sd.hash_session({"cookie": {}, "a": 1, "b": "x"}),
+                         hashlib.sha1(b'{"a":1,"b":"x"}').hexdigest())
+        self.assertEqual(sd.hash_session({}), hashlib.sha1(b"{}").hexdigest())
+
+    def test_session_and_its_json_hash_alike(self):
+        """A Session hashes like its to_json(), whatever its cookie."""
+        clock = FrozenClock()
+        state = sd.RequestState(make_options(clock=clock, store=MemoryStore(clock=clock)), RequestInfo())
+        state.generate()
+        state.session["views"] = 1
+        self.assertEqual(sd.hash_session(state.session), sd.hash_session(state.session.to_json()))
+        self.assertEqual(sd.hash_session(state.session), sd.hash_session({"views": 1}))
+
+
+# ==== MemoryStore (spec §5.5) ===============================================
+
+
+class TestMemoryStore(unittest.TestCase):
+    """MemoryStore: compact JSON strings, fresh copies, lazy expiry on read, thread safety."""
+
+    def setUp(self):
+        self.clock = FrozenClock()
+        self.store = MemoryStore(clock=self.clock)
+
+    def session(self, cookie=None, **data):
+        """A new Session with the given cookie options and data, made by the middleware's own path."""
+        options = make_options(clock=self.clock, store=self.store, cookie=cookie if cookie is not None else {})
+        state = sd.RequestState(options, RequestInfo())
+        state.generate()
+        state.session.update(data)
+        return state.session
+
+    def test_stores_compact_json_strings(self):
+        """A default session is stored as express does: '{"cookie":{...}}', no spaces."""
+        self.store.set("abc", self.session())
+        self.assertEqual(self.store.sessions, {"abc": '{"cookie":' + DEFAULT_COOKIE_JSON + "}"})
+
+    def test_stores_data_after_the_cookie_and_non_ascii_as_is(self):
+        """Data follows the cookie in the JSON; non-ASCII text is not \\u-escaped (JSON.stringify)."""
+        self.store.set("abc", self.session(views=2, name="Zoë"))
+        self.assertEqual(self.store.sessions["abc"],
+                         '{"cookie":' + DEFAULT_COOKIE_JSON + ',"views":2,"name":"Zoë"}')
+
+    def test_set_accepts_a_plain_mapping(self):
+        """set() stores a plain stored-form dict as JSON too."""
+        self.store.set("abc", {"cookie": {"expires": None}, "a": 1})
+        self.assertEqual(self.store.sessions["abc"], '{"cookie":{"expires":null},"a":1}')
+        self.assertEqual(self.store.get("abc"), {"cookie": {"expires": None}, "a": 1})
+
+    def test_get_returns_a_fresh_copy_each_time(self):
+        """Each get() parses again: changing what it returned does not change the store."""
+        self.store.set("abc", self.session(views=1))
+        first = self.store.get("abc")
+        second = self.store.get("abc")
+        self.assertEqual(first, second)
+        self.assertIsNot(first, second)
+        first["views"] = 99
+        first["cookie"]["path"] = "/changed"
+        self.assertEqual(self.store.get("abc"), second)
+
+    def test_get_of_an_unknown_id_is_none(self):
+        """get() of an id that was never stored returns None."""
+        self.assertIsNone(self.store.get("nope"))
+
+    def test_get_expires_lazily_at_the_expiry_instant(self):
+        """get() returns the session until its expiry; at expiry (<= now) it is deleted and None."""
+        self.store.set("abc", self.session({"max_age": 1000}))
+        self.clock.advance(ms=999)
+        self.assertIsNotNone(self.store.get("abc"))
+        self.clock.advance(ms=1)
+        self.assertIsNone(self.store.get("abc"))
+        self.assertNotIn("abc", self.store.sessions)
+
+    def test_expired_entries_stay_until_read(self):
+        """Nothing sweeps: an expired entry stays in .sessions until something reads it (the leak)."""
+        self.store.set("old", self.session({"max_age": 1000}))
+        self.clock.advance(seconds=3600)
+        self.store.set("new", self.session({"max_age": 1000}))
+        self.store.destroy("other")
+        self.assertIn("old", self.store.sessions)
+        self.assertIsNone(self.store.get("old"))
+        self.assertNotIn("old", self.store.sessions)
+
+    def test_every_read_deletes_expired_entries(self):
+        """get, touch, all and length each delete an expired entry they meet."""
+        reads = {
+            "get": lambda store, sid, session: store.get(sid),
+            "touch": lambda store, sid, session: store.touch(sid, session),
+            "all": lambda store, sid, session: store.all(),
+            "length": lambda store, sid, session: store.length(),
+        }
+        for name, read in reads.items():
+            with self.subTest(read=name):
+                self.store.clear()
+                session = self.session({"max_age": 1000})
+                self.store.set("abc", session)
+                self.clock.advance(ms=1000)
+                read(self.store, "abc", session)
+                self.assertNotIn("abc", self.store.sessions)
+
+    def test_a_session_without_expiry_never_expires(self):
+        """A browser-session cookie (expires null) stays forever."""
+        self.store.set("abc", self.session())
+        self.clock.advance(seconds=10 * 365 * 24 * 3600)
+        self.assertIsNotNone(self.store.get("abc"))
+        self.assertEqual(self.store.length(), 1)
+
+    def test_touch_replaces_only_the_cookie(self):
+        """touch() writes the session's cookie over the stored one and leaves the stored data alone."""
+        session = self.session({"max_age": 60000}, views=1)
+        self.store.set("abc", session)
+        self.clock.advance(seconds=30)
+        session["views"] = 99
+        session.touch()
+        self.store.touch("abc", session)
+        stored = self.store.get("abc")
+        self.assertEqual(stored["views"], 1)
+        self.assertEqual(stored["cookie"], session.cookie.to_json())
+        self.assertEqual(stored["cookie"]["expires"], "2027-01-15T08:01:30.000Z")
+
+    def test_touch_does_not_create_or_revive(self):
+        """touch() of an unknown or expired id stores nothing."""
+        session = self.session({"max_age": 1000})
+        self.store.touch("unknown", session)
+        self.assertEqual(self.store.sessions, {})
+        self.store.set("abc", session)
+        self.clock.advance(seconds=2)
+        session.touch()
+        self.store.touch("abc", session)
+        self.assertEqual(self.store.sessions, {})
+
+    def test_all_is_keyed_by_id_and_skips_expired(self):
+        """all() is {id: stored dict} of the live sessions; length() counts them."""
+        self.store.set("short", self.session({"max_age": 1000}, n=1))
+        self.store.set("long", self.session({"max_age": 60000}, n=2))
+        self.store.set("forever", self.session(n=3))
+        self.assertEqual(self.store.length(), 3)
+        self.clock.advance(seconds=2)
+        everything = self.store.all()
+        self.assertEqual(sorted(everything), ["forever", "long"])
+        self.assertEqual(everything["long"], json.loads(self.store.sessions["long"]))
+        self.assertEqual(everything["forever"]["n"], 3)
+        self.assertEqual(self.store.length(), 2)
+
+    def test_clear_and_destroy(self):
+        """destroy() removes one id (an unknown id is fine); clear() removes all."""
+        self.store.set("a", self.session())
+        self.store.set("b", self.session())
+        self.store.destroy("unknown")
+        self.store.destroy("a")
+        self.assertEqual(list(self.store.sessions), ["b"])
+        self.store.clear()
+        self.assertEqual(self.store.sessions, {})
+        self.assertEqual(self.store.length(), 0)
+        self.assertEqual(self.store.all(), {})
+
+    def test_is_safe_under_concurrent_threads(self):
+        """Threads setting, getting, touching and listing at once: no error and an exact end state."""
+        threads_count, per_thread = 8, 60
+        errors = []
+        start = threading.Barrier(threads_count + 1)
+        cookie = json.loads(DEFAULT_COOKIE_JSON)
+
+        def writer(t):
+            try:
+                start.wait(10)
+                for k in range(per_thread):
+                    sid = f"t{t}-{k}"
+                    self.store.set(sid, {"cookie": cookie, "t": t, "k": k})
+                    if self.store.get(sid) != {"cookie": cookie, "t": t, "k": k}:
+                        errors.append(f"read back wrong data for {sid}")
+                    self.store.set("shared", {"cookie": cookie, "t": t})
+                    if k % 3 == 0:
+                        self.store.destroy(f"t{t}-{k}")
+            except Exception as exc:  # reported below
+                errors.append(repr(exc))
+
+        def reader():
+            try:
+                start.wait(10)
+                for _ in range(per_thread):
+                    self.store.all()
+                    self.store.length()
+            except Exception as exc:
+                errors.append(repr(exc))
+
+        threads = [threading.Thread(target=writer, args=(t,)) for t in range(threads_count)]
+        threads.append(threading.Thread(target=reader))
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        self.assertFalse(any(thread.is_alive() for thread in threads), "threads did not finish")
+        self.assertEqual(errors, [])
+        expected = {f"t{t}-{k}" for t in range(threads_count) for k in range(per_thread) if k % 3 != 0}
+        self.assertEqual(set(self.store.sessions), expected | {"shared"})
+        for sid in expected:
+            t, k = (int(part) for part in sid[1:].split("-"))
+            self.assertEqual(self.store.get(sid), {"cookie": cookie, "t": t, "k": k})
+        self.assertIn(self.store.get("shared")["t"], range(threads_count))
+        self.assertEqual(self.store.length(), len(expected) + 1)
+
+
+# ==== SessionOptions (spec §1.1 and the deliberate differences) ==============
+
+
+class TestSessionOptions(unittest.TestCase):
+    """SessionOptions validates once, at construction, with express's messages where it has one."""
+
+    def build(self, **overrides):
+        options = {"secret": SECRET, "resave": False, "save_uninitialized": False}
+        options.update(overrides)
+        return SessionOptions(**options)
+
+    def test_genid_must_be_callable(self):
+        """A genid that is not callable raises TypeError 'genid option must be a function'."""
+        for genid in ("abc", 42, object()):
+            with self.subTest(genid=genid):
+                with self.assertRaises(TypeError) as caught:
+                    self.build(genid=genid)
+                self.assertEqual(str(caught.exception), "genid option must be a function")
+        self.assertIs(self.build(genid=None).genid, sd.generate_session_id)
+
+    def test_resave_left_out_warns_and_means_true(self):
+        """resave None warns 'undefined resave option; provide resave option' and is True."""
+        with self.assertWarns(DeprecationWarning) as caught:
+            options = self.build(resave=None)
+        self.assertEqual(str(caught.warning), "undefined resave option; provide resave option")
+        self.assertIs(options.resave, True)
+
+    def test_save_uninitialized_left_out_warns_and_means_true(self):
+        """save_uninitialized None warns with express's message and is True."""
+        with self.assertWarns(DeprecationWarning) as caught:
+            options = self.build(save_uninitialized=None)
+        self.assertEqual(str(caught.warning),
+                         "undefined saveUninitialized option; provide saveUninitialized option")
+        self.assertIs(options.save_uninitialized, True)
+
+    def test_both_left_out_warn_in_express_order(self):
+        """Leaving out both gives the resave warning first, then saveUninitialized's."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            SessionOptions(secret=SECRET)
+        messages = [str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)]
+        self.assertEqual(messages, ["undefined resave option; provide resave option",
+                                    "undefined saveUninitialized option; provide saveUninitialized option"])
+
+    def test_given_resave_and_save_uninitialized_do_not_warn(self):
+        """Explicit False values are kept, without a warning; rolling is coerced to bool."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            options = self.build(rolling=1)
+        self.assertIs(options.resave, False)
+        self.assertIs(options.save_uninitialized, False)
+        self.assertIs(options.rolling, True)
+
+    def test_unset_must_be_keep_or_destroy(self):
+        """A truthy unset other than 'keep'/'destroy' raises TypeError with express's message."""
+        for unset in ("DESTROY", "delete", True, "keep "):
+            with self.subTest(unset=unset):
+                with self.assertRaises(TypeError) as caught:
+                    self.build(unset=unset)
+                self.assertEqual(str(caught.exception), 'unset option must be "destroy" or "keep"')
+        for unset, destroy in (("destroy", True), ("keep", False), (None, False), ("", False)):
+            with self.subTest(unset=unset):
+                self.assertIs(self.build(unset=unset).unset_destroy, destroy)
+
+    def test_empty_secret_list_is_refused(self):
+        """An empty list (or tuple) of secrets raises TypeError 'secret option array ...'."""
+        for secret in ([], ()):
+            with self.subTest(secret=secret):
+                with self.assertRaises(TypeError) as caught:
+                    self.build(secret=secret)
+                self.assertEqual(str(caught.exception), "secret option array must contain one or more strings")
+
+    def test_missing_or_empty_secret_is_refused(self):
+        """No secret, '' or b'' raises TypeError at construction (deliberate: express fails per request)."""
+        for secret in (None, "", b""):
+            with self.subTest(secret=secret):
+                with self.assertRaisesRegex(TypeError, "secret"):
+                    self.build(secret=secret)
+        with self.assertRaisesRegex(TypeError, "secret"):
+            SessionOptions(resave=False, save_uninitialized=False)
+
+    def test_a_str_secret_is_one_secret(self):
+        """A str (or bytes) secret is one key, never a list of its characters."""
+        self.assertEqual(self.build(secret="keyboard cat").secrets, [b"keyboard cat"])
+        self.assertEqual(self.build(secret=b"keyboard cat").secrets, [b"keyboard cat"])
+
+    def test_a_list_of_secrets_keeps_its_order(self):
+        """A list or tuple of str/bytes gives the keys in order: the first signs, all verify."""
+        self.assertEqual(self.build(secret=["new", b"old", "clé"]).secrets, [b"new", b"old", "clé".encode()])
+        self.assertEqual(self.build(secret=("a",)).secrets, [b"a"])
+
+    def test_invalid_cookie_options_fail_at_construction(self):
+        """A bad name/path/domain/priority/same_site raises ValueError now (deliberate), not per request."""
+        cases = {
+            "name": {"name": "a b"},
+            "name with ';'": {"name": "sid;Max-Age=1"},
+            "path": {"cookie": {"path": "/a;b"}},
+            "domain with underscore": {"cookie": {"domain": "ex_ample.com"}},
+            "domain with port": {"cookie": {"domain": "example.com:8080"}},
+            "domain with trailing dot": {"cookie": {"domain": "example.com."}},
+            "priority": {"cookie": {"priority": "urgent"}},
+            "same_site": {"cookie": {"same_site": "sometimes"}},
+            "max_age NaN": {"cookie": {"max_age": math.nan}},
+            "unknown option": {"cookie": {"maxAge": 60000}},
+            "name, with a cookie callable": {"name": "a b", "cookie": lambda request: {}},
+        }
+        for label, overrides in cases.items():
+            with self.subTest(label):
+                with self.assertRaises(ValueError):
+                    self.build(**overrides)
+
+    def test_invalid_cookie_name_with_trailing_newline_fails(self):
+        """A cookie name ending in a newline is not a token: ValueError at construction."""
+        with self.assertRaises(ValueError):
+            self.build(name="connect.sid\n")
+        with self.assertRaises(ValueError):
+            self.build(cookie={"path": "/\n"})
+
+    def test_valid_cookie_options_are_accepted(self):
+        """'auto' secure/same_site, a leading-dot domain and a path with spaces are fine."""
+        options = self.build(cookie={"secure": "auto", "same_site": "auto", "domain": ".example.com",
+                                     "path": "/my app", "priority": "HIGH", "max_age": 60000})
+        self.assertEqual(options.cookie["same_site"], "auto")
+
+    def test_cookie_option_must_be_a_mapping_or_callable(self):
+        """A cookie option that is neither a mapping nor a callable raises TypeError."""
+        for cookie in (42, "path=/", [("path", "/")]):
+            with self.subTest(cookie=cookie):
+                with self.assertRaises(TypeError):
+                    self.build(cookie=cookie)
+
+    def test_proxy_must_be_true_false_or_none(self):
+        """proxy other than True/False/None raises TypeError."""
+        for proxy in ("yes", "true", [], {}):
+            with self.subTest(proxy=proxy):
+                with self.assertRaises(TypeError):
+                    self.build(proxy=proxy)
+        for proxy in (None, True, False):
+            with self.subTest(proxy=proxy):
+                self.assertIs(self.build(proxy=proxy).proxy, proxy)
+
+    def test_proxy_rejects_numbers_that_equal_a_bool(self):
+        """proxy=1 or 0 is refused too: it would pass an '==' check yet not act as True/False."""
+        for proxy in (1, 0, 1.0):
+            with self.subTest(proxy=proxy):
+                with self.assertRaises(TypeError):
+                    self.build(proxy=proxy)
+
+    def test_store_must_have_get_set_and_destroy(self):
+        """A store missing get, set or destroy (or with a non-callable one) raises TypeError."""
+
+        class Complete:
+            def get(self, sid): return None
+            def set(self, sid, session): pass
+            def destroy(self, sid): pass
+
+        for missing in ("get", "set", "destroy"):
+            with self.subTest(missing=missing):
+                broken = type("Broken", (Complete,), {missing: None})()
+                with self.assertRaisesRegex(TypeError, missing):
+                    self.build(store=broken)
+        with self.assertRaises(TypeError):
+            self.build(store=object())
+        self.assertIsInstance(self.build(store=Complete()).store, Complete)
+
+    def test_default_store_is_a_memory_store_on_the_options_clock(self):
+        """Without a store each options object gets its own MemoryStore, expiring on the options' clock."""
+        clock = FrozenClock()
+        options = self.build(clock=clock, cookie={"max_age": 1000})
+        other = self.build()
+        self.assertIsInstance(options.store, MemoryStore)
+        self.assertIsNot(options.store, other.store)
+        state = sd.RequestState(options, RequestInfo())
+        state.generate()
+        options.store.set("abc", state.session)
+        clock.advance(ms=1000)
+        self.assertIsNone(options.store.get("abc"))
+
+    def test_empty_name_falls_back_to_connect_sid(self):
+        """name '' means the default 'connect.sid'; another valid name is kept."""
+        self.assertEqual(self.build(name="").name, "connect.sid")
+        self.assertEqual(self.build().name, "connect.sid")
+        self.assertEqual(self.build(name="sid").name, "sid")
+
+    def test_store_implements_touch_is_decided_at_construction(self):
+        """store_implements_touch is True only if the store has a callable touch when the options are built."""
+
+        class NoTouch:
+            def get(self, sid): return None
+            def set(self, sid, session): pass
+            def destroy(self, sid): pass
+
+        class Touch(NoTouch):
+            def touch(self, sid, session): pass
+
+        self.assertTrue(self.build(store=MemoryStore()).store_implements_touch)
+        self.assertTrue(self.build(store=Touch()).store_implements_touch)
+        self.assertFalse(self.build(store=NoTouch()).store_implements_touch)
+        not_callable = NoTouch()
+        not_callable.touch = "yes"
+        self.assertFalse(self.build(store=not_callable).store_implements_touch)
+        store = NoTouch()
+        options = self.build(store=store)
+        store.touch = lambda sid, session: None
+        self.assertFalse(options.store_implements_touch)
+
+    def test_clock_must_be_callable(self):
+        """A clock that is not callable raises TypeError."""
+        with self.assertRaises(TypeError):
+            self.build(clock=1800000000.0)
 
 
 if __name__ == "__main__":
