@@ -701,7 +701,8 @@ class Cookie:
         """Rebuild a cookie from its stored form (express's ``store.createSession``).
 
         Stored keys override the defaults; ``expires`` is parsed from its
-        ISO string; ``originalMaxAge`` is restored as stored. A malformed
+        ISO string (or taken as it is, if the store kept an aware datetime);
+        ``originalMaxAge`` is restored as stored. A malformed
         stored cookie raises ValueError.
         """
         if not isinstance(data, Mapping):
@@ -714,7 +715,9 @@ class Cookie:
             if json_key in data:
                 setattr(cookie, attribute, data[json_key])
         expires = data.get("expires")
-        if isinstance(expires, str):
+        if isinstance(expires, datetime) and expires.tzinfo is not None:
+            cookie.expires = expires  # a store that keeps real dates (express accepts a Date too)
+        elif isinstance(expires, str):
             try:
                 cookie.expires = datetime.fromisoformat(expires)
             except ValueError:

@@ -32,6 +32,11 @@ import hmac
 import math
 from datetime import datetime, timedelta, timezone
 from session_demo import Cookie, MemoryStore, RequestInfo, SessionOptions
+import email.utils
+import itertools
+import logging
+import socket
+from session_demo import Cookie, MemoryStore, SessionMiddleware
 
 SECRET = "keyboard cat"
 START = 1_800_000_000.0  # 2027-01-15T08:00:00Z: a fixed "now" for the controlled clock
@@ -1622,6 +1627,1049 @@ class TestSessionOptions(unittest.TestCase):
         """A clock that is not callable raises TypeError."""
         with self.assertRaises(TypeError):
             self.build(clock=1800000000.0)
+
+
+# ==== req.session, the decision matrix and the lifecycle ====================
+
+
+# The upstream blocks covered here (test/session.js): "req.session" and its
+# sub-blocks, "synchronous store", "res.end patch", "cookieParser()"; then the
+# decision matrix (spec 3.7), the other lifecycle cases (spec 3.8) and the
+# "end of the response waits for the store" invariant (spec 3.5).
+#
+# N/A "should not override an overridden `reload` in case of errors": our reload() is a plain
+#     method that raises LookupError; nothing wraps it per request, so there is no wrapper to stack.
+# N/A "should correctly handle res.end/res.write patched prior": http.server has no middleware
+#     chain that could wrap the response before the session layer does.
+# N/A "should error when res.end is called twice": there is no res.end; the adapter ends the
+#     response exactly once, after do_GET returns.
+# N/A "should read from req.cookies": cookie-parser's req.cookies fallback is not ported (module docstring).
+# N/A "should reject unsigned from req.cookies": same; no req.cookies fallback.
+# N/A "should reject invalid signature from req.cookies": same; no req.cookies fallback.
+# N/A "should read from req.signedCookies": same; no req.signedCookies fallback.
+
+_ANY = "any"
+_UTC = timezone.utc
+
+
+# ==== Stores used by these tests ============================================
+
+
+class DecisionTouchlessStore(sd.Store):
+    """A store that counts its calls like CountingStore but has NO touch method."""
+
+    def __init__(self, *, clock: FrozenClock) -> None:
+        self._inner = MemoryStore(clock=clock)
+        self.sessions = self._inner.sessions
+        self.calls: Counter[str] = Counter()
+        self.log: list[tuple[str, Any]] = []
+
+    def _note(self, name: str, sid: Any) -> None:
+        self.calls[name] += 1
+        self.log.append((name, sid))
+
+    def get(self, sid):
+        self._note("get", sid)
+        return self._inner.get(sid)
+
+    def set(self, sid, session):
+        self._note("set", sid)
+        self._inner.set(sid, session)
+
+    def destroy(self, sid):
+        self._note("destroy", sid)
+        self._inner.destroy(sid)
+
+
+class ReqSessionBlockingStore(CountingStore):
+    """A CountingStore whose set() says it was entered, then waits until the test releases it."""
+
+    def __init__(self, *, clock: FrozenClock) -> None:
+        super().__init__(clock=clock)
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def set(self, sid, session):
+        self.entered.set()
+        if not self.release.wait(10):
+            raise TimeoutError("the test never released the store")
+        super().set(sid, session)
+
+
+class ReqSessionDateStore(MemoryStore):
+    """A store whose get() hands back the cookie's expiry as a datetime (upstream's SmartStore)."""
+
+    def get(self, sid):
+        data = super().get(sid)
+        if data and isinstance(data["cookie"].get("expires"), str):
+            data["cookie"]["expires"] = datetime.fromisoformat(
+                data["cookie"]["expires"].replace("Z", "+00:00"))
+        return data
+
+
+# ==== Shared helpers ========================================================
+
+
+class TestReqSessionBase(SessionAssertions):
+    """Helpers shared by this file's test cases (no tests of its own)."""
+
+    @staticmethod
+    def session_id_of(pair: str) -> str:
+        """The session id inside a ``connect.sid=s%3A...`` cookie pair."""
+        value = sd.decode_uri_component(pair.split("=", 1)[1])
+        session_id = sd.unsign(value[2:], SECRET)
+        assert session_id is not None, f"badly signed cookie {pair!r}"
+        return session_id
+
+    @staticmethod
+    def stored(store: MemoryStore, session_id: str) -> dict[str, Any]:
+        """The JSON a MemoryStore holds for this id, parsed."""
+        return json.loads(store.sessions[session_id])
+
+    @staticmethod
+    def expires_minus_date_ms(response: Response) -> int:
+        """Milliseconds between the session cookie's Expires and the response's Date header."""
+        expires = email.utils.parsedate_to_datetime(response.cookie_attributes()["Expires"])
+        date = email.utils.parsedate_to_datetime(response.headers["Date"])
+        return (expires - date) // timedelta(milliseconds=1)
+
+    @staticmethod
+    def end_calls(store: Any, since: int = 0) -> list[str]:
+        """The store calls after ``since`` in its log, without the loading ``get``."""
+        return [name for name, _ in store.log[since:] if name != "get"]
+
+
+# ==== req.session ===========================================================
+
+
+class TestReqSession(TestReqSessionBase):
+    """upstream describe('req.session'): the session as the handler sees it."""
+
+    def test_session_persists_between_requests(self):
+        """The session's data is stored and comes back with the cookie ("should persist")."""
+        store = MemoryStore()
+
+        def app(h):
+            h.session["count"] = h.session.get("count", 0) + 1
+            h.reply(200, f"hits: {h.session['count']}")
+
+        server = TestServer(self, app, store=store)
+        first = server.get("/")
+        self.assertEqual(first.body, "hits: 1")
+        pair = self.assert_sets_cookie(first)
+        self.assertIsNotNone(store.get(self.session_id_of(pair)))
+        self.assertEqual(server.get("/", cookie=pair).body, "hits: 2")
+
+    def test_sets_cookie_again_only_when_the_session_is_modified(self):
+        """A known session gets Set-Cookie only when modified ("should only set-cookie when modified")."""
+        modify = {"on": True}
+
+        def app(h):
+            if modify["on"]:
+                h.session["count"] = h.session.get("count", 0) + 1
+            h.reply(200, str(h.session["count"]))
+
+        server = TestServer(self, app)
+        first = server.get("/")
+        self.assertEqual(first.body, "1")
+        second = server.get("/", cookie=self.assert_sets_cookie(first))
+        self.assertEqual(second.body, "2")
+        pair = self.assert_sets_cookie(second)
+        modify["on"] = False
+        third = server.get("/", cookie=pair)
+        self.assertEqual(third.body, "2")
+        self.assert_no_set_cookie(third)
+        modify["on"] = True
+        fourth = server.get("/", cookie=pair)
+        self.assertEqual(fourth.body, "3")
+        self.assert_sets_cookie(fourth)
+
+    def test_session_keys_are_only_the_data(self):
+        """Iterating the session gives only data keys; its JSON adds only "cookie" ("should not have enumerable methods")."""
+
+        def app(h):
+            h.session["foo"] = "foo"
+            h.session["bar"] = "bar"
+            h.reply(200, ",".join(sorted(h.session)) + "|" + ",".join(sorted(h.session.to_json())))
+
+        response = TestServer(self, app).get("/")
+        self.assertEqual(response.body, "bar,foo|bar,cookie,foo")
+
+    def test_no_session_while_the_store_is_not_ready(self):
+        """A store with ready=False means no session and no cookie ("should not be set if store is disconnected")."""
+        store = MemoryStore()
+        store.ready = False
+        server = TestServer(self, lambda h: h.reply(200, type(h.session).__name__), store=store)
+        response = server.get("/")
+        self.assertEqual((response.status, response.body), (200, "NoneType"))
+        self.assertEqual(response.set_cookies, [])
+
+    def test_session_is_back_when_the_store_is_ready_again(self):
+        """Once ready is True again, requests get sessions ("should be set when store reconnects")."""
+        store = MemoryStore()
+        store.ready = False
+        server = TestServer(self, lambda h: h.reply(200, type(h.session).__name__), store=store)
+        response = server.get("/")
+        self.assertEqual(response.body, "NoneType")
+        self.assert_no_set_cookie(response)
+        store.ready = True
+        self.assertEqual(server.get("/").body, "Session")
+
+
+class TestReqSessionDestroy(TestReqSessionBase):
+    """upstream describe('.destroy()')."""
+
+    def test_destroy_removes_the_session_and_sends_no_cookie(self):
+        """After destroy() the request has no session and no Set-Cookie ("should destroy the previous session")."""
+
+        def app(h):
+            h.session.destroy()
+            h.reply(200, repr(h.session))
+
+        response = TestServer(self, app).get("/")
+        self.assertEqual((response.status, response.body), (200, "None"))
+        self.assert_no_set_cookie(response)
+
+
+class TestReqSessionRegenerate(TestReqSessionBase):
+    """upstream describe('.regenerate()')."""
+
+    def test_regenerate_replaces_the_session_with_a_new_id(self):
+        """regenerate() gives a new session id and a cookie for it ("should destroy/replace the previous session")."""
+
+        def app(h):
+            old_id = h.session.id
+            new = h.session.regenerate()
+            h.reply(200, str(new.id == old_id and h.session is new))
+
+        server = TestServer(self, app)
+        first = server.get("/")
+        pair = self.assert_sets_cookie(first)
+        second = server.get("/", cookie=pair)
+        self.assertEqual(second.body, "False")
+        new_pair = self.assert_sets_cookie(second)
+        self.assertNotEqual(self.session_id_of(new_pair), self.session_id_of(pair))
+
+
+class TestReqSessionReload(TestReqSessionBase):
+    """upstream describe('.reload()')."""
+
+    def test_reload_picks_up_another_requests_write(self):
+        """reload() reads the store again, seeing what another request saved ("should reload session from store")."""
+        servers: list[TestServer] = []
+
+        def app(h):
+            if h.path == "/":
+                h.session["active"] = True
+                h.reply(200, "session created")
+                return
+            h.session["url"] = h.path
+            if h.path == "/bar":
+                h.reply(200, "saw " + h.session["url"])
+                return
+            nested = servers[0].get("/bar", cookie=h.headers["Cookie"])
+            if nested.body != "saw /bar":
+                h.reply(500, "nested request failed: " + nested.body)
+                return
+            reloaded = h.session.reload()
+            h.reply(200, "saw " + reloaded["url"])
+
+        servers.append(TestServer(self, app))
+        first = servers[0].get("/")
+        self.assertEqual(first.body, "session created")
+        response = servers[0].get("/foo", cookie=self.assert_sets_cookie(first))
+        self.assertEqual((response.status, response.body), (200, "saw /bar"))
+
+    def test_reload_of_a_missing_session_raises_lookup_error(self):
+        """reload() raises LookupError('failed to load session') when the store lost it ("should error is session missing")."""
+        store = MemoryStore()
+
+        def app(h):
+            if h.path == "/":
+                h.session["active"] = True
+                h.reply(200, "session created")
+                return
+            store.clear()
+            try:
+                h.session.reload()
+            except LookupError as exc:
+                h.reply(500, str(exc))
+            else:
+                h.reply(200, "")
+
+        server = TestServer(self, app, store=store)
+        first = server.get("/")
+        self.assertEqual(first.body, "session created")
+        response = server.get("/foo", cookie=self.assert_sets_cookie(first))
+        self.assertEqual((response.status, response.body), (500, "failed to load session"))
+
+
+class TestReqSessionSave(TestReqSessionBase):
+    """upstream describe('.save()'): an explicit save replaces the end-of-request save."""
+
+    def test_save_writes_the_session_to_the_store_now(self):
+        """save() stores the session before the handler answers ("should save session to store")."""
+        store = MemoryStore()
+
+        def app(h):
+            h.session["hit"] = True
+            h.session.save()
+            h.reply(200, "stored" if store.get(h.session.id) else "empty")
+
+        self.assertEqual(TestServer(self, app, store=store).get("/").body, "stored")
+
+    def assert_one_set_per_request(self, app, **overrides):
+        """Two requests (new, then loaded): each calls store.set exactly once."""
+        store = CountingStore()
+        server = TestServer(self, app, store=store, **overrides)
+        first = server.get("/")
+        self.assertEqual((first.status, first.body), (200, "saved"))
+        self.assertEqual(store.calls["set"], 1)
+        second = server.get("/", cookie=self.assert_sets_cookie(first))
+        self.assertEqual((second.status, second.body), (200, "saved"))
+        self.assertEqual(store.calls["set"], 2)
+
+    def test_explicit_save_prevents_the_end_of_request_save(self):
+        """After save(), an unchanged session is not set again at the end ("should prevent end-of-request save")."""
+
+        def app(h):
+            h.session["hit"] = True
+            h.session.save()
+            h.reply(200, "saved")
+
+        self.assert_one_set_per_request(app)
+
+    def test_explicit_save_prevents_the_end_of_request_save_after_reload(self):
+        """save() on a reloaded session also prevents the end save ("... on reloaded session")."""
+
+        def app(h):
+            h.session["hit"] = True
+            try:
+                session = h.session.reload()
+            except LookupError:
+                session = h.session  # the first request's session is not stored yet, as upstream
+            session.save()
+            h.reply(200, "saved")
+
+        self.assert_one_set_per_request(app)
+
+    def test_explicit_save_prevents_the_end_save_with_save_uninitialized_false(self):
+        """With save_uninitialized=False, save() still prevents the end save ("when saveUninitialized is false")."""
+
+        def app(h):
+            h.session["hit"] = True
+            h.session.save()
+            h.reply(200, "saved")
+
+        self.assert_one_set_per_request(app, save_uninitialized=False)
+
+
+class TestReqSessionTouch(TestReqSessionBase):
+    """upstream describe('.touch()')."""
+
+    def test_touch_moves_the_stored_expiry_forward(self):
+        """With resave=False the next request's store.touch writes the later expiry ("should reset session expiration")."""
+        clock = FrozenClock()
+        store = CountingStore(clock=clock)
+
+        def app(h):
+            h.session["hit"] = True
+            h.session.touch()
+            h.reply(200, "")
+
+        server = TestServer(self, app, store=store, clock=clock, resave=False,
+                            cookie={"max_age": 60000})
+        first = server.get("/")
+        pair = self.assert_sets_cookie(first)
+        session_id = self.session_id_of(pair)
+        expires_before = datetime.fromisoformat(self.stored(store, session_id)["cookie"]["expires"])
+        clock.advance(ms=100)
+        server.get("/", cookie=pair)
+        expires_after = datetime.fromisoformat(self.stored(store, session_id)["cookie"]["expires"])
+        self.assertEqual(expires_after - expires_before, timedelta(milliseconds=100))
+        self.assertEqual((store.calls["set"], store.calls["touch"]), (1, 1))
+
+
+# ==== req.session.cookie ====================================================
+
+
+class TestReqSessionCookie(TestReqSessionBase):
+    """upstream describe('.cookie') / describe('.*'): the cookie's attributes at request time."""
+
+    def test_runtime_attribute_changes_are_serialized(self):
+        """Changing http_only and secure in the handler changes the Set-Cookie ("should serialize as parameters")."""
+
+        def app(h):
+            h.session.cookie.http_only = False
+            h.session.cookie.secure = True
+            h.reply(200, "")
+
+        response = TestServer(self, app, proxy=True).get("/", headers={"X-Forwarded-Proto": "https"})
+        attributes = response.cookie_attributes()
+        self.assertNotIn("HttpOnly", attributes)
+        self.assertIn("Secure", attributes)
+
+    def test_default_is_a_browser_session_cookie(self):
+        """Without max_age or expires the cookie has no Expires ("should default to a browser-session length cookie")."""
+        response = TestServer(self, cookie={"path": "/admin"}).get("/admin")
+        self.assertEqual(response.status, 200)
+        self.assertNotIn("Expires", response.cookie_attributes())
+
+    def test_browser_session_cookie_is_set_only_once(self):
+        """A browser-session cookie is not sent again for a known session ("should Set-Cookie only once ...")."""
+        server = TestServer(self, cookie={"path": "/admin"})
+        first = server.get("/admin/foo")
+        second = server.get("/admin", cookie=self.assert_sets_cookie(first))
+        self.assertEqual(second.status, 200)
+        self.assert_no_set_cookie(second)
+
+    def test_cookie_options_override_the_defaults(self):
+        """Every option changes its attribute, and the handler can still change secure ("should override defaults")."""
+
+        def app(h):
+            h.session.cookie.secure = False
+            h.reply(200, "")
+
+        options = {"http_only": False, "max_age": 5000, "path": "/admin", "priority": "high",
+                   "secure": True}
+        attributes = TestServer(self, app, cookie=options).get("/admin").cookie_attributes()
+        self.assertIn("Expires", attributes)
+        self.assertNotIn("HttpOnly", attributes)
+        self.assertEqual(attributes["Path"], "/admin")
+        self.assertNotIn("Secure", attributes)
+        self.assertEqual(attributes["Priority"], "High")
+
+    def test_error_building_the_cookie_is_logged_and_the_response_goes_on(self):
+        """A cookie that cannot be serialized is logged; 200 without it, still saved ("should forward errors setting cookie")."""
+        store = CountingStore()
+
+        def app(h):
+            h.session.cookie.same_site = "bogus"
+            h.reply(200, "ok")
+
+        server = TestServer(self, app, store=store)
+        with self.assertLogs("session_demo", logging.ERROR) as logs:
+            response = server.get("/")
+        self.assertEqual((response.status, response.body), (200, "ok"))
+        self.assert_no_set_cookie(response)
+        self.assertIn("sameSite", "\n".join(logs.output))
+        self.assertEqual(store.calls["set"], 1)
+
+    def test_cookies_sent_by_the_handler_are_kept_and_the_session_cookie_is_last(self):
+        """A Set-Cookie the handler sent before end_headers stays ("should preserve cookies set before writeHead is called")."""
+
+        def app(h):
+            h.send_response(200)
+            h.send_header("Set-Cookie", Cookie().serialize("previous", "cookieValue"))
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+
+        response = TestServer(self, app).get("/")
+        self.assertEqual(response.status, 200)
+        self.assertEqual(len(response.set_cookies), 2)
+        self.assertTrue(response.set_cookies[0].startswith("previous=cookieValue;"))
+        self.assertTrue(response.set_cookies[1].startswith("connect.sid="))
+
+    def test_cookies_passed_with_the_reply_headers_are_kept(self):
+        """A Set-Cookie given with the status and headers in one call stays ("should preserve cookies set in writeHead")."""
+
+        def app(h):
+            h.reply(200, "", headers={"Set-Cookie": Cookie().serialize("previous", "cookieValue")})
+
+        response = TestServer(self, app).get("/")
+        self.assertEqual(response.session_cookie("previous"), "previous=cookieValue")
+        self.assert_sets_cookie(response)
+
+
+class TestReqSessionCookieOriginalMaxAge(TestReqSessionBase):
+    """upstream describe('.originalMaxAge')."""
+
+    @staticmethod
+    def app(h):
+        h.reply(200, json.dumps(h.session.cookie.original_max_age))
+
+    def test_original_max_age_equals_the_option(self):
+        """original_max_age is the configured max_age ("should equal original maxAge")."""
+        response = TestServer(self, self.app, clock=FrozenClock(), cookie={"max_age": 2000}).get("/")
+        self.assertEqual(response.body, "2000")
+
+    def test_original_max_age_is_the_same_on_later_requests(self):
+        """A loaded session keeps original_max_age while time passes ("should equal original maxAge for all requests")."""
+        clock = FrozenClock()
+        server = TestServer(self, self.app, clock=clock, store=MemoryStore(clock=clock),
+                            cookie={"max_age": 2000})
+        first = server.get("/")
+        self.assertEqual(first.body, "2000")
+        clock.advance(ms=100)
+        second = server.get("/", cookie=self.assert_sets_cookie(first))
+        self.assertEqual((second.status, second.body), (200, "2000"))
+
+    def test_original_max_age_is_the_same_when_the_store_returns_a_datetime(self):
+        """A store that gives expires back as a datetime keeps it too (the SmartStore variant of the same title)."""
+        clock = FrozenClock()
+        server = TestServer(self, self.app, clock=clock, store=ReqSessionDateStore(clock=clock),
+                            cookie={"max_age": 2000})
+        first = server.get("/")
+        self.assertEqual(first.body, "2000")
+        clock.advance(ms=100)
+        second = server.get("/", cookie=self.assert_sets_cookie(first))
+        self.assertEqual((second.status, second.body), (200, "2000"))
+
+
+class TestReqSessionCookieSecure(TestReqSessionBase):
+    """upstream describe('.secure'): a secure cookie goes out only over a secure connection."""
+
+    def test_sets_secure_cookie_over_tls(self):
+        """Over TLS a secure cookie is sent ("should set cookie when secure"; in-process, tls=True)."""
+        middleware = SessionMiddleware(make_options(cookie={"secure": True}))
+        header, _ = run_request(middleware, tls=True)
+        self.assertIsNotNone(header)
+        self.assertIn("; Secure", header)
+
+    def test_sets_no_secure_cookie_over_plain_http(self):
+        """Over plain HTTP a secure cookie is not sent ("should not set-cookie when insecure")."""
+        response = TestServer(self, cookie={"secure": True}).get("/")
+        self.assertEqual(response.status, 200)
+        self.assertEqual(response.set_cookies, [])
+
+
+class TestReqSessionCookieMaxAge(TestReqSessionBase):
+    """upstream describe('.maxAge'): Expires minus Date is exactly the max_age in force."""
+
+    def start(self) -> tuple[TestServer, FrozenClock, str]:
+        """upstream's before(): a server that changes max_age on the 2nd and 3rd count, and one request."""
+        clock = FrozenClock()
+
+        def app(h):
+            count = h.session.get("count", -1) + 1  # upstream: ++undefined is NaN, reset to 0
+            if count == 2:
+                h.session.cookie.max_age = 5000
+            elif count == 3:
+                h.session.cookie.max_age = 3_000_000_000
+            elif count != 1:
+                count = 0
+            h.session["count"] = count
+            h.reply(200, str(count))
+
+        server = TestServer(self, app, clock=clock, store=MemoryStore(clock=clock),
+                            cookie={"max_age": 2000})
+        first = server.get("/")
+        self.assertEqual(first.body, "0")
+        return server, clock, self.assert_sets_cookie(first)
+
+    def get_nth(self, n: int) -> Response:
+        """The n-th request after the first, the clock moving 1.5 s before each."""
+        server, clock, pair = self.start()
+        for _ in range(n):
+            clock.advance(ms=1500)
+            response = server.get("/", cookie=pair)
+        return response
+
+    def test_expires_is_relative_to_max_age(self):
+        """Expires − Date is the configured 2000 ms ("should set cookie expires relative to maxAge")."""
+        response = self.get_nth(1)
+        self.assertEqual(response.body, "1")
+        self.assertEqual(self.expires_minus_date_ms(response), 2000)
+
+    def test_expires_follows_a_changed_max_age(self):
+        """Setting max_age in the handler moves Expires ("should modify cookie expires when changed")."""
+        response = self.get_nth(2)
+        self.assertEqual(response.body, "2")
+        self.assertEqual(self.expires_minus_date_ms(response), 5000)
+
+    def test_expires_follows_a_large_max_age(self):
+        """A max_age of 3e9 ms works exactly ("should modify cookie expires when changed to large value")."""
+        response = self.get_nth(3)
+        self.assertEqual(response.body, "3")
+        self.assertEqual(self.expires_minus_date_ms(response), 3_000_000_000)
+
+
+class TestReqSessionCookieExpires(TestReqSessionBase):
+    """upstream describe('.expires')."""
+
+    def test_datetime_expires_is_absolute(self):
+        """A datetime sets Expires to exactly that moment ("when given a Date: should set absolute")."""
+
+        def app(h):
+            h.session.cookie.expires = datetime(1970, 1, 1, tzinfo=_UTC)
+            h.reply(200, "")
+
+        response = TestServer(self, app).get("/")
+        self.assertEqual(response.cookie_attributes()["Expires"], "Thu, 01 Jan 1970 00:00:00 GMT")
+
+    @staticmethod
+    def browser_session_app(h, *, modify: bool = False):
+        h.session.cookie.expires = None
+        if modify:
+            h.session["hit"] = h.session.get("hit", 0) + 1
+        h.reply(200, "")
+
+    def test_none_expires_makes_a_browser_session_cookie(self):
+        """expires=None gives a cookie without Expires ("when null: should be a browser-session cookie")."""
+        response = TestServer(self, self.browser_session_app).get("/")
+        self.assertEqual(response.status, 200)
+        self.assertNotIn("Expires", response.cookie_attributes())
+
+    def test_none_expires_cookie_is_not_sent_again(self):
+        """The next request gets no Set-Cookie ("when null: should not reset cookie")."""
+        server = TestServer(self, self.browser_session_app)
+        first = server.get("/")
+        self.assertNotIn("Expires", first.cookie_attributes())
+        second = server.get("/", cookie=self.assert_sets_cookie(first))
+        self.assertEqual(second.status, 200)
+        self.assertEqual(second.set_cookies, [])
+
+    def test_none_expires_cookie_is_not_sent_again_even_when_modified(self):
+        """A modified session with a browser-session cookie gets no Set-Cookie ("should not reset cookie when modified")."""
+        store = CountingStore()
+        server = TestServer(self, lambda h: self.browser_session_app(h, modify=True), store=store)
+        first = server.get("/")
+        self.assertNotIn("Expires", first.cookie_attributes())
+        pair = self.assert_sets_cookie(first)
+        second = server.get("/", cookie=pair)
+        self.assertEqual(second.set_cookies, [])
+        self.assertEqual(self.stored(store, self.session_id_of(pair))["hit"], 2)
+
+
+class TestReqSessionCookiePartitioned(TestReqSessionBase):
+    """upstream describe('.partitioned')."""
+
+    def test_partitioned_attribute_follows_the_option(self):
+        """Partitioned appears only when the option is True (by default / "false" / "true")."""
+        cases = [("by default", {"max_age": 60000}, False),
+                 ("when False", {"max_age": 60000, "partitioned": False}, False),
+                 ("when True", {"max_age": 60000, "partitioned": True}, True)]
+        for label, cookie, expected in cases:
+            with self.subTest(label):
+                attributes = TestServer(self, cookie=cookie).get("/").cookie_attributes()
+                self.assertEqual("Partitioned" in attributes, expected)
+
+
+# ==== synchronous store / res.end patch =====================================
+
+
+class TestReqSessionSynchronousStore(TestReqSessionBase):
+    """upstream describe('synchronous store'): our stores are all synchronous, so save and destroy just work."""
+
+    def test_responds_correctly_on_save(self):
+        """A synchronous save ends the response normally ("should respond correctly on save")."""
+        store = CountingStore()
+
+        def app(h):
+            h.session["count"] = h.session.get("count", 0) + 1
+            h.reply(200, f"hits: {h.session['count']}")
+
+        response = TestServer(self, app, store=store).get("/")
+        self.assertEqual((response.status, response.body), (200, "hits: 1"))
+        self.assertEqual(store.calls["set"], 1)
+
+    def test_responds_correctly_on_destroy(self):
+        """A synchronous destroy after a partial write ends the response whole ("should respond correctly on destroy")."""
+        store = CountingStore()
+
+        def app(h):
+            count = h.session.get("count", 0) + 1
+            h.session["count"] = count
+            h.send_response(200)
+            h.send_header("Connection", "close")
+            h.end_headers()
+            if count > 1:
+                h.session = None
+                h.wfile.write(b"destroyed\n")
+            h.wfile.write(f"hits: {count}".encode())
+            h.close_connection = True
+
+        server = TestServer(self, app, store=store, unset="destroy")
+        first = server.get("/")
+        self.assertEqual(first.body, "hits: 1")
+        second = server.get("/", cookie=self.assert_sets_cookie(first))
+        self.assertEqual((second.status, second.body), (200, "destroyed\nhits: 2"))
+        self.assertEqual(store.calls["destroy"], 1)
+        self.assertEqual(store.sessions, {})
+
+
+class TestReqSessionResEndPatch(TestReqSessionBase):
+    """upstream describe('res.end patch'): a handler that wraps the body writer itself."""
+
+    def test_handler_wrapping_the_writer_still_gets_the_whole_body(self):
+        """A writer wrapped inside the handler, written in pieces, gives 'hello, world' ("... patched after")."""
+
+        class PassThrough:
+            def __init__(self, inner):
+                self.inner = inner
+
+            def write(self, data):
+                return self.inner.write(data)
+
+            def flush(self):
+                self.inner.flush()
+
+        store = CountingStore()
+
+        def app(h):
+            h.wfile = PassThrough(h.wfile)
+            h.session["hit"] = True
+            h.send_response(200)
+            h.send_header("Content-Length", "12")
+            h.end_headers()
+            h.wfile.write(b"hello, ")
+            h.wfile.write(b"world")
+
+        response = TestServer(self, app, store=store).get("/")
+        self.assertEqual((response.status, response.body), (200, "hello, world"))
+        self.assertEqual(store.calls["set"], 1)
+
+
+# ==== The decision matrix (spec 3.7) ========================================
+
+
+class TestDecisionMatrix(TestReqSessionBase):
+    """Set-Cookie and the store call at the end, for every combination of options and request."""
+
+    # save_uninitialized, resave, rolling, session, change,
+    #     Set-Cookie with a max_age cookie, Set-Cookie with a browser-session cookie, store call at the end
+    TABLE = [
+        (False, _ANY, _ANY, "new", "unmodified", False, False, "none"),
+        (False, _ANY, _ANY, "new", "modified", True, True, "set"),
+        (True, _ANY, _ANY, "new", _ANY, True, True, "set"),
+        (_ANY, False, False, "loaded", "unmodified", False, False, "touch"),
+        (_ANY, False, False, "loaded", "modified", True, False, "set"),
+        (_ANY, False, True, "loaded", "unmodified", True, True, "touch"),
+        (_ANY, False, True, "loaded", "modified", True, True, "set"),
+        (_ANY, True, False, "loaded", "unmodified", False, False, "set"),
+        (_ANY, True, False, "loaded", "modified", True, False, "set"),
+        (_ANY, True, True, "loaded", _ANY, True, True, "set"),
+    ]
+
+    def expected(self, save_uninitialized, resave, rolling, session, change, max_age):
+        """(Set-Cookie?, end call) from the one TABLE row that matches the case."""
+        key = (save_uninitialized, resave, rolling, session, change)
+        rows = [row for row in self.TABLE
+                if all(want == _ANY or want == got for want, got in zip(row[:5], key))]
+        self.assertEqual(len(rows), 1, f"the table must match {key} exactly once")
+        row = rows[0]
+        return (row[5] if max_age else row[6]), row[7]
+
+    @staticmethod
+    def cases():
+        """Every combination: 2^6 = 64."""
+        return itertools.product((False, True), (False, True), (False, True),
+                                 ("new", "loaded"), ("unmodified", "modified"), (True, False))
+
+    def run_case(self, store_class, save_uninitialized, resave, rolling, session, change, max_age):
+        """Run the case in-process; return (Set-Cookie?, store calls at the end)."""
+        clock = FrozenClock()
+        store = store_class(clock=clock)
+        middleware = SessionMiddleware(make_options(
+            cookie={"max_age": 60000} if max_age else {}, resave=resave, rolling=rolling,
+            save_uninitialized=save_uninitialized, store=store, clock=clock))
+        cookie = None
+        if session == "loaded":
+            header, _ = run_request(middleware, app=lambda state: state.session.update(seed=1))
+            cookie = cookie_pair(header)
+            clock.advance(ms=1000)
+        since = len(store.log)
+
+        def app(state):
+            if change == "modified":
+                state.session["added"] = True
+
+        header, state = run_request(middleware, cookie=cookie, app=app)
+        self.assertEqual(state.cookie_id == state.session_id, session == "loaded")
+        return header is not None, self.end_calls(store, since)
+
+    def test_decision_matrix(self):
+        """Every row of spec 3.7: Set-Cookie yes/no and the store call at the end (none / set / touch)."""
+        for case in self.cases():
+            with self.subTest(dict(zip(("save_uninitialized", "resave", "rolling", "session",
+                                        "change", "max_age"), case))):
+                set_cookie, end_call = self.expected(*case)
+                got_cookie, got_calls = self.run_case(CountingStore, *case)
+                self.assertEqual(got_cookie, set_cookie)
+                self.assertEqual(got_calls, [] if end_call == "none" else [end_call])
+
+    def test_store_without_touch_does_nothing_on_the_touch_rows(self):
+        """With a store that has no touch(), the "touch" rows end with no store call; the rest is unchanged."""
+        store = DecisionTouchlessStore(clock=FrozenClock())
+        self.assertFalse(hasattr(store, "touch"))
+        self.assertFalse(make_options(store=store).store_implements_touch)
+        for case in self.cases():
+            with self.subTest(dict(zip(("save_uninitialized", "resave", "rolling", "session",
+                                        "change", "max_age"), case))):
+                set_cookie, end_call = self.expected(*case)
+                got_cookie, got_calls = self.run_case(DecisionTouchlessStore, *case)
+                self.assertEqual(got_cookie, set_cookie)
+                self.assertEqual(got_calls, [] if end_call in ("none", "touch") else [end_call])
+
+
+class TestDecisionMatrixOverHTTP(TestReqSessionBase):
+    """A few rows of the matrix through the http.server adapter: it agrees with the in-process run."""
+
+    ROWS = [
+        # save_uninitialized, resave, rolling, session, change, max_age
+        (False, False, False, "new", "unmodified", True),
+        (False, False, False, "new", "modified", False),
+        (True, False, False, "loaded", "unmodified", True),
+        (True, False, False, "loaded", "modified", False),
+        (True, False, True, "loaded", "unmodified", False),
+        (False, True, False, "loaded", "unmodified", True),
+    ]
+
+    def test_adapter_agrees_with_the_matrix(self):
+        """Set-Cookie and the end call over HTTP are the table's, as in-process."""
+        matrix = TestDecisionMatrix("test_decision_matrix")
+        for row in self.ROWS:
+            save_uninitialized, resave, rolling, session, change, max_age = row
+            with self.subTest(row):
+                clock = FrozenClock()
+                store = CountingStore(clock=clock)
+
+                def app(h):
+                    if h.path == "/seed":
+                        h.session["seed"] = 1
+                    elif h.path == "/modify":
+                        h.session["added"] = True
+                    h.reply(200, "ok")
+
+                server = TestServer(self, app, store=store, clock=clock, resave=resave,
+                                    rolling=rolling, save_uninitialized=save_uninitialized,
+                                    cookie={"max_age": 60000} if max_age else {})
+                cookie = None
+                if session == "loaded":
+                    cookie = self.assert_sets_cookie(server.get("/seed"))
+                    clock.advance(ms=1000)
+                since = len(store.log)
+                response = server.get("/modify" if change == "modified" else "/", cookie=cookie)
+                self.assertEqual(response.status, 200)
+                set_cookie, end_call = matrix.expected(*row)
+                self.assertEqual(response.session_cookie() is not None, set_cookie)
+                self.assertEqual(self.end_calls(store, since), [] if end_call == "none" else [end_call])
+                self.assertEqual((response.session_cookie() is not None, self.end_calls(store, since)),
+                                 matrix.run_case(CountingStore, *row))
+
+
+# ==== Other lifecycle cases (spec 3.8) ======================================
+
+
+class TestLifecycleEdgeCases(TestReqSessionBase):
+    """The cases of spec 3.8: what happens around the three lifecycle moments."""
+
+    def test_change_after_the_headers_saves_but_sends_no_cookie(self):
+        """Headers sent before the session changes: no cookie (decided unmodified), but the session is saved."""
+        store = CountingStore()
+
+        def app(h):
+            h.send_response(200)
+            h.send_header("Content-Length", "2")
+            h.end_headers()
+            h.session["x"] = 1
+            h.wfile.write(b"ab")
+
+        response = TestServer(self, app, store=store, save_uninitialized=False).get("/")
+        self.assertEqual((response.status, response.body), (200, "ab"))
+        self.assertEqual(response.set_cookies, [])
+        self.assertEqual(store.calls["set"], 1)
+        (stored,) = store.sessions.values()
+        self.assertEqual(json.loads(stored)["x"], 1)
+
+    def test_rolling_expiry_is_fixed_when_the_headers_go_out(self):
+        """With rolling, Expires is computed at header time, and the store gets that same expiry."""
+        clock = FrozenClock()
+        store = CountingStore(clock=clock)
+
+        def app(h):
+            h.send_response(200)
+            h.send_header("Content-Length", "2")
+            h.end_headers()
+            clock.advance(ms=5000)
+            h.wfile.write(b"ok")
+
+        server = TestServer(self, app, store=store, clock=clock, rolling=True)
+        pair = self.assert_sets_cookie(server.get("/"))
+        clock.advance(ms=1000)
+        header_time = clock()
+        response = server.get("/", cookie=pair)
+        expires = email.utils.parsedate_to_datetime(response.cookie_attributes()["Expires"])
+        self.assertEqual(expires.timestamp(), header_time + 60)
+        stored = self.stored(store, self.session_id_of(pair))["cookie"]["expires"]
+        self.assertEqual(datetime.fromisoformat(stored.replace("Z", "+00:00")).timestamp(),
+                         header_time + 60)
+
+    def start_loaded(self, **overrides) -> tuple[TestServer, CountingStore, str]:
+        """A server whose "/" unsets the session and whose "/seed" stores one; returns its cookie."""
+        store = CountingStore()
+
+        def app(h):
+            if h.path == "/seed":
+                h.session["seed"] = 1
+            else:
+                h.session = None
+            h.reply(200, "ok")
+
+        server = TestServer(self, app, store=store, **overrides)
+        pair = self.assert_sets_cookie(server.get("/seed"))
+        store.log.clear()
+        store.calls.clear()
+        return server, store, pair
+
+    def test_unset_keep_leaves_the_store_alone(self):
+        """Unsetting the session with unset='keep': no Set-Cookie, no store call, the stored copy unchanged."""
+        server, store, pair = self.start_loaded(unset="keep")
+        session_id = self.session_id_of(pair)
+        before = store.sessions[session_id]
+        response = server.get("/", cookie=pair)
+        self.assertEqual(response.set_cookies, [])
+        self.assertEqual(self.end_calls(store), [])
+        self.assertEqual(store.sessions[session_id], before)
+
+    def test_unset_destroy_destroys_the_stored_session(self):
+        """Unsetting the session with unset='destroy': store.destroy(id), no Set-Cookie."""
+        server, store, pair = self.start_loaded(unset="destroy")
+        session_id = self.session_id_of(pair)
+        response = server.get("/", cookie=pair)
+        self.assertEqual(response.set_cookies, [])
+        self.assertEqual(store.log, [("get", session_id), ("destroy", session_id)])
+        self.assertNotIn(session_id, store.sessions)
+
+    def test_unset_destroy_on_a_new_session_destroys_an_id_never_stored(self):
+        """A brand-new session unset with unset='destroy': destroy is called for its unstored id."""
+        server, store, _ = self.start_loaded(unset="destroy")
+        response = server.get("/")
+        self.assertEqual(response.set_cookies, [])
+        self.assertEqual([name for name, _ in store.log], ["destroy"])
+
+    def test_destroy_then_unset_destroy_calls_store_destroy_twice(self):
+        """destroy() in the handler with unset='destroy': store.destroy runs again at the end."""
+        store = CountingStore()
+
+        def app(h):
+            h.session.destroy()
+            h.reply(200, "ok")
+
+        response = TestServer(self, app, store=store, unset="destroy").get("/")
+        self.assertEqual(response.set_cookies, [])
+        self.assertEqual([name for name, _ in store.log], ["destroy", "destroy"])
+        self.assertEqual(store.log[0], store.log[1])
+
+    def test_secure_cookie_over_plain_http_still_saves(self):
+        """cookie secure=True over HTTP: no cookie, but every request stores a new (orphan) session."""
+        store = CountingStore()
+        server = TestServer(self, store=store, cookie={"secure": True, "max_age": 60000})
+        for _ in range(2):
+            self.assertEqual(server.get("/").set_cookies, [])
+        self.assertEqual(store.calls["set"], 2)
+        self.assertEqual(len(store.sessions), 2)
+
+    def test_valid_signature_for_an_unknown_id_gets_a_new_id(self):
+        """A well-signed id the store does not know: one get, then a new session with a new id."""
+        store = CountingStore()
+        forged = "connect.sid=" + sd.encode_uri_component("s:" + sd.sign("unknown-id", SECRET))
+        response = TestServer(self, store=store).get("/", cookie=forged)
+        self.assertEqual(store.calls["get"], 1)
+        self.assertEqual(store.log[0], ("get", "unknown-id"))
+        self.assertNotEqual(self.session_id_of(self.assert_sets_cookie(response)), "unknown-id")
+
+    def test_regenerate_then_save_sets_twice(self):
+        """regenerate() then save(): the end of the request saves again, so two sets (express issue #935)."""
+        store = CountingStore()
+
+        def app(h):
+            if h.path == "/login":
+                new = h.session.regenerate()
+                new["user"] = "ann"
+                new.save()
+            h.reply(200, "ok")
+
+        server = TestServer(self, app, store=store)
+        pair = self.assert_sets_cookie(server.get("/"))
+        old_id = self.session_id_of(pair)
+        store.log.clear()
+        response = server.get("/login", cookie=pair)
+        new_id = self.session_id_of(self.assert_sets_cookie(response))
+        self.assertEqual(store.log, [("get", old_id), ("destroy", old_id),
+                                     ("set", new_id), ("set", new_id)])
+
+
+# ==== The end of the response waits for the store (spec 3.5) ================
+
+
+class TestResponseHeldUntilStoreAnswers(TestReqSessionBase):
+    """The client must not see the END of the response before the store operation finished."""
+
+    def start_blocked(self, app=hello) -> tuple[TestServer, ReqSessionBlockingStore]:
+        clock = FrozenClock()
+        store = ReqSessionBlockingStore(clock=clock)
+        server = TestServer(self, app, store=store, clock=clock)
+        self.addCleanup(store.release.set)  # runs before the server stops
+        return server, store
+
+    def test_small_response_is_held_until_set_returns(self):
+        """While store.set blocks, the client has not got the response; once released it gets it whole."""
+        server, store = self.start_blocked()
+        result: dict[str, Response] = {}
+        client = threading.Thread(target=lambda: result.update(response=server.get("/")), daemon=True)
+        client.start()
+        self.assertTrue(store.entered.wait(10), "store.set was never called")
+        client.join(0.2)  # if the response were not held, the client would finish here
+        self.assertTrue(client.is_alive(), "the client saw the end of the response before set() returned")
+        store.release.set()
+        client.join(10)
+        self.assertFalse(client.is_alive())
+        self.assertEqual((result["response"].status, result["response"].body), (200, "hello, world"))
+        self.assertEqual(store.calls["set"], 1)
+
+    def test_large_response_arrives_except_its_last_byte(self):
+        """A body over 64 KB flows while set() blocks, all but its last byte; the rest follows the release."""
+        size = 200 * 1024
+        server, store = self.start_blocked(lambda h: h.reply(200, "x" * size))
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        self.addCleanup(sock.close)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            self.assertTrue(chunk, "connection closed before the headers")
+            data += chunk
+        head = data.split(b"\r\n\r\n", 1)[0]
+        length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:"))
+        self.assertEqual(length, size)
+        total = len(head) + 4 + length
+        while len(data) < total - 1:
+            chunk = sock.recv(65536)
+            self.assertTrue(chunk, "connection closed early")
+            data += chunk
+        self.assertTrue(store.entered.wait(10), "store.set was never called")
+        self.assertEqual(len(data), total - 1)
+        sock.settimeout(0.2)  # if the last byte were not held, it would arrive here
+        with self.assertRaises(TimeoutError):
+            sock.recv(1)
+        store.release.set()
+        sock.settimeout(10)
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        self.assertEqual(len(data), total)
+        self.assertTrue(data.endswith(b"x"))
+        self.assertEqual(store.calls["set"], 1)
+
+    def test_handler_that_raises_gets_a_500_and_the_session_end_still_runs(self):
+        """An exception in the handler: a 500 for the client, and the session is still saved."""
+        store = CountingStore()
+
+        def app(h):
+            h.session["user"] = "ann"
+            raise RuntimeError("boom")
+
+        server = TestServer(self, app, store=store, resave=False, save_uninitialized=False)
+        with self.assertLogs("session_demo", logging.ERROR):
+            response = server.get("/")
+        self.assertEqual(response.status, 500)
+        pair = self.assert_sets_cookie(response)
+        self.assertEqual(store.calls["set"], 1)
+        self.assertEqual(self.stored(store, self.session_id_of(pair))["user"], "ann")
 
 
 if __name__ == "__main__":
