@@ -37,6 +37,10 @@ import itertools
 import logging
 import socket
 from session_demo import Cookie, MemoryStore, SessionMiddleware
+import os
+import re
+import urllib.parse
+from session_demo import RequestInfo, SessionMiddleware, SessionOptions
 
 SECRET = "keyboard cat"
 START = 1_800_000_000.0  # 2027-01-15T08:00:00Z: a fixed "now" for the controlled clock
@@ -2670,6 +2674,1141 @@ class TestResponseHeldUntilStoreAnswers(TestReqSessionBase):
         pair = self.assert_sets_cookie(response)
         self.assertEqual(store.calls["set"], 1)
         self.assertEqual(self.stored(store, self.session_id_of(pair))["user"], "ann")
+
+
+# ==== session(): the options, end to end ====================================
+
+
+# The signed cookie values upstream's genid tests pin down (secret 'keyboard cat').
+SIGNED_APPLE = "s%3Aapple.D8Y%2BpkTAmeR0PobOhY4G97PRW%2Bj7bUnP%2F5m6%2FOn1MCU"
+SIGNED_PERCENT = "s%3A%25.kzQ6x52kKVdF35Qh62AWk4ZekS28K5XYCXKa%2FOTZ01g"
+SIGNED_SLASH_FOO = "s%3A%2Ffoo.paEKBtAHbV5s1IB8B2zPnzAgYmmnRPIqObW4VRYj%2FMQ"
+
+
+class TestSessionOptionsBase(SessionAssertions):
+    """Helpers shared by the option tests below (no tests of its own)."""
+
+    def serve(self, app=hello, *, clock=None, store=None, **overrides):
+        """A TestServer with express's test defaults, a FrozenClock, and a CountingStore on that clock."""
+        clock = clock or FrozenClock()
+        if store is None:
+            store = CountingStore(clock=clock)
+        return TestServer(self, app, make_options(clock=clock, store=store, **overrides))
+
+    @staticmethod
+    def attributes(set_cookie):
+        """The attributes of one Set-Cookie value, e.g. ``{'Path': '/', 'HttpOnly': ''}``."""
+        parts = set_cookie.split("; ")
+        return {p.split("=", 1)[0]: (p.split("=", 1)[1] if "=" in p else "") for p in parts[1:]}
+
+    @staticmethod
+    def sid_of(pair):
+        """The session id inside a ``name=s%3Aid.signature`` pair (upstream's ``sid(res)``)."""
+        value = sd.decode_uri_component(pair.split("=", 1)[1])
+        assert value.startswith("s:"), value
+        return value[2:value.rfind(".")]
+
+    @staticmethod
+    def expires_of(response):
+        """The session cookie's Expires as an aware datetime."""
+        return email.utils.parsedate_to_datetime(response.cookie_attributes()["Expires"])
+
+    @staticmethod
+    def stored_expires(store, sid):
+        """The expiry the store holds for ``sid``, to the second (what a Set-Cookie can carry)."""
+        text = store.get(sid)["cookie"]["expires"]
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).replace(microsecond=0)
+
+    def run_in_process(self, request_fields=None, **overrides):
+        """One request through SessionMiddleware, no socket; returns (Set-Cookie or None, state).
+
+        ``request_fields`` are RequestInfo fields (``framework_secure``, ``forwarded_proto``, ...).
+        """
+        clock = FrozenClock()
+        middleware = SessionMiddleware(make_options(clock=clock, store=CountingStore(clock=clock),
+                                                    **overrides))
+        return run_request(middleware, **(request_fields or {}))
+
+    def counter_app(self):
+        """Upstream's ``req.session.num = req.session.num || ++count``, replying ``session N``."""
+        count = itertools.count(1)
+
+        def app(handler):
+            if "num" not in handler.session:
+                handler.session["num"] = next(count)
+            handler.reply(200, f"session {handler.session['num']}")
+        return app
+
+
+# ==== session() ============================================================
+# N/A "should do nothing if req.session exists": no middleware runs before ours in http.server, so a request never arrives with a session already on it.
+# N/A "should get secret from req.secret": we do not port the req.secret (cookie-parser) fallback; the secret is required at construction.
+# N/A "should handle multiple res.end calls": http.server has no res.end; the adapter calls SessionMiddleware.end exactly once, after do_GET returns.
+
+
+class TestSessionMiddleware(TestSessionOptionsBase):
+    """The tests directly under upstream's ``session()`` block."""
+
+    def test_exports_the_session_store_and_memory_store_classes(self):
+        """The module exports Session, Store and MemoryStore as classes ("should export constructors")."""
+        for name in ("Session", "Store", "MemoryStore"):
+            with self.subTest(name=name):
+                self.assertIn(name, sd.__all__)
+                self.assertIsInstance(getattr(sd, name), type)
+        self.assertTrue(issubclass(sd.MemoryStore, sd.Store))
+
+    def test_refuses_to_build_without_a_secret(self):
+        """A missing or empty secret is a TypeError at construction ("should error without secret"; deliberate difference: express answers 500)."""
+        for secret in (None, "", b""):
+            with self.subTest(secret=secret):
+                with self.assertRaisesRegex(TypeError, r"secret.*required"):
+                    make_options(secret=secret)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            with self.assertRaisesRegex(TypeError, r"secret.*required"):
+                SessionOptions()
+
+    def test_creates_a_new_session(self):
+        """A request without a cookie gets a new session, a Set-Cookie, and one store entry ("should create a new session")."""
+        def app(handler):
+            handler.session["active"] = True
+            handler.reply(200, "session active")
+        server = self.serve(app)
+        response = server.get("/")
+        self.assertEqual((response.status, response.body), (200, "session active"))
+        self.assert_sets_cookie(response)
+        self.assertEqual(server.store.length(), 1)
+
+    def test_loads_the_session_named_by_the_cookie(self):
+        """Sending the cookie back loads the same session ("should load session from cookie sid")."""
+        server = self.serve(self.counter_app())
+        first = server.get("/")
+        self.assertEqual(first.body, "session 1")
+        second = server.get("/", cookie=self.assert_sets_cookie(first))
+        self.assertEqual((second.status, second.body), (200, "session 1"))
+
+    def test_answers_500_without_the_error_text_when_the_store_get_fails(self):
+        """store.get raising gives a 500 whose body does not echo the error, the log has it, nothing is written ("should pass session fetch error"; deliberate difference: express echoes the message)."""
+        clock = FrozenClock()
+
+        class BrokenGetStore(CountingStore):
+            def get(self, sid):
+                self._note("get", sid)
+                raise RuntimeError("boom!")
+
+        store = BrokenGetStore(clock=clock)
+        server = self.serve(clock=clock, store=store)
+        first = server.get("/")
+        self.assertEqual((first.status, first.body), (200, "hello, world"))
+        pair = self.assert_sets_cookie(first)
+        writes = dict(store.calls)
+        entries = dict(store.sessions)
+        with self.assertLogs("session_demo", "ERROR") as logs:
+            second = server.get("/", cookie=pair)
+        self.assertEqual(second.status, 500)
+        self.assertNotIn("boom", second.body)
+        self.assertIn("boom!", "\n".join(logs.output))
+        self.assert_no_set_cookie(second)
+        self.assertEqual(store.calls["get"], writes.get("get", 0) + 1)
+        for method in ("set", "touch", "destroy"):
+            self.assertEqual(store.calls[method], writes.get(method, 0), method)
+        self.assertEqual(store.sessions, entries)
+
+    def test_treats_file_not_found_from_the_store_as_no_session(self):
+        """store.get raising FileNotFoundError (ENOENT) means "not found": a new session ("should treat ENOENT session fetch error as not found")."""
+        clock = FrozenClock()
+
+        class MissingFileStore(CountingStore):
+            def get(self, sid):
+                self._note("get", sid)
+                raise FileNotFoundError(2, "No such file or directory", sid)
+
+        store = MissingFileStore(clock=clock)
+        server = self.serve(self.counter_app(), clock=clock, store=store)
+        first = server.get("/")
+        self.assertEqual(first.body, "session 1")
+        second = server.get("/", cookie=self.assert_sets_cookie(first))
+        self.assertEqual((second.status, second.body), (200, "session 2"))
+        self.assertEqual(store.calls["get"], 1)
+
+    def test_creates_one_session_per_cookieless_client(self):
+        """Two requests without a cookie make two sessions in the store ("should create multiple sessions")."""
+        count = itertools.count(1)
+
+        def app(handler):
+            is_new = "num" not in handler.session
+            handler.session.setdefault("num", next(count))
+            handler.reply(200, "session " + ("created" if is_new else "updated"))
+        server = self.serve(app)
+        bodies = [server.get("/").body, server.get("/").body]
+        self.assertEqual(bodies, ["session created", "session created"])
+        self.assertEqual(len(server.store.all()), 2)
+
+    def test_treats_an_empty_request_target_as_the_root_path(self):
+        """An empty URL counts as '/': it matches the default cookie path and gets a session ("should handle empty req.url")."""
+        self.assertEqual(sd.request_pathname(""), "/")
+        self.assertTrue(sd.path_matches(sd.request_pathname(""), "/"))
+        clock = FrozenClock()
+        middleware = SessionMiddleware(make_options(clock=clock, store=CountingStore(clock=clock)))
+        header, state = run_request(middleware, url="")
+        self.assertIsNotNone(state)
+        self.assertTrue(header.startswith("connect.sid=s%3A"), header)
+
+    def test_sets_the_cookie_and_saves_for_a_response_without_a_body(self):
+        """A response with no body still sets the cookie and saves once (the analogue of "should handle res.end(null) calls")."""
+        def app(handler):
+            handler.send_response(200)
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+        server = self.serve(app)
+        response = server.get("/")
+        self.assertEqual((response.status, response.body), (200, ""))
+        self.assert_sets_cookie(response)
+        self.assertEqual(server.store.calls["set"], 1)
+
+    def test_drops_reserved_keys_found_in_the_store(self):
+        """A stored key named like a session method ('save') is ignored when loading, and the request succeeds ("should handle reserved properties in storage")."""
+        seen = {}
+
+        def app(handler):
+            seen["sid"] = handler.session.id
+            seen["has_save"] = "save" in handler.session
+            handler.session.setdefault("num", 1)
+            handler.reply(200, "session saved")
+        server = self.serve(app)
+        first = server.get("/")
+        self.assertEqual(first.body, "session saved")
+        stored = server.store.get(seen["sid"])
+        stored["save"] = "nope"
+        server.store.set(seen["sid"], stored)
+        second = server.get("/", cookie=self.assert_sets_cookie(first))
+        self.assertEqual((second.status, second.body), (200, "session saved"))
+        self.assertFalse(seen["has_save"])
+        self.assertTrue(callable(sd.Session.save))
+
+    def test_exposes_only_the_data_keys_and_the_cookie(self):
+        """The session's keys are its data; its stored form adds only 'cookie' ("should only have session data enumerable (and cookie)")."""
+        def app(handler):
+            handler.session["test1"] = 1
+            handler.session["test2"] = "b"
+            handler.reply(200, ",".join(sorted(handler.session.to_json())) + "|"
+                          + ",".join(sorted(handler.session)))
+        response = self.serve(app).get("/")
+        self.assertEqual(response.body, "cookie,test1,test2|test1,test2")
+
+    def test_neither_sets_a_cookie_nor_saves_when_the_session_id_is_not_a_string(self):
+        """A handler that sets a non-string session id gets no Set-Cookie and nothing stored ("should not save with bogus req.sessionID")."""
+        def app(handler):
+            handler.session_id = lambda: None
+            handler.session["test1"] = 1
+            handler.session["test2"] = "b"
+            handler.reply(200, "")
+        server = self.serve(app)
+        response = server.get("/")
+        self.assertEqual(response.status, 200)
+        self.assertEqual(response.set_cookies, [])
+        self.assertEqual(server.store.length(), 0)
+        self.assertEqual(server.store.calls["set"], 0)
+
+    def test_moves_the_expiry_forward_on_a_later_rolling_request_after_a_slow_write(self):
+        """With rolling, a response written slowly carries the expiry set at header time, and a later request gets a later one ("should update cookie expiration when slow write")."""
+        clock = FrozenClock()
+
+        def app(handler):
+            handler.session["user"] = "bob"
+            handler.send_response(200)
+            handler.send_header("Content-Length", "13")
+            handler.end_headers()
+            handler.wfile.write(b"hello, ")
+            clock.advance(ms=200)  # the slow part of the write
+            handler.wfile.write(b"world!")
+        server = self.serve(app, clock=clock, rolling=True)
+        headers_at = clock.now
+        first = server.get("/")
+        self.assertEqual(first.body, "hello, world!")
+        pair = self.assert_sets_cookie(first)
+        original = first.cookie_attributes()["Expires"]
+        self.assertEqual(original, email.utils.formatdate(headers_at + 60, usegmt=True))
+        clock.advance(seconds=1.2)
+        second = server.get("/", cookie=pair)
+        self.assert_sets_cookie(second)
+        self.assertNotEqual(second.cookie_attributes()["Expires"], original)
+        self.assertEqual(second.cookie_attributes()["Expires"],
+                         email.utils.formatdate(clock.now + 60, usegmt=True))
+
+
+# ==== session(): when response ended =======================================
+
+
+class TestSessionWhenResponseEnded(TestSessionOptionsBase):
+    """The store is written before the end of the response reaches the client, exactly once."""
+
+    class GatedStore(CountingStore):
+        """A store whose ``set`` waits until the test opens the gate (upstream delays it 200 ms)."""
+
+        def __init__(self, *, clock=None):
+            super().__init__(clock=clock)
+            self.entered = threading.Event()
+            self.gate = threading.Event()
+
+        def set(self, sid, session):
+            self.entered.set()
+            if not self.gate.wait(10):
+                raise RuntimeError("the test never opened the gate")
+            super().set(sid, session)
+
+    def request_while_store_waits(self, app):
+        """GET / on a raw socket while store.set is held; returns (bytes seen before the save, status, headers, body)."""
+        clock = FrozenClock()
+        store = self.GatedStore(clock=clock)
+        server = self.serve(app, clock=clock, store=store)
+        self.addCleanup(store.gate.set)
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        self.addCleanup(sock.close)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        self.assertTrue(store.entered.wait(10), "store.set was never called")
+        sock.setblocking(False)
+        try:
+            early = sock.recv(65536)
+        except BlockingIOError:
+            early = b""
+        sock.settimeout(10)
+        store.gate.set()
+        data = early
+        while chunk := sock.recv(65536):
+            data += chunk
+        self.assertLess(len(early), len(data), "the response ended before the store saved")
+        head, _, body = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = [line.split(": ", 1) for line in lines[1:]]
+        self.assertEqual(store.calls["set"], 1)
+        return early, status, headers, body.decode("utf-8")
+
+    def assert_sets_session_cookie(self, headers):
+        self.assertTrue(any(k.lower() == "set-cookie" and v.startswith("connect.sid=")
+                            for k, v in headers), headers)
+
+    def test_saves_before_the_response_ends(self):
+        """A response without a Content-Length is held until the session is saved ("should have saved session")."""
+        def app(handler):
+            handler.session["hit"] = True
+            handler.send_response(200)
+            handler.end_headers()
+            handler.wfile.write(b"session saved")
+        _, status, headers, body = self.request_while_store_waits(app)
+        self.assertEqual((status, body), (200, "session saved"))
+        self.assert_sets_session_cookie(headers)
+
+    def test_saves_before_an_empty_response_ends(self):
+        """An empty response (Content-Length: 0) is held until the session is saved ("should have saved session even with empty response")."""
+        def app(handler):
+            handler.session["hit"] = True
+            handler.send_response(200)
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+        _, status, headers, body = self.request_while_store_waits(app)
+        self.assertEqual((status, body), (200, ""))
+        self.assert_sets_session_cookie(headers)
+
+    def test_saves_before_a_response_written_in_pieces_ends(self):
+        """A body written in several writes arrives whole, after one save ("should have saved session even with multi-write")."""
+        def app(handler):
+            handler.session["hit"] = True
+            handler.send_response(200)
+            handler.send_header("Content-Length", "12")
+            handler.end_headers()
+            handler.wfile.write(b"hello, ")
+            handler.wfile.flush()
+            handler.wfile.write(b"world")
+        _, status, _, body = self.request_while_store_waits(app)
+        self.assertEqual((status, body), (200, "hello, world"))
+
+    def test_saves_before_a_response_with_content_length_ends(self):
+        """A Content-Length response arrives whole, after one save ("should have saved session even with non-chunked response")."""
+        def app(handler):
+            handler.session["hit"] = True
+            handler.reply(200, "session saved")
+        _, status, _, body = self.request_while_store_waits(app)
+        self.assertEqual((status, body), (200, "session saved"))
+
+    def test_stores_the_cookie_expiry_and_moves_it_on_the_next_request(self):
+        """The stored expiry equals the cookie's Expires, and a later request stores a later one ("should have saved session with updated cookie expiration")."""
+        clock = FrozenClock()
+
+        def app(handler):
+            handler.session["user"] = "bob"
+            handler.reply(200, handler.session.id)
+        server = self.serve(app, clock=clock, cookie={"max_age": 60000})
+        first = server.get("/")
+        sid = first.body
+        self.assertIsNotNone(server.store.get(sid), "session saved to store")
+        stored = self.stored_expires(server.store, sid)
+        self.assertEqual(stored, self.expires_of(first))
+        clock.advance(seconds=1.2)
+        second = server.get("/", cookie=self.assert_sets_cookie(first))
+        self.assertEqual(second.body, sid)
+        self.assertIsNotNone(server.store.get(sid), "session still in store")
+        self.assertNotEqual(self.stored_expires(server.store, sid), stored)
+
+
+# ==== session(): unknown, badly signed, expired or broken sessions =========
+
+
+class TestSessionWhenSidNotInStore(TestSessionOptionsBase):
+    """A correctly signed id the store does not have gives a new session with a new id."""
+
+    def test_creates_a_new_session(self):
+        """After the store is cleared, the old cookie gets a fresh session ("should create a new session")."""
+        server = self.serve(self.counter_app())
+        first = server.get("/")
+        server.store.clear()
+        second = server.get("/", cookie=self.assert_sets_cookie(first))
+        self.assertEqual((second.status, second.body), (200, "session 2"))
+
+    def test_sends_a_new_session_id(self):
+        """The fresh session's cookie carries a different id ("should have a new sid")."""
+        server = self.serve(self.counter_app())
+        first = server.get("/")
+        old = self.assert_sets_cookie(first)
+        server.store.clear()
+        second = server.get("/", cookie=old)
+        self.assertEqual(second.body, "session 2")
+        self.assertNotEqual(self.sid_of(self.assert_sets_cookie(second)), self.sid_of(old))
+        self.assertEqual(server.store.calls["get"], 1)
+
+
+class TestSessionWhenSidNotProperlySigned(TestSessionOptionsBase):
+    """An unsigned or badly signed cookie means a new session, and the store is not asked."""
+
+    def app(self, handler):
+        is_new = "active" not in handler.session
+        handler.session["active"] = True
+        handler.reply(200, "session " + ("created" if is_new else "read"))
+
+    def test_generates_a_new_session_for_an_unsigned_id(self):
+        """A cookie holding the bare id (no 's:' and signature) gets a new session and id ("should generate new session")."""
+        server = self.serve(self.app, name="sessid")
+        first = server.get("/")
+        self.assertEqual(first.body, "session created")
+        sid = self.sid_of(self.assert_sets_cookie(first, "sessid"))
+        second = server.get("/", cookie="sessid=" + sid)
+        self.assertEqual(second.body, "session created")
+        self.assertNotEqual(self.sid_of(self.assert_sets_cookie(second, "sessid")), sid)
+
+    def test_does_not_ask_the_store_for_a_badly_signed_id(self):
+        """A cookie whose signature does not match is never looked up ("should not attempt fetch from store")."""
+        server = self.serve(self.app, name="sessid")
+        first = server.get("/")
+        tampered = re.sub(r"...\.", ".", self.assert_sets_cookie(first, "sessid"), count=1)
+        second = server.get("/", cookie=tampered)
+        self.assertEqual((second.status, second.body), (200, "session created"))
+        self.assert_sets_cookie(second, "sessid")
+        self.assertEqual(server.store.calls["get"], 0)
+
+
+class TestSessionWhenSessionExpiredInStore(TestSessionOptionsBase):
+    """An expired session is gone: the old cookie gets a new session, and the store drops the entry."""
+
+    def test_creates_a_new_session(self):
+        """20 ms after a 5 ms session was made, its cookie gets a new session ("should create a new session")."""
+        clock = FrozenClock()
+        server = self.serve(self.counter_app(), clock=clock, cookie={"max_age": 5})
+        first = server.get("/")
+        clock.advance(ms=20)
+        second = server.get("/", cookie=self.assert_sets_cookie(first))
+        self.assertEqual(second.body, "session 2")
+        self.assert_sets_cookie(second)
+
+    def test_sends_a_new_session_id(self):
+        """The new session after expiry has a different id ("should have a new sid")."""
+        clock = FrozenClock()
+        server = self.serve(self.counter_app(), clock=clock, cookie={"max_age": 5})
+        first = server.get("/")
+        old = self.assert_sets_cookie(first)
+        clock.advance(ms=15)
+        second = server.get("/", cookie=old)
+        self.assertNotEqual(self.sid_of(self.assert_sets_cookie(second)), self.sid_of(old))
+
+    def test_is_removed_from_the_store(self):
+        """Once expired, the session is no longer in the store ("should not exist in store")."""
+        clock = FrozenClock()
+        server = self.serve(self.counter_app(), clock=clock, cookie={"max_age": 5})
+        server.get("/")
+        self.assertEqual(len(server.store.all()), 1)
+        clock.advance(ms=10)
+        self.assertEqual(server.store.all(), {})
+        self.assertEqual(server.store.sessions, {})
+
+
+class TestSessionWhenSessionWithoutCookieInStore(TestSessionOptionsBase):
+    """A stored session without its cookie cannot be loaded."""
+
+    def test_answers_500_when_the_stored_session_has_no_cookie(self):
+        """A stored session lacking 'cookie' gives a 500, logged ("should pass error from inflate")."""
+        server = self.serve(self.counter_app())
+        first = server.get("/")
+        pair = self.assert_sets_cookie(first)
+        server.store.set(self.sid_of(pair), {"foo": "bar"})
+        with self.assertLogs("session_demo", "ERROR") as logs:
+            second = server.get("/", cookie=pair)
+        self.assertEqual(second.status, 500)
+        self.assertIn("no cookie", "\n".join(logs.output))
+
+
+# ==== proxy option =========================================================
+
+
+class TestSessionProxyOption(TestSessionOptionsBase):
+    """``proxy`` decides whom to believe about HTTPS when the cookie is ``secure``."""
+
+    def test_trusts_x_forwarded_proto_when_enabled(self):
+        """proxy=True: the first X-Forwarded-Proto value decides ("should trust X-Forwarded-Proto when string" / "when comma-separated list" / "should work when no header")."""
+        server = self.serve(proxy=True, cookie={"secure": True, "max_age": 5})
+        cases = [("https", True), ("https,http", True), (" HTTPS , http", True),
+                 ("http,https", False), (None, False)]
+        for proto, sets_cookie in cases:
+            with self.subTest(x_forwarded_proto=proto):
+                response = server.get("/", headers={"X-Forwarded-Proto": proto} if proto else None)
+                self.assertEqual(response.status, 200)
+                if sets_cookie:
+                    self.assert_sets_cookie(response)
+                    self.assertIn("Secure", response.cookie_attributes())
+                else:
+                    self.assert_no_set_cookie(response)
+
+    def test_ignores_x_forwarded_proto_when_disabled(self):
+        """proxy=False: X-Forwarded-Proto: https does not make the request secure ("should not trust X-Forwarded-Proto", when disabled)."""
+        server = self.serve(proxy=False, cookie={"secure": True})
+        response = server.get("/", headers={"X-Forwarded-Proto": "https"})
+        self.assertEqual(response.status, 200)
+        self.assert_no_set_cookie(response)
+
+    def test_ignores_the_framework_secure_flag_when_disabled(self):
+        """proxy=False: even the framework's own "secure" answer is ignored ("should ignore req.secure")."""
+        header, state = self.run_in_process({"forwarded_proto": "https", "framework_secure": True},
+                                            proxy=False, cookie={"secure": True})
+        self.assertIsNotNone(state, "the request has a session")
+        self.assertIsNone(header)
+        self.assertFalse(sd.is_secure(RequestInfo(forwarded_proto="https", framework_secure=True), False))
+
+    def test_ignores_x_forwarded_proto_when_unspecified(self):
+        """proxy=None: X-Forwarded-Proto: https alone does not make the request secure ("should not trust X-Forwarded-Proto", when unspecified)."""
+        server = self.serve(cookie={"secure": True})
+        response = server.get("/", headers={"X-Forwarded-Proto": "https"})
+        self.assertEqual(response.status, 200)
+        self.assert_no_set_cookie(response)
+
+    def test_uses_the_framework_secure_flag_when_unspecified(self):
+        """proxy=None: the framework's "secure" answer decides ("should use req.secure")."""
+        header, _ = self.run_in_process({"forwarded_proto": "https", "framework_secure": True},
+                                        cookie={"secure": True})
+        self.assertIsNotNone(header)
+        self.assertIn("Secure", self.attributes(header))
+        header, _ = self.run_in_process({"forwarded_proto": "https", "framework_secure": False},
+                                        cookie={"secure": True})
+        self.assertIsNone(header)
+
+
+# ==== cookie option ========================================================
+# N/A "when mounted at "/foo"" / "should set cookie for "/foo/bar" request": http.server has no sub-app mounting (no req.url rewriting, no originalUrl); the path check always sees the full request target.
+# N/A "when mounted at "/foo"" / "should not set cookie for "/foo/foo/bar" request": same reason; the full-target prefix test it relies on is covered by TestSessionCookiePathOption.
+
+
+class TestSessionCookiePathOption(TestSessionOptionsBase):
+    """``cookie.path`` '/foo/bar': only requests under that path get a session."""
+
+    def setUp(self):
+        self.server = self.serve(cookie={"path": "/foo/bar"})
+
+    def test_sets_no_cookie_for_the_root(self):
+        """'/' is outside '/foo/bar': no cookie ("should not set cookie for "/" request")."""
+        response = self.server.get("/")
+        self.assertEqual(response.status, 200)
+        self.assert_no_set_cookie(response)
+        self.assertEqual(self.server.store.calls["set"], 0)
+
+    def test_sets_no_cookie_for_an_absolute_url_outside_the_path(self):
+        """The path of 'http://foo/bar' is '/bar': no cookie; a Host header does not count either ("should not set cookie for "http://foo/bar" request")."""
+        response = self.server.get("/", headers={"Host": "http://foo/bar"})
+        self.assert_no_set_cookie(response)
+        response = self.server.get("http://foo/bar")
+        self.assertEqual(response.status, 200)
+        self.assert_no_set_cookie(response)
+        control = self.server.get("http://foo/foo/bar")
+        self.assert_sets_cookie(control)
+
+    def test_sets_the_cookie_for_the_path_itself(self):
+        """'/foo/bar' gets a cookie with Path=/foo/bar ("should set cookie for "/foo/bar" request")."""
+        response = self.server.get("/foo/bar")
+        self.assert_sets_cookie(response)
+        self.assertEqual(response.cookie_attributes()["Path"], "/foo/bar")
+
+    def test_sets_the_cookie_below_the_path(self):
+        """'/foo/bar/baz' gets a cookie ("should set cookie for "/foo/bar/baz" request")."""
+        self.assert_sets_cookie(self.server.get("/foo/bar/baz"))
+
+
+class TestSessionCookieSecureAuto(TestSessionOptionsBase):
+    """``cookie.secure='auto'``: Secure when the request is secure, judged with the proxy option."""
+
+    def test_sets_secure_when_a_trusted_proxy_says_https(self):
+        """proxy=True and X-Forwarded-Proto: https gives Secure ("should set secure when X-Forwarded-Proto is https")."""
+        server = self.serve(proxy=True, cookie={"max_age": 5, "secure": "auto"})
+        response = server.get("/", headers={"X-Forwarded-Proto": "https"})
+        self.assertIn("Secure", response.cookie_attributes())
+
+    def test_does_not_set_secure_when_the_proxy_is_distrusted(self):
+        """proxy=False and X-Forwarded-Proto: https: a cookie without Secure ("should not set secure when X-Forwarded-Proto is https")."""
+        server = self.serve(proxy=False, cookie={"max_age": 5, "secure": "auto"})
+        response = server.get("/", headers={"X-Forwarded-Proto": "https"})
+        self.assert_sets_cookie(response)
+        self.assertNotIn("Secure", response.cookie_attributes())
+
+    def test_follows_the_framework_secure_flag_when_proxy_is_unspecified(self):
+        """proxy=None: Secure exactly when the framework says the request is secure ("should set secure if req.secure = true" / "should not set secure if req.secure = false")."""
+        clock = FrozenClock()
+        middleware = SessionMiddleware(make_options(clock=clock, store=CountingStore(clock=clock),
+                                                    cookie={"secure": "auto"}))
+        for framework_secure in (True, False):
+            with self.subTest(framework_secure=framework_secure):
+                header, state = run_request(middleware, framework_secure=framework_secure)
+                self.assertIsNotNone(header)
+                self.assertEqual("Secure" in self.attributes(header), framework_secure)
+                self.assertIs(state.session.cookie.secure, framework_secure)
+
+
+class TestSessionCookieFunction(TestSessionOptionsBase):
+    """``cookie`` as a callable: called with the request, its mapping is applied."""
+
+    def test_applies_the_options_the_callable_returns(self):
+        """The callable's path, http_only and secure reach the Set-Cookie ("should call custom function and apply cookie options")."""
+        calls = []
+
+        def cookie_options(request):
+            calls.append(request)
+            return {"path": "/test", "http_only": True, "secure": False}
+        response = self.serve(cookie=cookie_options).get("/test")
+        attributes = response.cookie_attributes()
+        self.assertEqual(attributes["Path"], "/test")
+        self.assertIn("HttpOnly", attributes)
+        self.assertNotIn("Secure", attributes)
+        self.assertTrue(calls, "should have called the cookie callable")
+
+    def test_passes_the_request_to_the_callable(self):
+        """The callable receives the request (a RequestInfo) and can use its URL ("should provide req argument")."""
+        seen = []
+
+        def cookie_options(request):
+            seen.append(request)
+            return {"path": request.url, "http_only": True, "secure": False}
+        response = self.serve(cookie=cookie_options).get("/test")
+        self.assertEqual(response.cookie_attributes()["Path"], "/test")
+        self.assertNotIn("Secure", response.cookie_attributes())
+        self.assertTrue(seen)
+        for request in seen:
+            self.assertIsInstance(request, RequestInfo)
+            self.assertEqual(request.url, "/test")
+
+
+class TestSessionCookieSameSiteAuto(TestSessionOptionsBase):
+    """``cookie.same_site='auto'``: None over a secure request, Lax otherwise."""
+
+    def in_process(self, framework_secure, **cookie):
+        """The Set-Cookie (or None) for one in-process request with these cookie options."""
+        header, _ = self.run_in_process({"framework_secure": framework_secure}, cookie=cookie)
+        return header
+
+    def test_sets_same_site_none_for_secure_requests(self):
+        """A secure request gets SameSite=None ("basic functionality" / "should set SameSite=None for secure connections")."""
+        header = self.in_process(True, same_site="auto")
+        self.assertEqual(self.attributes(header)["SameSite"], "None")
+
+    def test_sets_same_site_lax_for_insecure_requests(self):
+        """An insecure request gets SameSite=Lax ("should set SameSite=Lax for insecure connections")."""
+        header = self.in_process(False, same_site="auto")
+        self.assertEqual(self.attributes(header)["SameSite"], "Lax")
+
+    def test_follows_x_forwarded_proto_with_a_trusted_proxy(self):
+        """proxy=True: https gives None, http gives Lax ("should set SameSite=None when X-Forwarded-Proto is https" / "should set SameSite=Lax when X-Forwarded-Proto is http")."""
+        server = self.serve(proxy=True, cookie={"same_site": "auto"})
+        for proto, expected in (("https", "None"), ("http", "Lax")):
+            with self.subTest(x_forwarded_proto=proto):
+                response = server.get("/", headers={"X-Forwarded-Proto": proto})
+                self.assertEqual(response.cookie_attributes()["SameSite"], expected)
+
+    def test_ignores_x_forwarded_proto_with_a_distrusted_proxy(self):
+        """proxy=False: X-Forwarded-Proto: https still gives Lax ("should set SameSite=Lax when X-Forwarded-Proto is https")."""
+        server = self.serve(proxy=False, cookie={"same_site": "auto"})
+        response = server.get("/", headers={"X-Forwarded-Proto": "https"})
+        self.assertEqual(response.cookie_attributes()["SameSite"], "Lax")
+
+    def test_combines_with_secure(self):
+        """same_site='auto' with secure 'auto'/False/True, over secure and insecure requests (the six "combined with secure auto" titles)."""
+        table = [
+            # secure, request secure, Set-Cookie?, Secure attribute?, SameSite
+            ("auto", True, True, True, "None"),    # "should set both Secure and SameSite=None when secure"
+            ("auto", False, True, False, "Lax"),   # "should set neither Secure nor SameSite=None when insecure"
+            (False, True, True, False, "None"),    # "should set SameSite=None without Secure when secure"
+            (False, False, True, False, "Lax"),    # "should set SameSite=Lax without Secure when insecure"
+            (True, True, True, True, "None"),      # "should set both Secure and SameSite=None when secure"
+            (True, False, False, None, None),      # "should not set cookie when insecure"
+        ]
+        for secure, request_secure, sets_cookie, has_secure, same_site in table:
+            with self.subTest(secure=secure, request_secure=request_secure):
+                header = self.in_process(request_secure, secure=secure, same_site="auto")
+                if not sets_cookie:
+                    self.assertIsNone(header)
+                    continue
+                self.assertIsNotNone(header)
+                attributes = self.attributes(header)
+                self.assertEqual("Secure" in attributes, has_secure)
+                self.assertEqual(attributes["SameSite"], same_site)
+
+
+# ==== genid, key and name options ==========================================
+
+
+class TestSessionGenidOption(TestSessionOptionsBase):
+    """``genid`` makes the id of every new session."""
+
+    def test_rejects_a_non_callable(self):
+        """A genid that is not callable is a TypeError ("should reject non-function values")."""
+        with self.assertRaisesRegex(TypeError, r"genid.*must"):
+            make_options(genid="bogus!")
+
+    def test_defaults_to_32_url_safe_random_characters(self):
+        """Without genid, ids are 32 base64url characters, different each time ("should provide default generator")."""
+        server = self.serve()
+        ids = [self.sid_of(self.assert_sets_cookie(server.get("/"))) for _ in range(2)]
+        for sid in ids:
+            self.assertRegex(sid, r"^[A-Za-z0-9_-]{32}$")
+        self.assertNotEqual(ids[0], ids[1])
+        self.assertEqual(set(server.store.sessions), set(ids))
+
+    def test_uses_a_custom_generator(self):
+        """genid's result is the id, signed exactly as express signs it ("should allow custom function")."""
+        response = self.serve(genid=lambda request: "apple").get("/")
+        self.assertEqual(self.assert_sets_cookie(response), "connect.sid=" + SIGNED_APPLE)
+
+    def test_percent_encodes_unsafe_characters(self):
+        """An id '%' is percent-encoded in the cookie ("should encode unsafe chars")."""
+        response = self.serve(genid=lambda request: "%").get("/")
+        self.assertEqual(self.assert_sets_cookie(response), "connect.sid=" + SIGNED_PERCENT)
+
+    def test_passes_the_request_to_the_generator(self):
+        """genid receives the request (a RequestInfo) ("should provide req argument")."""
+        seen = []
+
+        def genid(request):
+            seen.append(request)
+            return request.url
+        response = self.serve(genid=genid).get("/foo")
+        self.assertEqual(self.assert_sets_cookie(response), "connect.sid=" + SIGNED_SLASH_FOO)
+        self.assertEqual(len(seen), 1)
+        self.assertIsInstance(seen[0], RequestInfo)
+
+
+# N/A "key option" / "should default to "connect.sid"": we do not port the undocumented `key` alias of `name` (TestSessionNameOption covers the default).
+# N/A "key option" / "should allow overriding": we do not port the undocumented `key` alias; SessionOptions has no `key` parameter.
+
+
+class TestSessionNameOption(TestSessionOptionsBase):
+    """``name`` is the cookie's name."""
+
+    def test_defaults_to_connect_sid(self):
+        """Without name, the cookie is connect.sid ("should default to "connect.sid"")."""
+        response = self.serve().get("/")
+        self.assert_sets_cookie(response, "connect.sid")
+
+    def test_sets_the_cookie_name(self):
+        """name='session_id' names the cookie, which is then read back under that name ("should set the cookie name")."""
+        server = self.serve(self.counter_app(), name="session_id")
+        first = server.get("/")
+        pair = self.assert_sets_cookie(first, "session_id")
+        self.assert_no_set_cookie(first, "connect.sid")
+        self.assertEqual(server.get("/", cookie=pair).body, "session 1")
+
+
+# ==== rolling option =======================================================
+
+
+class TestSessionRollingOption(TestSessionOptionsBase):
+    """``rolling`` re-sends the cookie of a known session on every response."""
+
+    def bob(self, handler):
+        handler.session["user"] = "bob"
+        handler.reply(200, "")
+
+    def test_defaults_to_false(self):
+        """Without rolling, an unmodified known session gets no Set-Cookie ("should default to false")."""
+        server = self.serve(self.bob)
+        first = server.get("/")
+        second = server.get("/", cookie=self.assert_sets_cookie(first))
+        self.assertEqual(second.status, 200)
+        self.assert_no_set_cookie(second)
+
+    def test_sends_the_cookie_for_an_unmodified_session(self):
+        """rolling=True re-sends the cookie of an unmodified known session ("should force cookie on unmodified session")."""
+        server = self.serve(self.bob, rolling=True)
+        first = server.get("/")
+        second = server.get("/", cookie=self.assert_sets_cookie(first))
+        self.assert_sets_cookie(second)
+
+    def test_does_not_force_a_cookie_on_an_uninitialized_session(self):
+        """rolling does not make an untouched new session stored or cookied when save_uninitialized=False ("should not force cookie on uninitialized session if saveUninitialized option is set to false")."""
+        server = self.serve(rolling=True, save_uninitialized=False)
+        response = server.get("/")
+        self.assertEqual(response.status, 200)
+        self.assert_no_set_cookie(response)
+        self.assertEqual(server.store.calls["set"], 0)
+
+    def test_cookies_and_saves_an_uninitialized_session_when_save_uninitialized(self):
+        """rolling with save_uninitialized=True: one save and a cookie ("should force cookie and save uninitialized session if saveUninitialized option is set to true")."""
+        server = self.serve(rolling=True, save_uninitialized=True)
+        response = server.get("/")
+        self.assert_sets_cookie(response)
+        self.assertEqual(server.store.calls["set"], 1)
+
+    def test_cookies_and_saves_a_modified_new_session(self):
+        """rolling with save_uninitialized=False still saves and cookies a modified new session ("should force cookie and save modified session even if saveUninitialized option is set to false")."""
+        server = self.serve(self.bob, rolling=True, save_uninitialized=False)
+        response = server.get("/")
+        self.assert_sets_cookie(response)
+        self.assertEqual(server.store.calls["set"], 1)
+
+
+# ==== resave option ========================================================
+
+
+class TestSessionResaveOption(TestSessionOptionsBase):
+    """``resave`` writes a loaded session back even when it did not change."""
+
+    def bob(self, handler):
+        handler.session["user"] = "bob"
+        handler.reply(200, "")
+
+    def test_defaults_to_true_with_a_deprecation_warning(self):
+        """Left out, resave warns and saves an unmodified loaded session ("should default to true")."""
+        clock = FrozenClock()
+        store = CountingStore(clock=clock)
+        with self.assertWarnsRegex(DeprecationWarning, "undefined resave option"):
+            options = SessionOptions(secret=SECRET, cookie={"max_age": 60000},
+                                     save_uninitialized=True, store=store, clock=clock)
+        server = TestServer(self, self.bob, options)
+        first = server.get("/")
+        self.assertEqual(store.calls["set"], 1)
+        server.get("/", cookie=self.assert_sets_cookie(first))
+        self.assertEqual(store.calls["set"], 2)
+
+    def test_saves_an_unmodified_session_when_true(self):
+        """resave=True saves a loaded session that did not change ("should force save on unmodified session")."""
+        server = self.serve(self.bob, resave=True)
+        first = server.get("/")
+        self.assertEqual(server.store.calls["set"], 1)
+        server.get("/", cookie=self.assert_sets_cookie(first))
+        self.assertEqual(server.store.calls["set"], 2)
+
+    def test_does_not_save_an_unmodified_session_when_false(self):
+        """resave=False skips the save of an unchanged loaded session (it is touched instead) ("should prevent save on unmodified session")."""
+        server = self.serve(self.bob, resave=False)
+        first = server.get("/")
+        self.assertEqual(server.store.calls["set"], 1)
+        server.get("/", cookie=self.assert_sets_cookie(first))
+        self.assertEqual(server.store.calls["set"], 1)
+        self.assertEqual(server.store.calls["touch"], 1)
+
+    def test_still_saves_a_modified_session_when_false(self):
+        """resave=False still saves a loaded session whose data changed ("should still save modified session")."""
+        def app(handler):
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(handler.path).query)
+            if "token" in query:
+                handler.session["token"] = query["token"][0]
+            handler.reply(200, "token=" + handler.session.get("token", ""))
+        server = self.serve(app, resave=False)
+        first = server.get("/?token=w6RHhwaA")
+        self.assertEqual(first.body, "token=w6RHhwaA")
+        self.assertEqual(server.store.calls["set"], 1)
+        pair = self.assert_sets_cookie(first)
+        second = server.get("/", cookie=pair)
+        self.assertEqual(second.body, "token=w6RHhwaA")
+        self.assertEqual(server.store.calls["set"], 1)
+        third = server.get("/?token=zfQ3rzM3", cookie=pair)
+        self.assertEqual(third.body, "token=zfQ3rzM3")
+        self.assertEqual(server.store.calls["set"], 2)
+
+    def test_counts_a_nested_cookie_key_as_a_change(self):
+        """A nested key named 'cookie' is data: changing it is a modification ("should detect a "cookie" property as modified")."""
+        def app(handler):
+            user = handler.session.setdefault("user", {})
+            user["name"] = "bob"
+            user["cookie"] = user.get("cookie", 0) + 1
+            handler.reply(200, "")
+        server = self.serve(app, resave=False)
+        first = server.get("/")
+        self.assertEqual(server.store.calls["set"], 1)
+        server.get("/", cookie=self.assert_sets_cookie(first))
+        self.assertEqual(server.store.calls["set"], 2)
+
+    def test_completes_the_response_and_logs_when_touch_fails(self):
+        """A store.touch error is logged and the response still completes with 200 ("should pass session touch error")."""
+        clock = FrozenClock()
+
+        class BrokenTouchStore(CountingStore):
+            def touch(self, sid, session):
+                self._note("touch", sid)
+                raise RuntimeError("boom!")
+
+        store = BrokenTouchStore(clock=clock)
+
+        def app(handler):
+            handler.session["hit"] = True
+            handler.reply(200, "session saved")
+        server = self.serve(app, clock=clock, store=store, resave=False)
+        first = server.get("/")
+        self.assertEqual(first.body, "session saved")
+        with self.assertLogs("session_demo", "ERROR") as logs:
+            second = server.get("/", cookie=self.assert_sets_cookie(first))
+        self.assertEqual((second.status, second.body), (200, "session saved"))
+        self.assertEqual(store.calls["touch"], 1)
+        errors = [r.exc_info[1] for r in logs.records if r.exc_info]
+        self.assertTrue(any(str(e) == "boom!" for e in errors), logs.output)
+
+
+# ==== saveUninitialized option =============================================
+
+
+class TestSessionSaveUninitializedOption(TestSessionOptionsBase):
+    """``save_uninitialized`` stores (and cookies) new sessions that hold nothing yet."""
+
+    def test_defaults_to_true_with_a_deprecation_warning(self):
+        """Left out, save_uninitialized warns and an untouched new session is saved and cookied ("should default to true")."""
+        clock = FrozenClock()
+        store = CountingStore(clock=clock)
+        with self.assertWarnsRegex(DeprecationWarning, "undefined saveUninitialized option"):
+            options = SessionOptions(secret=SECRET, cookie={"max_age": 60000}, resave=True,
+                                     store=store, clock=clock)
+        response = TestServer(self, hello, options).get("/")
+        self.assert_sets_cookie(response)
+        self.assertEqual(store.calls["set"], 1)
+
+    def test_saves_an_uninitialized_session_when_true(self):
+        """save_uninitialized=True saves and cookies an untouched new session ("should force save of uninitialized session")."""
+        server = self.serve(save_uninitialized=True)
+        self.assert_sets_cookie(server.get("/"))
+        self.assertEqual(server.store.calls["set"], 1)
+
+    def test_neither_saves_nor_cookies_an_uninitialized_session_when_false(self):
+        """save_uninitialized=False: an untouched new session is not saved and gets no cookie ("should prevent save of uninitialized session")."""
+        server = self.serve(save_uninitialized=False)
+        response = server.get("/")
+        self.assertEqual(response.status, 200)
+        self.assert_no_set_cookie(response)
+        self.assertEqual(server.store.calls["set"], 0)
+
+    def test_still_saves_a_modified_new_session_when_false(self):
+        """save_uninitialized=False still saves and cookies a new session that was changed ("should still save modified session")."""
+        def app(handler):
+            handler.session["count"] = handler.session.get("count", 0) + 1
+            handler.reply(200, "")
+        server = self.serve(app, save_uninitialized=False)
+        self.assert_sets_cookie(server.get("/"))
+        self.assertEqual(server.store.calls["set"], 1)
+
+    def test_completes_the_response_and_logs_when_save_fails(self):
+        """A store.set error is logged and the response still completes with 200 ("should pass session save error")."""
+        clock = FrozenClock()
+
+        class BrokenSetStore(CountingStore):
+            def set(self, sid, session):
+                self._note("set", sid)
+                raise RuntimeError("boom!")
+
+        store = BrokenSetStore(clock=clock)
+
+        def app(handler):
+            handler.reply(200, "session saved")
+        server = self.serve(app, clock=clock, store=store, save_uninitialized=True)
+        with self.assertLogs("session_demo", "ERROR") as logs:
+            response = server.get("/")
+        self.assertEqual((response.status, response.body), (200, "session saved"))
+        self.assertEqual(store.calls["set"], 1)
+        errors = [r.exc_info[1] for r in logs.records if r.exc_info]
+        self.assertTrue(any(str(e) == "boom!" for e in errors), logs.output)
+
+    def test_does_not_touch_an_uninitialized_session(self):
+        """An untouched new session that is not saved is not touched in the store either ("should prevent uninitialized session from being touched")."""
+        clock = FrozenClock()
+
+        class NoTouchStore(CountingStore):
+            def touch(self, sid, session):
+                self._note("touch", sid)
+                raise AssertionError("store.touch should not be called")
+
+        store = NoTouchStore(clock=clock)
+        server = self.serve(clock=clock, store=store, save_uninitialized=False,
+                            cookie={"max_age": 60000})
+        response = server.get("/")
+        self.assertEqual(response.status, 200)
+        self.assertEqual(store.calls["touch"], 0)
+        self.assertEqual(store.calls["set"], 0)
+
+
+# ==== secret option ========================================================
+
+
+class TestSessionSecretOption(TestSessionOptionsBase):
+    """``secret`` signs the cookie; with several, the first signs and all verify."""
+
+    def remember_bob(self, handler):
+        if "user" not in handler.session:
+            handler.session["user"] = "bob"
+            handler.reply(200, "set")
+        else:
+            handler.reply(200, "get:" + json.dumps(handler.session["user"]))
+
+    def test_rejects_an_empty_list(self):
+        """An empty list of secrets is a TypeError ("should reject empty arrays")."""
+        for empty in ([], ()):
+            with self.subTest(secret=empty):
+                with self.assertRaisesRegex(TypeError, r"secret option array"):
+                    make_options(secret=empty)
+
+    def test_signs_and_reads_back_with_a_string(self):
+        """A string secret signs the cookie and verifies it on the next request ("should sign and unsign with a string")."""
+        server = self.serve(self.remember_bob, secret="awesome cat")
+        first = server.get("/")
+        self.assertEqual(first.body, "set")
+        pair = self.assert_sets_cookie(first)
+        self.assertEqual(pair.split("=", 1)[1],
+                         sd.encode_uri_component("s:" + sd.sign(self.sid_of(pair), "awesome cat")))
+        self.assertEqual(server.get("/", cookie=pair).body, 'get:"bob"')
+
+    def test_signs_and_reads_back_with_bytes(self):
+        """A bytes secret (express's Buffer) signs and verifies too ("should sign and unsign with a Buffer")."""
+        key = os.urandom(32)
+        server = self.serve(self.remember_bob, secret=key)
+        first = server.get("/")
+        pair = self.assert_sets_cookie(first)
+        self.assertEqual(pair.split("=", 1)[1],
+                         sd.encode_uri_component("s:" + sd.sign(self.sid_of(pair), key)))
+        self.assertEqual(server.get("/", cookie=pair).body, 'get:"bob"')
+
+    def test_signs_with_a_list_of_secrets(self):
+        """A list of secrets works: the response sets a signed cookie ("should sign cookies")."""
+        def app(handler):
+            handler.session["user"] = "bob"
+            handler.reply(200, handler.session["user"])
+        response = self.serve(app, secret=["keyboard cat", "nyan cat"]).get("/")
+        self.assertEqual(response.body, "bob")
+        self.assert_sets_cookie(response)
+
+    def test_signs_with_the_first_secret_only(self):
+        """The cookie is signed with the first secret: a server knowing only the second cannot read it ("should sign cookies with first element")."""
+        clock = FrozenClock()
+        store = CountingStore(clock=clock)
+
+        def write(handler):
+            handler.session["user"] = "bob"
+            handler.reply(200, handler.session["user"])
+
+        def read(handler):
+            handler.reply(200, str(handler.session.get("user")))
+        server1 = self.serve(write, clock=clock, store=store, secret=["keyboard cat", "nyan cat"])
+        server2 = self.serve(read, clock=clock, store=store, secret="nyan cat")
+        first = server1.get("/")
+        pair = self.assert_sets_cookie(first)
+        self.assertEqual(pair.split("=", 1)[1],
+                         sd.encode_uri_component("s:" + sd.sign(self.sid_of(pair), "keyboard cat")))
+        gets = store.calls["get"]
+        self.assertEqual(server2.get("/", cookie=pair).body, "None")
+        self.assertEqual(store.calls["get"], gets, "a cookie that does not verify is not looked up")
+
+    def test_reads_cookies_signed_with_any_of_the_secrets(self):
+        """Any secret in the list verifies: a cookie signed with the second is read ("should read cookies using all elements")."""
+        clock = FrozenClock()
+        store = CountingStore(clock=clock)
+
+        def write(handler):
+            handler.session["user"] = "bob"
+            handler.reply(200, handler.session["user"])
+
+        def read(handler):
+            handler.reply(200, str(handler.session.get("user")))
+        server1 = self.serve(write, clock=clock, store=store, secret="nyan cat")
+        server2 = self.serve(read, clock=clock, store=store, secret=["keyboard cat", "nyan cat"])
+        first = server1.get("/")
+        self.assertEqual(server2.get("/", cookie=self.assert_sets_cookie(first)).body, "bob")
+
+
+# ==== unset option =========================================================
+
+
+class TestSessionUnsetOption(TestSessionOptionsBase):
+    """``unset`` decides what happens in the store when the handler sets the session to None."""
+
+    def count_then_unset(self, handler):
+        handler.session["count"] = handler.session.get("count", 0) + 1
+        if handler.session["count"] == 2:
+            handler.session = None
+        handler.reply(200, "")
+
+    def test_rejects_unknown_values(self):
+        """Anything but 'keep' or 'destroy' is a TypeError ("should reject unknown values")."""
+        with self.assertRaisesRegex(TypeError, r"unset.*must"):
+            make_options(unset="bogus!")
+
+    def test_keeps_the_stored_session_by_default(self):
+        """By default ('keep'), unsetting leaves the stored session alone ("should default to keep")."""
+        server = self.serve(self.count_then_unset)
+        first = server.get("/")
+        self.assertEqual(server.store.length(), 1)
+        second = server.get("/", cookie=self.assert_sets_cookie(first))
+        self.assertEqual(second.status, 200)
+        self.assertEqual(server.store.length(), 1)
+        self.assertEqual(server.store.calls["destroy"], 0)
+
+    def test_destroys_the_stored_session_when_unset_is_destroy(self):
+        """With unset='destroy', unsetting the session removes it from the store ("should allow destroy on req.session = null")."""
+        server = self.serve(self.count_then_unset, unset="destroy")
+        first = server.get("/")
+        self.assertEqual(server.store.length(), 1)
+        second = server.get("/", cookie=self.assert_sets_cookie(first))
+        self.assertEqual(second.status, 200)
+        self.assertEqual(server.store.length(), 0)
+
+    def test_sets_no_cookie_when_the_new_session_is_unset(self):
+        """Unsetting a brand-new session sends no Set-Cookie and stores nothing ("should not set cookie if initial session destroyed")."""
+        def app(handler):
+            handler.session = None
+            handler.reply(200, "")
+        server = self.serve(app, unset="destroy")
+        response = server.get("/")
+        self.assertEqual(response.status, 200)
+        self.assertEqual(response.set_cookies, [])
+        self.assertEqual(server.store.length(), 0)
+
+    def test_completes_the_response_and_logs_when_destroy_fails(self):
+        """A store.destroy error is logged and the response still completes with 200 ("should pass session destroy error")."""
+        clock = FrozenClock()
+
+        class BrokenDestroyStore(CountingStore):
+            def destroy(self, sid):
+                self._note("destroy", sid)
+                raise RuntimeError("boom!")
+
+        store = BrokenDestroyStore(clock=clock)
+
+        def app(handler):
+            handler.session = None
+            handler.reply(200, "session destroyed")
+        server = self.serve(app, clock=clock, store=store, unset="destroy")
+        with self.assertLogs("session_demo", "ERROR") as logs:
+            response = server.get("/")
+        self.assertEqual((response.status, response.body), (200, "session destroyed"))
+        self.assertEqual(store.calls["destroy"], 1)
+        errors = [r.exc_info[1] for r in logs.records if r.exc_info]
+        self.assertTrue(any(str(e) == "boom!" for e in errors), logs.output)
 
 
 if __name__ == "__main__":
