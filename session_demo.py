@@ -1168,7 +1168,10 @@ def request_pathname(url: str) -> str:
     """
     if url.startswith("/"):
         return url.split("?", 1)[0].split("#", 1)[0] or "/"
-    return urllib.parse.urlsplit(url).path or "/"
+    try:
+        return urllib.parse.urlsplit(url).path or "/"
+    except ValueError:
+        return url  # not a URL at all (e.g. "http://[::1"): it matches no cookie path
 
 
 def path_matches(pathname: str, cookie_path: str | None) -> bool:
@@ -1242,6 +1245,10 @@ def read_session_id(cookie_header: str | None, name: str, secrets: list[bytes]) 
     return session_id
 
 
+_NEW_ID: Any = object()  # new_session()'s default: ask genid for the id
+_UNSAFE_ID_CHARACTER = re.compile(r'[\x00-\x20",;\\\x7f]')
+
+
 class RequestState:
     """One request's session state: express's ``req.session``, ``req.sessionID`` and the middleware's closure.
 
@@ -1269,14 +1276,29 @@ class RequestState:
         self.loaded_version: int = 0
         self.loaded_values: dict[str, str] = {}
 
-    def new_session(self) -> Session:
+    def generate_id(self) -> Any:
+        """A new session id from ``genid``.
+
+        Difference: an id holding a space, a control character, '"', ',',
+        ';' or '\\' is refused with ValueError. express-session accepts any
+        id (percent-encoding keeps the header safe); such an id means a broken
+        genid, and refusing it early keeps it out of stores and logs.
+        """
+        session_id = self.options.genid(self.request)
+        if isinstance(session_id, str) and _UNSAFE_ID_CHARACTER.search(session_id):
+            raise ValueError(f"genid returned an unusable session id {session_id!r}: "
+                             "no spaces, control characters, '\"', ',', ';' or '\\'")
+        return session_id
+
+    def new_session(self, session_id: Any = _NEW_ID) -> Session:
         """Put a brand-new session on the request (express's ``store.generate``).
 
-        A new id from ``genid``, a cookie from the options, and ``'auto'``
-        for ``secure``/``same_site`` resolved against this request.
+        A new id from ``genid`` (unless one is given), a cookie from the
+        options, and ``'auto'`` for ``secure``/``same_site`` resolved
+        against this request.
         """
         options = self.options
-        self.session_id = options.genid(self.request)
+        self.session_id = self.generate_id() if session_id is _NEW_ID else session_id
         cookie_options = options.cookie_options_for(self.request)
         cookie = Cookie(cookie_options, clock=options.clock)
         secure = is_secure(self.request, options.proxy)
@@ -1324,10 +1346,11 @@ class RequestState:
         As upstream, the bookkeeping is not reset, so a regenerated session
         always counts as modified (and is saved at the end).
         """
+        new_id = self.generate_id()  # an unusable id fails before anything is destroyed
         try:
             self.store.destroy(self.session_id)
         finally:
-            self.new_session()
+            self.new_session(new_id)
         assert self.session is not None
         return self.session
 
