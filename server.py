@@ -33,8 +33,12 @@ class CounterHandler(SessionRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as Node's server does
 
     def do_GET(self) -> None:
-        url = urllib.parse.urlsplit(self.path)
+        url = urllib.parse.urlsplit(self.request_target())
         query = urllib.parse.parse_qs(url.query)
+        # Express's router ignores letter case and one trailing slash.
+        path = url.path.lower()
+        if len(path) > 1 and path.endswith("/"):
+            path = path[:-1]
         routes = {
             "/": self.count_view,
             "/peek": self.peek,
@@ -44,7 +48,7 @@ class CounterHandler(SessionRequestHandler):
             "/forget": self.forget,
             "/whoami": self.whoami,
         }
-        route = routes.get(url.path)
+        route = routes.get(path)
         if route is None:
             self.reply(404, "Not Found")
             return

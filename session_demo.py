@@ -859,7 +859,7 @@ class Session(MutableMapping[str, Any]):
         ('failed to load session') if the store no longer has it.
         """
         data = self._state.store.get(self._id)
-        if not data:
+        if not _found(data):
             raise LookupError("failed to load session")
         return self._state.create_session(data)
 
@@ -1215,6 +1215,15 @@ class SessionLoadError(Exception):
     """The session could not be loaded (store failure or corrupt data): the request gets a 500."""
 
 
+def _found(data: Any) -> bool:
+    """Does a store's answer count as a session? JavaScript's truthiness: None, False, '', 0 do not; {} does."""
+    if data is None or data is False or data == "":
+        return False
+    if isinstance(data, (int, float)) and (data == 0 or data != data):
+        return False
+    return True
+
+
 def _guard_for(options: SessionOptions) -> LastWriteWins:
     """The load/save strategy for the ``concurrency`` option (None: express's own)."""
     if options.concurrency == "lock":
@@ -1427,7 +1436,7 @@ class SessionMiddleware:
         try:
             _log.debug("fetching %s", _short(state.session_id))
             data = self._load(state)
-            if not data:
+            if not _found(data):
                 _log.debug("no session found; generating a new one")
                 state.generate()
             else:
@@ -1638,12 +1647,20 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
             raise RuntimeError("this request has no session")
         self.session_state.session_id = value
 
+    def request_target(self) -> str:
+        """The request target exactly as the client sent it (express's ``req.originalUrl``).
+
+        ``self.path`` is not quite that: http.server turns a leading '//' into '/'.
+        """
+        words = self.requestline.split()
+        return words[1] if len(words) >= 2 else self.path
+
     def request_info(self) -> RequestInfo:
         """Describe this request for the session layer."""
         cookie_lines = self.headers.get_all("Cookie") or []
         proto_lines = self.headers.get_all("X-Forwarded-Proto") or []
         return RequestInfo(
-            url=self.path,
+            url=self.request_target(),
             cookie_header="; ".join(cookie_lines) if cookie_lines else None,
             tls=isinstance(self.connection, ssl.SSLSocket),
             forwarded_proto=", ".join(proto_lines) if proto_lines else None,
@@ -1684,12 +1701,12 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
         except SessionBusyError as exc:
             _log.warning("%s", exc)
             self.send_error(503, "Session Busy",
-                            "Another request is using this session; try again.")
+                            "Another request is using this session; try again")
             return
         except Exception as exc:
             _log.error("could not load the session: %s", exc)
             self.send_error(500, "Internal Server Error",
-                            "The session could not be loaded; the server log says why.")
+                            "The session could not be loaded; the server log says why")
             return
         real_wfile = self.wfile
         held = _HeldResponse(real_wfile)
