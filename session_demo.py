@@ -30,6 +30,8 @@ changes the default, faithful behaviour):
    11. No lost updates      concurrency='lock' | 'merge': LockPerSession,
                             MergeOnConflict
    12. WSGI                 SessionWSGIMiddleware
+   13. More stores          BoundedMemoryStore (cannot leak or be flooded),
+                            SQLiteStore (survives restarts, shared by processes)
 
 What we do differently from express-session, on purpose (each is also in
 LESSONS.md, "What we do differently"):
@@ -64,23 +66,29 @@ LESSONS.md, "What we do differently"):
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
 import functools
 import hashlib
+import heapq
 import hmac
 import itertools
 import json
 import logging
 import math
+import os
 import re
 import secrets as _secrets
 import socket
 import ssl
+import sqlite3
 import sys
 import threading
 import time
 import urllib.parse
 import warnings
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -108,6 +116,8 @@ __all__ = [
     "LastWriteWins", "LockPerSession", "MergeOnConflict", "SessionBusyError",
     # 12. beyond express: WSGI
     "SessionWSGIMiddleware",
+    # 13. beyond express: stores
+    "BoundedMemoryStore", "SQLiteStore", "StoreFullError",
     # the tour
     "tour",
 ]
@@ -598,6 +608,22 @@ def _datetime_to_ms(when: datetime) -> int:
     return (when - _EPOCH) // _ONE_MS
 
 
+def _now_ms(clock: Clock) -> int:
+    """The clock's time in whole milliseconds, as JavaScript's Date.now() counts."""
+    return math.floor(clock() * 1000)
+
+
+def _parse_iso(text: str) -> datetime:
+    """A stored ISO date as an aware datetime; one without a time zone is read as UTC.
+
+    Raises ValueError if it is not a date.
+    """
+    when = datetime.fromisoformat(text)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when
+
+
 def _iso(ms: int) -> str:
     """JavaScript's ``Date.toISOString()``: ``2026-11-29T03:02:30.942Z``."""
     t = _ms_to_datetime(ms)
@@ -645,7 +671,7 @@ class Cookie:
             self.original_max_age = self.max_age
 
     def _now_ms(self) -> int:
-        return math.floor(self._clock() * 1000)
+        return _now_ms(self._clock)
 
     @property
     def expires(self) -> datetime | None:
@@ -748,7 +774,7 @@ class Cookie:
             cookie.expires = expires  # a store that keeps real dates (express accepts a Date too)
         elif isinstance(expires, str):
             try:
-                cookie.expires = datetime.fromisoformat(expires)
+                cookie.expires = _parse_iso(expires)
             except ValueError:
                 raise ValueError(f"the stored cookie's expires is not a date: {expires!r}") from None
         elif expires is not None and expires is not False:
@@ -944,6 +970,22 @@ class Store:
         raise NotImplementedError
 
 
+def _expiry_ms(data: Mapping[str, Any]) -> int | None:
+    """When a stored session expires, in ms since the epoch: its cookie's ``expires``, or None (never).
+
+    An ``expires`` that is not a date counts as "never", as in MemoryStore
+    (and like an Invalid Date in JavaScript); one without a time zone is
+    read as UTC.
+    """
+    cookie = data.get("cookie")
+    if not isinstance(cookie, Mapping) or not isinstance(cookie.get("expires"), str):
+        return None
+    try:
+        return _datetime_to_ms(_parse_iso(cookie["expires"]))
+    except ValueError:
+        return None
+
+
 class MemoryStore(Store):
     """Sessions in a dict of JSON strings, in this process (express-session's ``MemoryStore``).
 
@@ -964,15 +1006,10 @@ class MemoryStore(Store):
         if text is None:
             return None
         session = json.loads(text)
-        cookie = session.get("cookie") if isinstance(session, dict) else None
-        if isinstance(cookie, dict) and isinstance(cookie.get("expires"), str):
-            try:
-                expires = datetime.fromisoformat(cookie["expires"])
-            except ValueError:
-                expires = None  # like an Invalid Date in JavaScript: never "expired"
-            if expires is not None and _datetime_to_ms(expires) <= math.floor(self._clock() * 1000):
-                del self.sessions[sid]
-                return None
+        expires_ms = _expiry_ms(session) if isinstance(session, dict) else None
+        if expires_ms is not None and expires_ms <= _now_ms(self._clock):
+            del self.sessions[sid]
+            return None
         return session
 
     def get(self, sid: str) -> dict[str, Any] | None:
@@ -2155,6 +2192,641 @@ class _SessionBody:
                 close = getattr(self._chunks, "close", None)
                 if close is not None:
                     close()
+
+
+# ==== 13. Beyond express: stores that cannot leak, and that persist ==========
+#
+# BoundedMemoryStore: a memory store with bounds, an amortized expiry sweep
+# and fair eviction. SQLiteStore: sessions in a SQLite file that survive a
+# restart and are shared by processes. Both keep versions (for
+# concurrency='merge'); SQLiteStore also has locks across processes (for
+# concurrency='lock').
+
+def _session_json(session: Session | Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+    """The stored form of a session and its JSON text (compact, as MemoryStore writes it)."""
+    data = session.to_json() if isinstance(session, Session) else dict(session)
+    return data, _to_json(data)
+
+
+def _stored_cookie(session: Session | Mapping[str, Any]) -> Any:
+    """The stored form of a session's cookie, for touch()."""
+    if isinstance(session, Session):
+        return session.cookie.to_json()
+    return session["cookie"]
+
+
+# ---- a bounded memory store -------------------------------------------------
+#
+# express-session's MemoryStore (ours too, faithfully) leaks: an expired
+# session goes only when someone reads it, and nothing limits how many
+# sessions a stream of cookieless requests can create. BoundedMemoryStore
+# keeps the same JSON strings, but
+#   - a heap of (expiry, id) lets every request remove a few expired sessions
+#     that nobody will read again (amortized: no full scan, no timer thread);
+#   - max_sessions and max_bytes bound the whole store, and when a bound is
+#     reached the store evicts the least recently used *anonymous* session:
+#     one whose data never changed since it was first saved (a visitor who
+#     did nothing). Sessions whose data changed later (a login, a counter
+#     that went up) are "established" and are never evicted; when only they
+#     remain, a new session is refused with StoreFullError.
+
+
+class StoreFullError(Exception):
+    """A bounded store cannot take this session without evicting one that is established.
+
+    Raised by ``BoundedMemoryStore.set`` (and ``touch``/``set_if_version``).
+    At the end of a request the middleware logs it and the response still
+    completes: the visitor gets a session that is not stored, so the next
+    request starts a new one.
+    """
+
+
+class _Entry:
+    """One stored session: its JSON text and the store's bookkeeping about it."""
+
+    __slots__ = ("text", "size", "expires_ms", "version", "first_hash")
+
+    def __init__(self, text: str, size: int, expires_ms: int | None, version: int,
+                 first_hash: str | None) -> None:
+        self.text = text
+        self.size = size                  # bytes of text in UTF-8
+        self.expires_ms = expires_ms      # None: never expires by time
+        self.version = version            # bumped by every set(), not by touch()
+        self.first_hash = first_hash      # data hash of the first set(); None once established
+
+
+class BoundedMemoryStore(Store):
+    """Sessions in memory, as JSON strings, that cannot leak and cannot be flooded.
+
+    Beyond express-session's MemoryStore, which keeps an expired session
+    until someone reads it and has no size limit:
+
+    - Expired sessions are swept as the store is used: each get, set, touch
+      and destroy removes at most ``sweep_batch`` expired entries, taken
+      from a heap ordered by expiry (entries the heap still holds for
+      sessions since rewritten or deleted are skipped when they surface).
+      The heap is rebuilt when it holds more than twice as many entries as
+      there are sessions, so repeated touches cannot grow it either.
+      Sessions without an expiry (browser-session cookies) are never swept
+      by time, but they count against the bounds like any other.
+    - ``max_sessions`` and ``max_bytes`` bound the store. ``bytes`` counts
+      the UTF-8 length of each stored JSON text only: not the ids, not
+      Python's own overhead per entry (a few hundred bytes, bounded by
+      ``max_sessions``).
+    - Eviction is fair to real users. A session is *anonymous* while its
+      data (everything but the cookie) is what it was on its first
+      ``set()``; once a later ``set()`` changes the data it is
+      *established* for good. To make room the store first drops expired
+      sessions, then evicts the least recently used anonymous session
+      (``get``, ``set`` and ``touch`` count as use). It never evicts an
+      established one: if only established sessions remain, the write is
+      refused with StoreFullError. ``is_established(data)``, if given,
+      marks a session established from its first write (e.g.
+      ``lambda data: "user" in data`` for a login that regenerates the id).
+    - Versions (``get_versioned``, ``set_if_version``) for
+      ``concurrency='merge'``: every set() bumps the version; touch() does
+      not. Versions are per id and restart at 1 after a session is
+      deleted; the middleware never writes a deleted id with version 0.
+    - ``stats()`` reports what the store holds and has removed.
+
+    Safe to share between threads (one lock).
+    """
+
+    sweep_batch: int = 8
+    """How many heap entries a single get/set/touch/destroy may pop."""
+
+    def __init__(self, *, clock: Clock = time.time, max_sessions: int = 10_000,
+                 max_bytes: int = 64 * 1024 * 1024,
+                 is_established: Callable[[Mapping[str, Any]], bool] | None = None) -> None:
+        if isinstance(max_sessions, bool) or not isinstance(max_sessions, int) or max_sessions < 1:
+            raise ValueError(f"max_sessions must be a whole number >= 1, not {max_sessions!r}")
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+            raise ValueError(f"max_bytes must be a whole number of bytes >= 1, not {max_bytes!r}")
+        if is_established is not None and not callable(is_established):
+            raise TypeError("is_established must be a callable taking the stored data, or None")
+        self._clock = clock
+        self.max_sessions = max_sessions
+        self.max_bytes = max_bytes
+        self._is_established = is_established
+        self._lock = threading.Lock()
+        self._anonymous: OrderedDict[str, _Entry] = OrderedDict()    # least recently used first
+        self._established: OrderedDict[str, _Entry] = OrderedDict()
+        self._expiry_heap: list[tuple[int, str]] = []
+        self._bytes = 0
+        self._expired = 0
+        self._evicted = 0
+
+    # -- bookkeeping; every method below with a leading underscore needs the lock --
+
+    def _count(self) -> int:
+        return len(self._anonymous) + len(self._established)
+
+    def _entry(self, sid: str) -> _Entry | None:
+        entry = self._anonymous.get(sid)
+        return entry if entry is not None else self._established.get(sid)
+
+    def _remove(self, sid: str) -> _Entry | None:
+        """Forget one entry (its heap entries go stale and are skipped later)."""
+        entry = self._anonymous.pop(sid, None)
+        if entry is None:
+            entry = self._established.pop(sid, None)
+        if entry is not None:
+            self._bytes -= entry.size
+        return entry
+
+    def _sweep(self, now_ms: int, limit: int | None) -> None:
+        """Pop up to ``limit`` due heap entries (all of them if None); remove the sessions still expired."""
+        heap = self._expiry_heap
+        popped = 0
+        while heap and heap[0][0] <= now_ms and (limit is None or popped < limit):
+            expires_ms, sid = heapq.heappop(heap)
+            popped += 1
+            entry = self._entry(sid)
+            if entry is not None and entry.expires_ms == expires_ms:
+                self._remove(sid)
+                self._expired += 1
+
+    def _live(self, sid: str, now_ms: int, *, use: bool) -> _Entry | None:
+        """The entry for sid unless it has expired (then it is removed); ``use`` refreshes its LRU place."""
+        entry = self._entry(sid)
+        if entry is None:
+            return None
+        if entry.expires_ms is not None and entry.expires_ms <= now_ms:
+            self._remove(sid)
+            self._expired += 1
+            return None
+        if use:
+            (self._anonymous if entry.first_hash is not None else self._established).move_to_end(sid)
+        return entry
+
+    def _schedule(self, sid: str, entry: _Entry) -> None:
+        """Put the entry's expiry on the heap; rebuild the heap when stale entries outnumber live ones."""
+        if entry.expires_ms is not None:
+            heapq.heappush(self._expiry_heap, (entry.expires_ms, sid))
+        if len(self._expiry_heap) > 2 * self._count() + 64:
+            self._expiry_heap = [(e.expires_ms, s) for od in (self._anonymous, self._established)
+                                 for s, e in od.items() if e.expires_ms is not None]
+            heapq.heapify(self._expiry_heap)
+
+    def _make_room(self, sid: str, added: int, old_size: int, new_size: int, now_ms: int) -> None:
+        """Drop expired sessions, then evict LRU anonymous ones (never sid), until the write fits."""
+        while (self._count() + added > self.max_sessions
+               or self._bytes - old_size + new_size > self.max_bytes):
+            if self._expiry_heap and self._expiry_heap[0][0] <= now_ms:
+                self._sweep(now_ms, 1)
+                continue
+            # sid, if anonymous, was just moved to the end: the first other one is the LRU.
+            victim = next((other for other in self._anonymous if other != sid), None)
+            if victim is None:
+                raise StoreFullError(
+                    f"session store full ({self._count()} sessions of max_sessions={self.max_sessions}, "
+                    f"{self._bytes} bytes of max_bytes={self.max_bytes}) and every other session is "
+                    f"established; not storing session {_short(sid)}")
+            self._remove(victim)
+            self._evicted += 1
+            _log.debug("evicted anonymous session %s to make room", _short(victim))
+
+    def _write(self, sid: str, session: Session | Mapping[str, Any], expected: int | None) -> bool:
+        """set() and set_if_version(): check the version, make room, store, bump the version."""
+        data, text = _session_json(session)
+        size = len(text.encode("utf-8", "surrogatepass"))
+        fingerprint = hash_session(data)
+        expires_ms = _expiry_ms(data)
+        with self._lock:
+            now_ms = _now_ms(self._clock)
+            self._sweep(now_ms, self.sweep_batch)
+            entry = self._live(sid, now_ms, use=True)
+            version = entry.version if entry is not None else 0
+            if expected is not None and expected != version:
+                return False
+            if size > self.max_bytes:
+                raise StoreFullError(f"session {_short(sid)} is {size} bytes, more than "
+                                     f"max_bytes={self.max_bytes}")
+            if entry is None:
+                first_hash: str | None = fingerprint
+            elif entry.first_hash is None or entry.first_hash != fingerprint:
+                first_hash = None  # established already, or its data changed now
+            else:
+                first_hash = entry.first_hash
+            if first_hash is not None and self._is_established is not None and self._is_established(data):
+                first_hash = None
+            self._make_room(sid, 0 if entry is not None else 1,
+                            entry.size if entry is not None else 0, size, now_ms)
+            self._remove(sid)
+            new = _Entry(text, size, expires_ms, version + 1, first_hash)
+            (self._anonymous if first_hash is not None else self._established)[sid] = new
+            self._bytes += size
+            self._schedule(sid, new)
+            return True
+
+    # -- the Store interface --
+
+    def get(self, sid: str) -> dict[str, Any] | None:
+        """The stored session, or None if there is none or it has expired (and is now removed)."""
+        return self.get_versioned(sid)[0]
+
+    def set(self, sid: str, session: Session | Mapping[str, Any]) -> None:
+        """Store the session as JSON, evicting anonymous sessions if a bound is reached.
+
+        Raises StoreFullError if it does not fit without evicting an
+        established session, or if it alone is larger than ``max_bytes``.
+        """
+        self._write(sid, session, None)
+
+    def destroy(self, sid: str) -> None:
+        """Delete the session, if there is one."""
+        with self._lock:
+            self._sweep(_now_ms(self._clock), self.sweep_batch)
+            self._remove(sid)
+
+    def touch(self, sid: str, session: Session | Mapping[str, Any]) -> None:
+        """Replace the stored cookie (so its expiry) with the session's; the data and version stay."""
+        cookie = _stored_cookie(session)
+        with self._lock:
+            now_ms = _now_ms(self._clock)
+            self._sweep(now_ms, self.sweep_batch)
+            entry = self._live(sid, now_ms, use=True)
+            if entry is None:
+                return
+            data = json.loads(entry.text)
+            data["cookie"] = cookie
+            text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+            size = len(text.encode("utf-8", "surrogatepass"))
+            self._make_room(sid, 0, entry.size, size, now_ms)
+            self._bytes += size - entry.size
+            entry.text, entry.size, entry.expires_ms = text, size, _expiry_ms(data)
+            self._schedule(sid, entry)
+
+    def all(self) -> dict[str, dict[str, Any]]:
+        """Every live session, keyed by id (all expired ones are swept first)."""
+        with self._lock:
+            self._sweep(_now_ms(self._clock), None)
+            return {sid: json.loads(entry.text)
+                    for entries in (self._anonymous, self._established)
+                    for sid, entry in entries.items()}
+
+    def length(self) -> int:
+        """The number of live sessions (all expired ones are swept first)."""
+        with self._lock:
+            self._sweep(_now_ms(self._clock), None)
+            return self._count()
+
+    def clear(self) -> None:
+        """Forget every session (the expired and evicted counts are kept)."""
+        with self._lock:
+            self._anonymous.clear()
+            self._established.clear()
+            self._expiry_heap = []
+            self._bytes = 0
+
+    # -- versions (concurrency='merge') --
+
+    def get_versioned(self, sid: str) -> tuple[dict[str, Any] | None, int]:
+        """The stored session (None if absent or expired) and its version (0 when there is none)."""
+        with self._lock:
+            now_ms = _now_ms(self._clock)
+            self._sweep(now_ms, self.sweep_batch)
+            entry = self._live(sid, now_ms, use=True)
+            if entry is None:
+                return None, 0
+            return json.loads(entry.text), entry.version
+
+    def set_if_version(self, sid: str, session: Session | Mapping[str, Any], version: int) -> bool:
+        """Store the session only if its version is still ``version`` (0: only if there is none).
+
+        Returns False, writing nothing, on a mismatch. May raise StoreFullError as set() does.
+        """
+        return self._write(sid, session, version)
+
+    # -- monitoring --
+
+    def stats(self) -> dict[str, int]:
+        """A snapshot, without sweeping: live (entries held; an expired one not yet swept
+        still counts), expired and evicted (removed so far), bytes (UTF-8 length of the
+        stored JSON texts), anonymous, established.
+        """
+        with self._lock:
+            return {
+                "live": self._count(),
+                "expired": self._expired,
+                "evicted": self._evicted,
+                "bytes": self._bytes,
+                "anonymous": len(self._anonymous),
+                "established": len(self._established),
+            }
+
+
+# ---- a SQLite store ---------------------------------------------------------
+#
+# One file that survives a restart and that several processes (say, a few
+# servers behind one proxy) can share. SQLite's WAL mode lets readers and a
+# writer work at once; each thread gets its own connection, and every write
+# is one short transaction.
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    sid TEXT PRIMARY KEY,
+    data TEXT NOT NULL,
+    expires_ms INTEGER,
+    version INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sessions_expires_ms ON sessions (expires_ms);
+CREATE TABLE IF NOT EXISTS locks (
+    sid TEXT PRIMARY KEY,
+    owner TEXT,
+    expires_ms INTEGER
+);
+"""
+
+_UPSERT_SESSION = """
+INSERT INTO sessions (sid, data, expires_ms, version) VALUES (?, ?, ?, 1)
+ON CONFLICT (sid) DO UPDATE SET
+    data = excluded.data, expires_ms = excluded.expires_ms, version = sessions.version + 1
+"""
+
+# Take the lock if nobody holds it, if we hold it (renew), or if its lease ran out.
+_TAKE_LOCK = """
+INSERT INTO locks (sid, owner, expires_ms) VALUES (?, ?, ?)
+ON CONFLICT (sid) DO UPDATE SET owner = excluded.owner, expires_ms = excluded.expires_ms
+WHERE locks.owner = excluded.owner OR locks.expires_ms IS NULL OR locks.expires_ms <= ?
+"""
+
+
+class _Connection(sqlite3.Connection):
+    """A sqlite3 connection that can be weakly referenced, so close() can reach every thread's."""
+
+
+class _ThreadConnection:
+    """Holds one thread's connection; when the thread ends and this goes, the connection is closed."""
+
+    __slots__ = ("connection", "__weakref__")
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+        weakref.finalize(self, connection.close)
+
+
+class SQLiteStore(Store):
+    """Sessions in a SQLite file: they survive a restart, and several processes can share them.
+
+    Beyond express-session, which ships only MemoryStore and leaves
+    persistence to third-party stores:
+
+    - ``path`` is a file path. ``':memory:'`` is refused: every thread has
+      its own connection, and each would see a different empty database.
+    - The file is in WAL mode; each thread opens its own connection on
+      first use (with ``busy_timeout`` ms of waiting for another writer);
+      every read-modify-write is one ``BEGIN IMMEDIATE`` transaction.
+    - Expiry is enforced when a session is read (an expired row is deleted
+      and None returned) and by ``sweep()``, one indexed DELETE, which a
+      write runs at most once every ``sweep_interval`` seconds (in this
+      process; no thread). ``sweep()`` is public, e.g. for a cron job.
+    - Versions (``get_versioned``, ``set_if_version``) for
+      ``concurrency='merge'``: every set() bumps the row's version; touch()
+      does not. Versions are per row and restart at 1 after a deletion.
+    - Locks (``acquire``, ``release``) for ``concurrency='lock'`` across
+      processes. The owner is this store object in this thread. A lock
+      row carries a lease of ``lock_lease`` seconds, so the lock of a
+      crashed process is taken over once the lease runs out; acquiring a
+      lock you hold renews it (one release frees it). ``acquire`` polls.
+    - A corrupt row (data that is not JSON, not an object, or without a
+      cookie object) is logged as a warning and deleted, and reads as None:
+      the visitor gets a new session instead of a 500 on every request.
+    - JSON only, never pickle: a row is data, never code.
+
+    Call ``close()`` when done; it closes every thread's connection.
+    """
+
+    lock_poll: float = 0.02
+    """Seconds between two tries of acquire() while the lock is taken."""
+
+    def __init__(self, path: str | os.PathLike[str], *, clock: Clock = time.time,
+                 sweep_interval: float = 60.0, busy_timeout: int = 5000,
+                 lock_lease: float = 30.0) -> None:
+        path = os.fspath(path)
+        if not isinstance(path, str) or path in ("", ":memory:") or path.startswith("file:"):
+            raise ValueError(f"SQLiteStore needs a file path, not {path!r}: each thread has its "
+                             f"own connection, and an in-memory database is per connection")
+        if not (isinstance(sweep_interval, (int, float)) and sweep_interval >= 0):
+            raise ValueError("sweep_interval must be a number of seconds >= 0")
+        if isinstance(busy_timeout, bool) or not isinstance(busy_timeout, int) or busy_timeout < 0:
+            raise ValueError("busy_timeout must be a whole number of milliseconds >= 0")
+        if not (isinstance(lock_lease, (int, float)) and lock_lease > 0):
+            raise ValueError("lock_lease must be a number of seconds > 0")
+        self.path = path
+        self._clock = clock
+        self.sweep_interval = float(sweep_interval)
+        self.busy_timeout = busy_timeout
+        self.lock_lease = float(lock_lease)
+        self._local = threading.local()
+        self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
+        self._mutex = threading.Lock()  # guards _connections, _closed and _last_sweep_ms
+        self._closed = False
+        self._last_sweep_ms: int | None = None  # None: the first write sweeps
+        connection = self._connection()
+        mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            _log.warning("SQLiteStore: %s is in journal mode %r, not WAL", path, mode)
+        connection.executescript(_SCHEMA)
+
+    # -- connections and transactions --
+
+    def _connection(self) -> sqlite3.Connection:
+        """This thread's connection, opened on first use (and closed when the thread ends)."""
+        if self._closed:
+            raise sqlite3.ProgrammingError("this SQLiteStore is closed")
+        held = getattr(self._local, "held", None)
+        if held is not None:
+            return held.connection
+        connection = sqlite3.connect(self.path, timeout=self.busy_timeout / 1000,
+                                     isolation_level=None, check_same_thread=False,
+                                     factory=_Connection)
+        connection.execute(f"PRAGMA busy_timeout = {self.busy_timeout}")
+        connection.execute("PRAGMA synchronous = NORMAL")  # safe with WAL; fewer fsyncs
+        with self._mutex:
+            self._connections.add(connection)
+        self._local.held = _ThreadConnection(connection)
+        return connection
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on an exception): a short write transaction."""
+        connection = self._connection()
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield connection
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+
+    def _owner(self) -> str:
+        """Who holds a lock: this store object, in this thread."""
+        owner = getattr(self._local, "owner", None)
+        if owner is None:
+            owner = self._local.owner = f"{os.getpid()}-{_secrets.token_hex(8)}"
+        return owner
+
+    def close(self) -> None:
+        """Close every thread's connection; the store cannot be used afterwards."""
+        with self._mutex:
+            self._closed = True
+            connections = list(self._connections)
+            self._connections = weakref.WeakSet()
+        for connection in connections:
+            connection.close()
+
+    # -- reading rows --
+
+    def _decode(self, connection: sqlite3.Connection, sid: str, text: Any,
+                version: int) -> dict[str, Any] | None:
+        """Parse a row's data; a corrupt row is logged, deleted, and reads as None."""
+        try:
+            data = json.loads(text)
+        except (TypeError, ValueError):
+            data = None
+        if isinstance(data, dict) and isinstance(data.get("cookie"), dict):
+            return data
+        _log.warning("SQLiteStore: session %s is not a JSON object with a cookie; deleting it",
+                     _short(sid))
+        connection.execute("DELETE FROM sessions WHERE sid = ? AND version = ?", (sid, version))
+        return None
+
+    def _read(self, connection: sqlite3.Connection, sid: str) -> tuple[dict[str, Any] | None, int]:
+        """The live session and its version, or (None, 0); deletes the row if expired or corrupt."""
+        row = connection.execute("SELECT data, expires_ms, version FROM sessions WHERE sid = ?",
+                                 (sid,)).fetchone()
+        if row is None:
+            return None, 0
+        text, expires_ms, version = row
+        if expires_ms is not None and expires_ms <= _now_ms(self._clock):
+            connection.execute("DELETE FROM sessions WHERE sid = ? AND version = ?", (sid, version))
+            return None, 0
+        data = self._decode(connection, sid, text, version)
+        return (data, version) if data is not None else (None, 0)
+
+    # -- expiry --
+
+    def sweep(self) -> int:
+        """Delete every expired session and lock now (one indexed DELETE each); return how many sessions."""
+        now_ms = _now_ms(self._clock)
+        with self._transaction() as connection:
+            removed = connection.execute("DELETE FROM sessions WHERE expires_ms <= ?", (now_ms,)).rowcount
+            connection.execute("DELETE FROM locks WHERE expires_ms <= ?", (now_ms,))
+        with self._mutex:
+            self._last_sweep_ms = now_ms
+        _log.debug("SQLiteStore: swept %d expired session(s)", removed)
+        return removed
+
+    def _maybe_sweep(self) -> None:
+        """Sweep if the last sweep in this process is sweep_interval seconds old (called by writes)."""
+        now_ms = _now_ms(self._clock)
+        with self._mutex:
+            last = self._last_sweep_ms
+            due = last is None or now_ms - last >= self.sweep_interval * 1000
+            if due:
+                self._last_sweep_ms = now_ms  # claim it, so one thread sweeps
+        if due:
+            self.sweep()
+
+    # -- the Store interface --
+
+    def get(self, sid: str) -> dict[str, Any] | None:
+        """The stored session, or None if there is none, or it has expired or is corrupt (then deleted)."""
+        return self._read(self._connection(), sid)[0]
+
+    def set(self, sid: str, session: Session | Mapping[str, Any]) -> None:
+        """Store the session as JSON (insert or replace) and bump its version."""
+        data, text = _session_json(session)
+        self._connection().execute(_UPSERT_SESSION, (sid, text, _expiry_ms(data)))
+        self._maybe_sweep()
+
+    def destroy(self, sid: str) -> None:
+        """Delete the session, if there is one."""
+        self._connection().execute("DELETE FROM sessions WHERE sid = ?", (sid,))
+
+    def touch(self, sid: str, session: Session | Mapping[str, Any]) -> None:
+        """Replace the stored cookie (so its expiry) with the session's; the data and version stay."""
+        cookie = _stored_cookie(session)
+        with self._transaction() as connection:
+            data, _ = self._read(connection, sid)
+            if data is not None:
+                data["cookie"] = cookie
+                text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+                connection.execute("UPDATE sessions SET data = ?, expires_ms = ? WHERE sid = ?",
+                                   (text, _expiry_ms(data), sid))
+        self._maybe_sweep()
+
+    def all(self) -> dict[str, dict[str, Any]]:
+        """Every live session, keyed by id (expired rows are swept first, corrupt ones deleted)."""
+        self.sweep()
+        connection = self._connection()
+        rows = connection.execute("SELECT sid, data, version FROM sessions").fetchall()
+        found = {}
+        for sid, text, version in rows:
+            data = self._decode(connection, sid, text, version)
+            if data is not None:
+                found[sid] = data
+        return found
+
+    def length(self) -> int:
+        """The number of live sessions (expired rows are swept first)."""
+        self.sweep()
+        return self._connection().execute("SELECT COUNT(*) FROM sessions").fetchone()[0]
+
+    def clear(self) -> None:
+        """Forget every session (locks are left alone: their holders release them)."""
+        self._connection().execute("DELETE FROM sessions")
+
+    # -- versions (concurrency='merge') --
+
+    def get_versioned(self, sid: str) -> tuple[dict[str, Any] | None, int]:
+        """The stored session (None if absent, expired or corrupt) and its version (0 when none)."""
+        return self._read(self._connection(), sid)
+
+    def set_if_version(self, sid: str, session: Session | Mapping[str, Any], version: int) -> bool:
+        """In one transaction: store the session only if its version is still ``version``.
+
+        0 means "only if there is none" (an expired row counts as none).
+        Returns False, writing nothing, on a mismatch.
+        """
+        data, text = _session_json(session)
+        with self._transaction() as connection:
+            row = connection.execute("SELECT expires_ms, version FROM sessions WHERE sid = ?",
+                                     (sid,)).fetchone()
+            current = 0
+            if row is not None and (row[0] is None or row[0] > _now_ms(self._clock)):
+                current = row[1]
+            if current != version:
+                return False
+            connection.execute(_UPSERT_SESSION, (sid, text, _expiry_ms(data)))
+        self._maybe_sweep()
+        return True
+
+    # -- locks (concurrency='lock' across processes) --
+
+    def acquire(self, sid: str, timeout: float) -> bool:
+        """Take the lock for sid, waiting up to ``timeout`` seconds; True if this caller now holds it.
+
+        Free locks, our own (renewed) and those whose lease has run out are
+        taken at once; otherwise it polls every ``lock_poll`` seconds.
+        """
+        owner = self._owner()
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            now_ms = _now_ms(self._clock)
+            taken = self._connection().execute(
+                _TAKE_LOCK, (sid, owner, now_ms + round(self.lock_lease * 1000), now_ms)).rowcount
+            if taken == 1:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            time.sleep(min(self.lock_poll, remaining))
+
+    def release(self, sid: str) -> None:
+        """Let go of the lock for sid if this caller holds it (a lock taken over meanwhile is not touched)."""
+        self._connection().execute("DELETE FROM locks WHERE sid = ? AND owner = ?", (sid, self._owner()))
 
 
 # ==== The tour: python3 session_demo.py =======================================
