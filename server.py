@@ -22,7 +22,10 @@ import urllib.parse
 from collections.abc import Sequence
 from typing import Any
 
-from session_demo import SessionHTTPServer, SessionRequestHandler, session_middleware
+from session_demo import (
+    BoundedMemoryStore, MemoryStore, SessionHTTPServer, SessionRequestHandler, SQLiteStore, Store,
+    session_middleware,
+)
 
 DEMO_SECRET = "keyboard cat"
 
@@ -153,7 +156,31 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--path", default="/", help="cookie path (/)")
     parser.add_argument("--domain", default=None, help="cookie domain (not set)")
     parser.add_argument("--trace", action="store_true", help="print each request's session decisions")
+    # Beyond express-session (see session_demo.py, sections 11 and 13):
+    parser.add_argument("--store", type=_store_spec, default="memory", metavar="memory|bounded|sqlite:PATH",
+                        help="where sessions live: express's MemoryStore (default), a bounded memory "
+                             "store, or a SQLite file that survives restarts")
+    parser.add_argument("--concurrency", choices=["lock", "merge"], default=None,
+                        help="two requests for one session at once: serve them one at a time (lock) "
+                             "or merge their changes (merge; needs --store bounded or sqlite:PATH); "
+                             "default: the last write wins, as in express-session")
     return parser.parse_args(argv)
+
+
+def _store_spec(text: str) -> str:
+    """Check a --store value: memory, bounded or sqlite:PATH."""
+    if text in ("memory", "bounded") or (text.startswith("sqlite:") and len(text) > len("sqlite:")):
+        return text
+    raise argparse.ArgumentTypeError("expected memory, bounded or sqlite:PATH")
+
+
+def make_store(spec: str) -> Store:
+    """The store that --store names (memory, bounded or sqlite:PATH)."""
+    if spec == "bounded":
+        return BoundedMemoryStore()
+    if spec.startswith("sqlite:"):
+        return SQLiteStore(spec[len("sqlite:"):])
+    return MemoryStore()
 
 
 def middleware_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -166,7 +193,7 @@ def middleware_options(args: argparse.Namespace) -> dict[str, Any]:
         cookie["same_site"] = args.same_site
     if args.domain is not None:
         cookie["domain"] = args.domain
-    return {
+    options: dict[str, Any] = {
         "secret": args.secret or [DEMO_SECRET],
         "name": args.name,
         "resave": args.resave,
@@ -176,6 +203,11 @@ def middleware_options(args: argparse.Namespace) -> dict[str, Any]:
         "unset": args.unset,
         "cookie": cookie,
     }
+    if args.store != "memory":  # otherwise express's default: a MemoryStore on the middleware's clock
+        options["store"] = make_store(args.store)
+    if args.concurrency is not None:
+        options["concurrency"] = args.concurrency
+    return options
 
 
 def make_server(args: argparse.Namespace, host: str = "127.0.0.1") -> SessionHTTPServer:

@@ -4518,6 +4518,78 @@ class TestServerFlags(TestServerDemoCase):
         self.assertIn("touch: yes", text)
 
 
+class TestServerBeyondExpressFlags(TestServerDemoCase):
+    """server.py's --store and --concurrency flags (beyond express-session)."""
+
+    def test_store_bounded_serves_the_counter_from_a_bounded_store(self):
+        """--store bounded keeps the sessions in a BoundedMemoryStore."""
+        demo = self.start_demo("--store", "bounded", as_shipped=True)
+        self.assertIsInstance(self.store_of(demo), sd.BoundedMemoryStore)
+        browser = self.browser(demo)
+        self.assertEqual(browser.get().body, "Welcome! This is your first visit.")
+        self.assertEqual(browser.get().body, "Number of views: 2")
+        self.assertEqual(self.store_of(demo).stats()["live"], 1)
+
+    def test_store_sqlite_survives_a_restart(self):
+        """--store sqlite:PATH: a second server on the same file knows the first one's visitor."""
+        directory = tempfile.TemporaryDirectory()
+        self.addCleanup(directory.cleanup)
+        path = os.path.join(directory.name, "sessions.db")
+        first = self.start_demo("--store", f"sqlite:{path}", as_shipped=True)
+        browser = self.browser(first)
+        browser.get()
+        self.assertEqual(browser.get().body, "Number of views: 2")
+        first.shutdown()  # the first server stops; its cleanup closes the socket
+        self.store_of(first).close()
+        second = self.start_demo("--store", f"sqlite:{path}", as_shipped=True)
+        self.addCleanup(self.store_of(second).close)
+        browser.port = second.server_address[1]
+        self.assertEqual(browser.get().body, "Number of views: 3")
+
+    def test_concurrency_lock_keeps_a_shared_counter_exact(self):
+        """--concurrency lock: 4 clients x 25 views on one cookie leave the counter at exactly 101."""
+        demo = self.start_demo("--concurrency", "lock", as_shipped=True)
+        browser = self.browser(demo)
+        browser.get()
+        cookie = browser.cookie_header()
+        statuses: list[int] = []
+
+        def client() -> None:
+            for _ in range(25):
+                statuses.append(TestServerBrowser(browser.port).get(cookie_lines=[cookie]).status)
+
+        workers = [threading.Thread(target=client) for _ in range(4)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(30)
+        self.assertEqual(statuses, [200] * 100)
+        self.assertEqual(browser.get("/peek").body, "views: 101")
+
+    def test_concurrency_merge_with_the_memory_store_is_refused_at_start(self):
+        """--concurrency merge needs versions: with express's MemoryStore main() exits with status 2."""
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            status = server.main(["--concurrency", "merge", "--secret", "s", "--port", "0"])
+        self.assertEqual(status, 2)
+        self.assertIn("versions", err.getvalue())
+
+    def test_concurrency_merge_with_a_bounded_store_serves_the_counter(self):
+        """--concurrency merge --store bounded: the counter works as usual."""
+        demo = self.start_demo("--concurrency", "merge", "--store", "bounded", as_shipped=True)
+        browser = self.browser(demo)
+        browser.get()
+        self.assertEqual(browser.get().body, "Number of views: 2")
+
+    def test_a_bad_store_value_is_a_usage_error(self):
+        """--store with anything but memory, bounded or sqlite:PATH exits with status 2."""
+        for value in ("redis", "sqlite:", "SQLITE:x.db"):
+            with self.subTest(value=value), contextlib.redirect_stderr(io.StringIO()):
+                with self.assertRaises(SystemExit) as raised:
+                    server.parse_args(["--store", value])
+                self.assertEqual(raised.exception.code, 2)
+
+
 class TestServerMain(TestServerDemoCase):
     """server.main(): flags, warnings, the URL, --trace wiring, Ctrl+C."""
 
