@@ -11,61 +11,51 @@ Python; titles that do not apply are listed in a comment saying why.
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import doctest
+import email.utils
+import errno
+import functools
+import hashlib
+import hmac
 import http.client
+import io
+import itertools
 import json
+import logging
+import math
+import os
+import random
+import re
+import shlex
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import textwrap
 import threading
 import time
 import unittest
+import urllib.parse
 import warnings
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
-
-import session_demo as sd
-from session_demo import (
-    Cookie, MemoryStore, RequestInfo, SessionHTTPServer, SessionMiddleware,
-    SessionOptions, SessionRequestHandler,
-)
-import base64
-import hashlib
-import hmac
-import math
 from datetime import datetime, timedelta, timezone
-from session_demo import Cookie, MemoryStore, RequestInfo, SessionOptions
-import email.utils
-import itertools
-import logging
-import socket
-from session_demo import Cookie, MemoryStore, SessionMiddleware
-import os
-import re
-import urllib.parse
-from session_demo import RequestInfo, SessionMiddleware, SessionOptions
-import contextlib
-import errno
-import functools
-import io
-import random
-from datetime import timedelta
-from email.utils import parsedate_to_datetime
+from email.utils import formatdate, parsedate_to_datetime
+from typing import Any
 from unittest import mock
-import server
-from session_demo import SessionWSGIMiddleware
-import sys
-from email.utils import formatdate
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 from wsgiref.util import setup_testing_defaults
-from session_demo import SessionBusyError
-from session_demo import BoundedMemoryStore, SQLiteStore, StoreFullError
-import sqlite3
-import subprocess
-import tempfile
-import textwrap
-from session_demo import Cookie, MemoryStore, RequestInfo, SessionMiddleware
-import doctest
-import importlib
-import shlex
-from session_demo import tour
+
+import server
+import session_demo as sd
+from session_demo import (
+    BoundedMemoryStore, Cookie, MemoryStore, RequestInfo, SessionBusyError, SessionHTTPServer,
+    SessionMiddleware, SessionOptions, SessionRequestHandler, SessionWSGIMiddleware, SQLiteStore,
+    StoreFullError, tour,
+)
 
 SECRET = "keyboard cat"
 START = 1_800_000_000.0  # 2027-01-15T08:00:00Z: a fixed "now" for the controlled clock
