@@ -306,13 +306,24 @@ def _secret_list(secret: object) -> list[bytes]:
 
 
 def _check_cookie_options(name: str, options: Mapping[str, Any], clock: Clock) -> None:
-    """Build and serialize a probe cookie so that a bad option fails now, not per request."""
+    """Build and serialize a probe cookie so that a bad option fails now, not per request.
+
+    Difference: a path with a space, ',', '"' or '\\' is refused too. cookie
+    0.7.2 lets them through; they cannot split the header, but no sensible
+    cookie path holds them, and a browser may read them differently.
+    """
+    path = options.get("path")
+    if isinstance(path, str) and _UNUSUAL_PATH_CHARACTER.search(path):
+        raise ValueError(f"option path is invalid: {path!r} (no spaces, ',', '\"' or '\\')")
     probe = Cookie(options, clock=clock)
     if probe.secure == "auto":
         probe.secure = True
     if isinstance(probe.same_site, str) and probe.same_site == "auto":
         probe.same_site = "lax"
     probe.serialize(name, "probe")
+
+
+_UNUSUAL_PATH_CHARACTER = re.compile(r'[ ,"\\]')
 
 
 def session_middleware(**options: Any) -> SessionMiddleware:
@@ -970,6 +981,42 @@ class Store:
         raise NotImplementedError
 
 
+_strict_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
+def _to_json(data: Any) -> str:
+    """Compact JSON text, as JavaScript's JSON.stringify writes it.
+
+    Like JSON.stringify, NaN and the infinities become null: Python would
+    write NaN, which is not JSON and which no other reader would accept.
+    """
+    try:
+        return _strict_json(data)
+    except ValueError as exc:
+        if "Out of range float" not in str(exc):
+            raise  # a circular structure, say
+        return _strict_json(_finite(data))
+
+
+def _finite(data: Any) -> Any:
+    """A copy of ``data`` with every NaN and infinity replaced by None."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return None
+    if isinstance(data, Mapping):
+        return {key: _finite(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite(value) for value in data]
+    return data
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+_from_json = json.JSONDecoder(parse_constant=_refuse_constant).decode
+"""Parse JSON text as JavaScript's JSON.parse does: NaN and Infinity are refused (ValueError)."""
+
+
 def _expiry_ms(data: Mapping[str, Any]) -> int | None:
     """When a stored session expires, in ms since the epoch: its cookie's ``expires``, or None (never).
 
@@ -1005,7 +1052,7 @@ class MemoryStore(Store):
         text = self.sessions.get(sid)
         if text is None:
             return None
-        session = json.loads(text)
+        session = _from_json(text)
         expires_ms = _expiry_ms(session) if isinstance(session, dict) else None
         if expires_ms is not None and expires_ms <= _now_ms(self._clock):
             del self.sessions[sid]
@@ -1062,10 +1109,6 @@ class MemoryStore(Store):
 # express-session decides whether to save by hashing the session's data
 # (everything but the top-level "cookie") when the request starts and again
 # at the end. Different hash, or a different id: the session was modified.
-
-
-_to_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-"""Compact JSON text, as JavaScript's JSON.stringify writes it (one encoder, made once)."""
 
 
 def hash_session(data: Mapping[str, Any]) -> str:
@@ -2448,9 +2491,9 @@ class BoundedMemoryStore(Store):
             entry = self._live(sid, now_ms, use=True)
             if entry is None:
                 return
-            data = json.loads(entry.text)
+            data = _from_json(entry.text)
             data["cookie"] = cookie
-            text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+            text = _to_json(data)
             size = len(text.encode("utf-8", "surrogatepass"))
             self._make_room(sid, 0, entry.size, size, now_ms)
             self._bytes += size - entry.size
@@ -2461,7 +2504,7 @@ class BoundedMemoryStore(Store):
         """Every live session, keyed by id (all expired ones are swept first)."""
         with self._lock:
             self._sweep(_now_ms(self._clock), None)
-            return {sid: json.loads(entry.text)
+            return {sid: _from_json(entry.text)
                     for entries in (self._anonymous, self._established)
                     for sid, entry in entries.items()}
 
@@ -2489,7 +2532,7 @@ class BoundedMemoryStore(Store):
             entry = self._live(sid, now_ms, use=True)
             if entry is None:
                 return None, 0
-            return json.loads(entry.text), entry.version
+            return _from_json(entry.text), entry.version
 
     def set_if_version(self, sid: str, session: Session | Mapping[str, Any], version: int) -> bool:
         """Store the session only if its version is still ``version`` (0: only if there is none).
@@ -2682,7 +2725,7 @@ class SQLiteStore(Store):
                 version: int) -> dict[str, Any] | None:
         """Parse a row's data; a corrupt row is logged, deleted, and reads as None."""
         try:
-            data = json.loads(text)
+            data = _from_json(text)
         except (TypeError, ValueError):
             data = None
         if isinstance(data, dict) and isinstance(data.get("cookie"), dict):
@@ -2752,7 +2795,7 @@ class SQLiteStore(Store):
             data, _ = self._read(connection, sid)
             if data is not None:
                 data["cookie"] = cookie
-                text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+                text = _to_json(data)
                 connection.execute("UPDATE sessions SET data = ?, expires_ms = ? WHERE sid = ?",
                                    (text, _expiry_ms(data), sid))
         self._maybe_sweep()

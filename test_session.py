@@ -20,12 +20,14 @@ import functools
 import hashlib
 import hmac
 import http.client
+import http.cookies
 import io
 import itertools
 import json
 import logging
 import math
 import os
+import pickle
 import random
 import re
 import shlex
@@ -1555,10 +1557,16 @@ class TestSessionOptions(unittest.TestCase):
             self.build(cookie={"path": "/\n"})
 
     def test_valid_cookie_options_are_accepted(self):
-        """'auto' secure/same_site, a leading-dot domain and a path with spaces are fine."""
+        """'auto' secure/same_site, a leading-dot domain, an upper-case priority are fine."""
         options = self.build(cookie={"secure": "auto", "same_site": "auto", "domain": ".example.com",
-                                     "path": "/my app", "priority": "HIGH", "max_age": 60000})
+                                     "path": "/my-app", "priority": "HIGH", "max_age": 60000})
         self.assertEqual(options.cookie["same_site"], "auto")
+
+    def test_a_path_with_a_space_is_refused_though_cookie_allows_it(self):
+        """Deliberate difference: cookie 0.7.2 accepts '/my app'; the options refuse it (issue: Set-Cookie safety)."""
+        self.assertEqual(sd.serialize_cookie("a", "b", path="/my app"), "a=b; Path=/my app")
+        with self.assertRaisesRegex(ValueError, "option path is invalid"):
+            self.build(cookie={"path": "/my app"})
 
     def test_cookie_option_must_be_a_mapping_or_callable(self):
         """A cookie option that is neither a mapping nor a callable raises TypeError."""
@@ -7244,6 +7252,860 @@ class TestLessonsTour(unittest.TestCase):
         later = text.split("Two minutes later", 1)[1]
         self.assertIn("sid1 = ", later.split("[08:02:20]", 1)[0])
         self.assertIn("connect.sid=s%3Asid3.", later)
+
+
+# ==== Hostile input, failing stores and load ================================
+
+
+# ==== Hostile input, failing stores and load =================================
+#
+# Each test names, in the first line of its docstring, the attack or fault it
+# models (and the CVE, where there is one). Already covered elsewhere, so not
+# repeated here:
+#   TestBadCookies        tampered, truncated, other-secret, unsigned, 's:' only, signed empty id,
+#                         `sid=`, `sid=""`, a bad duplicate first, malformed escapes in our value,
+#                         8 KB garbage, latin-1/UTF-8 values, several Cookie lines, a name in another
+#                         case, spaces and quotes around a good value, a well-signed id never issued
+#   TestSigning           unsign of tampered/truncated/lengthened/non-ASCII/NUL values and lone
+#                         surrogates (bytes are compared: hmac.compare_digest refuses non-ASCII str)
+#   TestParseCookieHeader cookie 0.7.2's rules one by one
+#   TestServerFlags       test_cookie_signed_by_a_retired_secret_is_not_read (a removed secret)
+#   TestSessionOptions    test_a_str_secret_is_one_secret, bad name/path/domain at construction
+#   TestReqSessionCookie  the handler's own Set-Cookie headers are kept (http.server adapter);
+#   TestWSGIHeaders       the same for WSGI
+#   TestStoreFailures     get/set/touch/destroy raising, ENOENT, non-object, no cookie, other
+#                         sessions unaffected by an end-of-request failure
+#   TestConcurrencyLastWriteWins  the lost update (express's last write wins) - not duplicated here
+#   TestBoundedMemoryStoreBounds  a flood against a bounded store
+#
+# Where a test says "observed", the expectation was checked by running the same request
+# against express 4 + express-session 1.19.0 + cookie 0.7.2 on Node 20.20.2: an Express app
+# with the demo's / and /peek routes and the same two stored sessions, raw bytes over a socket.
+
+HOSTILE_GOOD_ID = "GOODgoodGOODgoodGOODgoodGOODgood"     # stored with views = 1
+HOSTILE_OTHER_ID = "SECONDsecondSECONDsecondSECONDse"    # stored with views = 5
+HOSTILE_COOKIE_JSON = {"originalMaxAge": None, "expires": None, "httpOnly": True, "path": "/"}
+HOSTILE_FOUND_GOOD, HOSTILE_FOUND_OTHER, HOSTILE_NEW = "views: 1", "views: 5", "views: none"
+
+
+class TestHostileHelpers:
+    """Helpers shared by the hostile-input tests (not a TestCase)."""
+
+    @staticmethod
+    def value(session_id: str, secret: str = SECRET) -> str:
+        """The cookie value express would send for ``session_id``: encodeURIComponent('s:' + signed)."""
+        return sd.encode_uri_component("s:" + sd.sign(session_id, secret))
+
+    @staticmethod
+    def store_both(store: MemoryStore) -> None:
+        """Put the good (views 1) and the other (views 5) session into a MemoryStore, as JSON text."""
+        for session_id, views in ((HOSTILE_GOOD_ID, 1), (HOSTILE_OTHER_ID, 5)):
+            store.sessions[session_id] = json.dumps({"cookie": HOSTILE_COOKIE_JSON, "views": views},
+                                                    separators=(",", ":"))
+
+    @staticmethod
+    def expand(line: str | bytes) -> str | bytes:
+        """Replace <good>, <good-value>, <other>, <other-value> by the signed cookies."""
+        good, other = TestHostileHelpers.value(HOSTILE_GOOD_ID), TestHostileHelpers.value(HOSTILE_OTHER_ID)
+        table = [("<good-value>", good), ("<other-value>", other),
+                 ("<good>", "connect.sid=" + good), ("<other>", "connect.sid=" + other)]
+        for token, text in table:
+            if isinstance(line, bytes):
+                line = line.replace(token.encode(), text.encode())
+            else:
+                line = line.replace(token, text)
+        return line
+
+    @staticmethod
+    def raw_get(port: int, header_block: bytes, path: str = "/peek") -> Response:
+        """One GET whose header lines are sent byte for byte (http.client refuses a bare CR)."""
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        try:
+            sock.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         + header_block + b"Connection: close\r\n\r\n")
+            answer = http.client.HTTPResponse(sock)
+            answer.begin()
+            body = answer.read().decode("utf-8", "replace")
+            return Response(answer.status, answer.headers, body)
+        finally:
+            sock.close()
+
+    @staticmethod
+    def ids_touched(store: CountingStore, since: int) -> set[Any]:
+        """The session ids the store was asked about after the ``since``-th call."""
+        return {sid for _, sid in store.log[since:]}
+
+
+# ==== 1. The Cookie header ==================================================
+
+
+class TestHostileCookieHeader(TestServerDemoCase):
+    """Hostile Cookie headers through the demo server: express's session is found, else a new one; never a 500."""
+
+    # (what the attacker or a broken client sends, the Cookie header lines, what express finds: observed)
+    CASES: list[tuple[str, list[str | bytes], str]] = [
+        ("no Cookie header", [], HOSTILE_NEW),
+        ("an empty Cookie header", [""], HOSTILE_NEW),
+        ("a pair without '=' named like ours, before ours", ["connect.sid; <good>"], HOSTILE_FOUND_GOOD),
+        ("a nameless pair carrying another session, before ours (CVE-2023-23934)",
+         ["=connect.sid=<other-value>; <good>"], HOSTILE_FOUND_GOOD),
+        ("a nameless pair carrying a valid session, alone (CVE-2023-23934)",
+         ["=connect.sid=<good-value>"], HOSTILE_NEW),
+        ("a nameless pair on its own Cookie line before ours", ["=connect.sid=<other-value>", "<good>"],
+         HOSTILE_FOUND_GOOD),
+        ("empty segments around ours", [";;;<good>;;;"], HOSTILE_FOUND_GOOD),
+        ("a JSON-ish neighbour before ours", ['prefs={"theme":"dark","list":[1,2]}; <good>'], HOSTILE_FOUND_GOOD),
+        ("a JSON-ish neighbour with '; ' inside its quotes, before ours",
+         ['prefs={"a": "x; y", "b": "z"}; <good>'], HOSTILE_FOUND_GOOD),
+        ("a JSON-ish neighbour smuggling another session cookie, after ours",
+         ['<good>; prefs={"a": "x; connect.sid=<other-value>"}'], HOSTILE_FOUND_GOOD),
+        # cookie.parse does not honour quotes: the smuggled pair comes first and wins, but its
+        # value ends in '"}', so its signature fails and ours is not tried.
+        ("a JSON-ish neighbour smuggling another session cookie, before ours",
+         ['prefs={"a": "x; connect.sid=<other-value>"}; <good>'], HOSTILE_NEW),
+        ("an unterminated quote before ours", ['q="unterminated; <good>'], HOSTILE_FOUND_GOOD),
+        ("backslash-escaped quotes before ours", ['q="a\\"b; c=\\"d"; <good>'], HOSTILE_FOUND_GOOD),
+        ("two valid session cookies: the first wins", ["<good>; <other>"], HOSTILE_FOUND_GOOD),
+        ("two Cookie lines, another valid session first", ["<other>", "<good>"], HOSTILE_FOUND_OTHER),
+        ("another valid session under the name in another case, before ours",
+         ["Connect.SID=<other-value>; <good>"], HOSTILE_FOUND_GOOD),
+        ("tabs around the value", ["connect.sid=\t<good-value>\t"], HOSTILE_FOUND_GOOD),
+        ("tabs around the name", ["\tconnect.sid\t=\t<good-value>"], HOSTILE_FOUND_GOOD),
+        ("tabs around a quoted value", ['connect.sid=\t"<good-value>"\t'], HOSTILE_FOUND_GOOD),
+        ("spaces inside the quotes", ['connect.sid=" <good-value> "'], HOSTILE_NEW),
+        ("a space before the closing quote", ['connect.sid="<good-value> "'], HOSTILE_NEW),
+        ("single quotes", ["connect.sid='<good-value>'"], HOSTILE_NEW),
+        ("doubled double quotes", ['connect.sid=""<good-value>""'], HOSTILE_NEW),
+        ("an opening quote only", ['connect.sid="<good-value>'], HOSTILE_NEW),
+        ("UTF-8 bytes in a neighbour's value, before ours", [b"caf\xc3\xa9=cr\xc3\xa8me; <good>"],
+         HOSTILE_FOUND_GOOD),
+        ("UTF-8 bytes in a neighbour's value, after ours", [b"<good>; caf\xc3\xa9=cr\xc3\xa8me"],
+         HOSTILE_FOUND_GOOD),
+        ("UTF-8 bytes as a neighbour's name", [b"\xc3\xa9=1; <good>"], HOSTILE_FOUND_GOOD),
+        ("malformed percent-escapes in neighbours", ["a=%zz; b=%E0%A4%A; c=%; <good>"], HOSTILE_FOUND_GOOD),
+        ("a comma instead of ';' before ours", ["a=1, <good>"], HOSTILE_NEW),
+        ("a comma instead of ';' after ours", ["<good>, a=1"], HOSTILE_NEW),
+        ("a percent-encoded cookie name", ["connect%2Esid=<good-value>"], HOSTILE_NEW),
+        ("a '+' (form-encoded space) before the value", ["connect.sid=+<good-value>"], HOSTILE_NEW),
+        ("1,000 pairs before ours (12 KB)", ["; ".join(f"k{i}=v{i}" for i in range(1000)) + "; <good>"],
+         HOSTILE_FOUND_GOOD),
+        ("1,000 empty duplicates of our name after ours", ["<good>; " + "; ".join(["connect.sid="] * 1000)],
+         HOSTILE_FOUND_GOOD),
+        ("12 KB of backslash-escaped quoted text before ours (CVE-2024-7592)",
+         ['a="' + '\\"' * 6000 + '"; <good>'], HOSTILE_FOUND_GOOD),
+    ]
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.demo = self.start_demo()
+        self.store = self.store_of(self.demo)
+        TestHostileHelpers.store_both(self.store)
+        self.stored_before = dict(self.store.sessions)
+
+    def assert_express_outcome(self, response: Response, expected: str, since: int) -> None:
+        """200 with the body express gives; a new session has a new id; the other sessions are not touched."""
+        self.assertEqual((response.status, response.body), (200, expected))
+        touched = TestHostileHelpers.ids_touched(self.store, since)
+        if expected == HOSTILE_NEW:
+            new_id = self.session_id_in(self.assert_sets_cookie(response))
+            self.assertNotIn(new_id, (HOSTILE_GOOD_ID, HOSTILE_OTHER_ID))
+            self.assertEqual(touched, {new_id}, "only the new session may reach the store")
+        else:
+            self.assert_no_set_cookie(response)
+            found = HOSTILE_GOOD_ID if expected == HOSTILE_FOUND_GOOD else HOSTILE_OTHER_ID
+            self.assertEqual(touched, {found}, "the session that is not used is never touched")
+        for session_id in (HOSTILE_GOOD_ID, HOSTILE_OTHER_ID):
+            self.assertEqual(self.store.sessions[session_id], self.stored_before[session_id])
+
+    def test_hostile_cookie_headers_find_the_session_express_finds(self):
+        """Malformed, duplicated, smuggled or noisy Cookie headers (CVE-2023-23934, CVE-2024-7592): express's answer, never a 500."""
+        for description, lines, expected in self.CASES:
+            with self.subTest(description):
+                since = len(self.store.log)
+                lines = [TestHostileHelpers.expand(line) for line in lines]
+                response = self.browser(self.demo).get("/peek", cookie_lines=lines)
+                self.assert_express_outcome(response, expected, since)
+
+    def test_control_characters_never_give_a_500(self):
+        """Control characters, NUL, DEL and a bare CR in the Cookie header: 200, the session found as cookie.parse finds it."""
+        # Node's HTTP parser answers 400 to all of these before express sees them; http.server passes
+        # them on, so the session layer must cope. Expectations: cookie 0.7.2's parse (observed),
+        # except the bare CR, where http.server's header parser (email.feedparser) ends the line.
+        cases = [
+            ("\\x01 in a neighbour's value", b"a=\x01; <good>", HOSTILE_FOUND_GOOD),
+            ("NUL in a neighbour's value", b"a=\x00b; <good>", HOSTILE_FOUND_GOOD),
+            ("\\x1f as a neighbour's name", b"\x1f=1; <good>", HOSTILE_FOUND_GOOD),
+            ("\\x01 glued to our name, before ours", b"connect.sid\x01=<other-value>; <good>", HOSTILE_FOUND_GOOD),
+            ("DEL after our value", b"<good>\x7f", HOSTILE_NEW),
+            ("NUL before our value", b"connect.sid=\x00<good-value>", HOSTILE_NEW),
+            ("vertical tab before our value (only spaces and tabs are trimmed)",
+             b"connect.sid=\x0b<good-value>", HOSTILE_NEW),
+            ("a bare CR in a neighbour's value", b"a=\rb; <good>", HOSTILE_NEW),
+        ]
+        for description, line, expected in cases:
+            with self.subTest(description):
+                since = len(self.store.log)
+                block = b"Cookie: " + TestHostileHelpers.expand(line) + b"\r\n"
+                response = TestHostileHelpers.raw_get(self.demo.server_address[1], block)
+                self.assert_express_outcome(response, expected, since)
+
+    def test_headers_up_to_the_line_limit_are_answered_and_longer_ones_get_431(self):
+        """Oversized Cookie headers (CVE-2024-7592 shape): found under http.server's 64 KB line limit, a 431 above it."""
+        # Node's default 16 KB header limit answers 431 to the first two already (observed);
+        # http.server reads lines of up to 65,536 bytes.
+        cases = [
+            ("3,000 pairs before ours (37 KB)", "; ".join(f"k{i}=v{i}" for i in range(3000)) + "; <good>"),
+            ("60 KB of backslash-escaped quoted text before ours", 'a="' + '\\"' * 30000 + '"; <good>'),
+        ]
+        for description, line in cases:
+            with self.subTest(description):
+                since = len(self.store.log)
+                response = self.browser(self.demo).get("/peek", cookie_lines=[TestHostileHelpers.expand(line)])
+                self.assert_express_outcome(response, HOSTILE_FOUND_GOOD, since)
+        since = len(self.store.log)
+        too_long = TestHostileHelpers.expand('a="' + '\\"' * 33000 + '"; <good>')
+        response = self.browser(self.demo).get("/peek", cookie_lines=[too_long])
+        self.assertEqual(response.status, 431)
+        self.assertEqual(response.set_cookies, [])
+        self.assertEqual(self.store.log[since:], [], "the session layer never saw the request")
+
+
+class TestHostileCookieParsing(SessionAssertions):
+    """Hostile Cookie headers in-process: linear-time parsing, thousands of pairs, characters no socket carries."""
+
+    def setUp(self) -> None:
+        self.store = CountingStore(clock=FrozenClock())
+        TestHostileHelpers.store_both(self.store)
+        self.middleware = SessionMiddleware(make_options(store=self.store, clock=FrozenClock()))
+
+    def found(self, header: str) -> str | None:
+        """Run one request with this Cookie header; return the id of the session it got."""
+        _, state = run_request(self.middleware, header)
+        return state.session_id if state.session_id == state.cookie_id else None
+
+    def test_a_64_kb_header_of_backslash_escaped_quoted_text_is_parsed_in_linear_time(self):
+        """CVE-2024-7592 (quadratic parsing of quoted cookie values in http.cookies): 64 KB answered in well under 1 s."""
+        good = "connect.sid=" + TestHostileHelpers.value(HOSTILE_GOOD_ID)
+        headers = {
+            "escaped quotes": 'a="' + '\\"' * 32000 + '"; ' + good,
+            "backslashes": 'a="' + "\\" * 64000 + '"; ' + good,
+            "escaped octal-looking text": 'a="' + "\\012" * 16000 + '"; ' + good,
+        }
+        with mock.patch.object(http.cookies.BaseCookie, "load", side_effect=AssertionError("http.cookies used")) as load:
+            for description, header in headers.items():
+                with self.subTest(description):
+                    self.assertGreaterEqual(len(header), 64000)
+                    started = time.perf_counter()
+                    found = self.found(header)
+                    elapsed = time.perf_counter() - started
+                    self.assertEqual(found, HOSTILE_GOOD_ID)
+                    self.assertLess(elapsed, 1.0, "Cookie header parsing must be linear")
+        self.assertFalse(load.called)
+
+    def test_thousands_of_pairs_and_duplicates(self):
+        """A header stuffed with 20,000 pairs or duplicates of our name: the first session cookie decides."""
+        good = "connect.sid=" + TestHostileHelpers.value(HOSTILE_GOOD_ID)
+        other = "connect.sid=" + TestHostileHelpers.value(HOSTILE_OTHER_ID)
+        cases = [
+            ("20,000 pairs before ours", "; ".join(f"k{i}=v{i}" for i in range(20000)) + "; " + good,
+             HOSTILE_GOOD_ID),
+            ("20,000 copies of another session after ours", good + ("; " + other) * 20000, HOSTILE_GOOD_ID),
+            ("20,000 garbage values of our name, before ours", "; ".join(["connect.sid=x"] * 20000) + "; " + good,
+             None),
+            ("20,000 nameless pairs before ours", "; ".join(["=" + other] * 20000) + "; " + good, HOSTILE_GOOD_ID),
+        ]
+        for description, header, expected in cases:
+            with self.subTest(description):
+                gets = self.store.calls["get"]
+                self.assertEqual(self.found(header), expected)
+                self.assertEqual(self.store.calls["get"] - gets, 0 if expected is None else 1)
+
+    def test_characters_no_socket_carries_never_raise(self):
+        """Lone surrogates, LF and U+FFFF in a header a framework hands over: a new session or ours, never an exception."""
+        good_value = TestHostileHelpers.value(HOSTILE_GOOD_ID)
+        cases = [
+            ("a lone surrogate in our value", "connect.sid=" + good_value + "\udc80", None),
+            ("a lone surrogate next to an escape", "connect.sid=s%3A\udc80" + good_value[4:], None),
+            ("a lone surrogate in a neighbour", "a=\ud800; connect.sid=" + good_value, HOSTILE_GOOD_ID),
+            ("an LF in a neighbour (observed: cookie.parse finds ours)", "a=\nb; connect.sid=" + good_value,
+             HOSTILE_GOOD_ID),
+            ("U+FFFF after our value", "connect.sid=" + good_value + "\uffff", None),
+        ]
+        for description, header, expected in cases:
+            with self.subTest(description):
+                self.assertEqual(self.found(header), expected)
+
+
+# ==== 2. Signatures and ids ==================================================
+
+
+class TestHostileSignatures(SessionAssertions):
+    """Re-encoded and forged signatures: a new session without asking the store, or ours where express finds it."""
+
+    def setUp(self) -> None:
+        self.store = CountingStore(clock=FrozenClock())
+        TestHostileHelpers.store_both(self.store)
+        self.middleware = SessionMiddleware(make_options(store=self.store, clock=FrozenClock(),
+                                                         resave=False, save_uninitialized=False))
+        self.raw = "s:" + sd.sign(HOSTILE_GOOD_ID, SECRET)  # its signature holds two '+'
+        self.assertIn("+", self.raw)
+
+    def request(self, value: str) -> tuple[str | None, sd.RequestState]:
+        """One request that sets views, with ``connect.sid=value``."""
+        def app(state: sd.RequestState) -> None:
+            state.session["views"] = state.session.get("views", 0) + 1
+        header, state = run_request(self.middleware, "connect.sid=" + value, app)
+        return header, state
+
+    def test_re_encoded_signatures(self):
+        """An attacker re-encodes a valid cookie: other escapes of the same bytes pass, other bytes do not (observed)."""
+        encoded = sd.encode_uri_component(self.raw)
+        cases = [
+            ("lower-case percent-escapes", re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), encoded), True),
+            ("every character percent-escaped", "".join(f"%{ord(c):02X}" for c in self.raw), True),
+            ("base64url alphabet ('-' for '+')", sd.encode_uri_component(self.raw.replace("+", "-")), False),
+            ("'=' padding put back", sd.encode_uri_component(self.raw + "="), False),
+            ("double percent-encoded", sd.encode_uri_component(encoded), False),
+            ("'+' sent as a space", encoded.replace("%2B", " "), False),
+            ("'S:' instead of 's:'", "S" + encoded[1:], False),
+        ]
+        for description, value, accepted in cases:
+            with self.subTest(description):
+                gets = self.store.calls["get"]
+                header, state = self.request(value)
+                if accepted:
+                    self.assertEqual(state.session_id, HOSTILE_GOOD_ID)
+                    self.assertEqual(self.store.get(HOSTILE_GOOD_ID)["views"], state.session["views"])
+                else:
+                    self.assertNotEqual(state.session_id, HOSTILE_GOOD_ID)
+                    self.assertEqual(self.store.calls["get"], gets, "a bad signature never reaches the store")
+                    self.assertEqual(cookie_pair(header).split("=", 1)[1],
+                                     TestHostileHelpers.value(state.session_id))
+
+    def test_a_str_secret_is_never_used_character_by_character(self):
+        """A forger signs with one character of the secret (the bug of iterating a str secret): a new session."""
+        for character in sorted(set(SECRET)):
+            with self.subTest(character=character):
+                gets = self.store.calls["get"]
+                header, state = self.request(TestHostileHelpers.value(HOSTILE_GOOD_ID, character))
+                self.assertNotEqual(state.session_id, HOSTILE_GOOD_ID)
+                self.assertEqual(self.store.calls["get"], gets)
+        self.assertEqual(json.loads(self.store.sessions[HOSTILE_GOOD_ID])["views"], 1)
+
+    def test_a_non_ascii_signature_in_a_real_request_is_a_bad_signature(self):
+        """Non-ASCII bytes in place of the signature (hmac.compare_digest raises on non-ASCII str): a new session, 200."""
+        mac_start = self.raw.rindex(".") + 1
+        cases = {
+            "latin-1 byte": self.raw[:mac_start] + "\xe9" + self.raw[mac_start + 1:],
+            "UTF-8 escape": sd.encode_uri_component(self.raw[:-1] + "\u00e9"),
+            "full-width letter": sd.encode_uri_component(self.raw[:-1] + "\uff21"),
+            "an emoji replacing the whole mac": sd.encode_uri_component(self.raw[:mac_start] + "\U0001f600"),
+        }
+        for description, value in cases.items():
+            with self.subTest(description):
+                header, state = self.request(value)
+                self.assertNotEqual(state.session_id, HOSTILE_GOOD_ID)
+                self.assertIsNotNone(header)
+
+
+# ==== 3. Set-Cookie safety ===================================================
+
+
+class TestHostileSetCookie(SessionAssertions):
+    """Nothing a configuration or genid supplies can split the Set-Cookie header or add an attribute."""
+
+    UNSAFE = {"';'": ";", "','": ",", "space": " ", "'\"'": '"', "'\\\\'": "\\",
+              "CR": "\r", "LF": "\n", "NUL": "\x00", "DEL": "\x7f"}
+
+    def test_unsafe_characters_in_name_or_domain_fail_at_construction(self):
+        """CVE-2024-47764 (cookie name/path/domain injection, cookie 0.7.0): a bad name or domain raises ValueError."""
+        for label, character in self.UNSAFE.items():
+            for field, overrides in (("name", {"name": f"connect{character}sid"}),
+                                     ("domain", {"cookie": {"domain": f"ex{character}ample.com"}})):
+                with self.subTest(field=field, character=label):
+                    with self.assertRaises(ValueError):
+                        make_options(**overrides)
+
+    def test_unsafe_characters_in_the_path_fail_at_construction(self):
+        """CVE-2024-47764: a path with any of the nine characters raises ValueError when the options are built.
+
+        ';', CR, LF, NUL and DEL fail cookie 0.7.2's pattern; ',', space, '"' and
+        '\\' pass it (observed) and are refused by our deliberate, stricter check.
+        """
+        for label, character in self.UNSAFE.items():
+            with self.subTest(refused=label):
+                with self.assertRaises(ValueError):
+                    make_options(cookie={"path": f"/a{character}b"})
+
+    def test_unsafe_path_or_domain_from_a_cookie_callable_sends_no_cookie_and_keeps_the_handlers_own(self):
+        """CVE-2024-47764 via cookie=callable: at request time the session cookie is dropped and logged; no header is split."""
+        def app(handler: AppHandler) -> None:
+            handler.reply(200, "ok", headers={"Set-Cookie": "theme=dark; Path=/"})
+
+        cases = {
+            "domain with CRLF and a header": {"domain": "example.com\r\nSet-Cookie: evil=1"},
+            "domain with ';' and an attribute": {"domain": "example.com; Max-Age=99999999"},
+            # A path with CR or LF cannot match any request target, so it never gets that far.
+            "path with ';' and an attribute": {"path": "/;Domain=evil.example"},
+        }
+        for description, cookie in cases.items():
+            with self.subTest(description):
+                test_server = TestServer(self, app, cookie=lambda request, cookie=cookie: cookie)
+                with self.assertLogs("session_demo", logging.ERROR):
+                    response = test_server.get(cookie.get("path", "/"))
+                self.assertEqual((response.status, response.body), (200, "ok"))
+                self.assertEqual(response.set_cookies, ["theme=dark; Path=/"])
+                self.assertIsNone(response.headers.get("X-Evil"))
+
+    def genid_returning(self, character: str) -> Callable[[RequestInfo], str]:
+        return lambda request: f"id{character}Max-Age=1"
+
+    def assert_clear_genid_error(self, logs: Any) -> None:
+        """The log says what went wrong, and the bad id cannot forge log lines (it is repr'd)."""
+        messages = [record.getMessage() for record in logs.records]
+        reasons = messages + [str(record.exc_info[1]) for record in logs.records if record.exc_info]
+        self.assertTrue(any("genid returned an unusable session id" in m for m in reasons), reasons)
+        for message in messages:
+            self.assertNotIn("\r", message)
+            self.assertNotIn("\n", message)
+
+    def test_a_genid_result_with_unsafe_characters_gives_500_and_writes_nothing(self):
+        """A genid that returns ';', ',', space, '"', '\\', CR, LF, NUL or DEL (header splitting): 500, no cookie, nothing stored."""
+        for label, character in self.UNSAFE.items():
+            with self.subTest(character=label):
+                store = CountingStore()
+                test_server = TestServer(self, hello, store=store, genid=self.genid_returning(character))
+                with self.assertLogs("session_demo", logging.ERROR) as logs:
+                    response = test_server.get("/")
+                self.assertEqual(response.status, 500)
+                self.assertEqual(response.set_cookies, [])
+                self.assertEqual(store.calls, Counter())
+                self.assert_clear_genid_error(logs)
+
+    def test_a_genid_result_with_unsafe_characters_gives_500_through_wsgi(self):
+        """The same broken genid behind SessionWSGIMiddleware: a 500, no Set-Cookie, nothing stored."""
+        def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"hello"]
+
+        for label, character in self.UNSAFE.items():
+            with self.subTest(character=label):
+                store = CountingStore()
+                wsgi = SessionWSGIMiddleware(app, SessionMiddleware(
+                    make_options(store=store, genid=self.genid_returning(character))))
+                started: list[tuple[str, list[tuple[str, str]]]] = []
+                environ: dict[str, Any] = {}
+                setup_testing_defaults(environ)
+                with self.assertLogs("session_demo", logging.ERROR) as logs:
+                    body = b"".join(wsgi(environ, lambda status, headers, exc_info=None:
+                                         started.append((status, headers))))
+                self.assertTrue(started[0][0].startswith("500"), started)
+                self.assertNotIn("Set-Cookie", [name for name, _ in started[0][1]])
+                self.assertNotIn(b"genid", body)
+                self.assertEqual(store.calls, Counter())
+                self.assert_clear_genid_error(logs)
+
+    def test_a_genid_result_with_unsafe_characters_at_regenerate_keeps_the_old_session(self):
+        """A login (regenerate) whose genid returns CRLF: 500, the old session is neither destroyed nor replaced."""
+        ids = iter(["old-session-id", "new\r\nSet-Cookie: evil=1"])
+        store = CountingStore()
+
+        def app(handler: AppHandler) -> None:
+            if handler.path == "/login":
+                handler.session.regenerate()["user"] = "mallory"
+            else:
+                handler.session["views"] = 1
+            handler.reply(200, "ok")
+
+        test_server = TestServer(self, app, store=store, resave=False, genid=lambda request: next(ids))
+        cookie = self.assert_sets_cookie(test_server.get("/"))
+        with self.assertLogs("session_demo", logging.ERROR) as logs:
+            response = test_server.get("/login", cookie)
+        self.assertEqual(response.status, 500)
+        self.assertEqual(response.set_cookies, [])
+        self.assertEqual(store.calls["destroy"], 0)
+        self.assertEqual(set(store.sessions), {"old-session-id"})
+        self.assertEqual(store.get("old-session-id")["views"], 1)
+        self.assertNotIn("user", store.get("old-session-id"))
+        self.assert_clear_genid_error(logs)
+
+
+# ==== 4. Store faults ========================================================
+
+
+class TestHostileStoreFaults(TestServerDemoCase):
+    """A store that holds corrupt data or is slow: a clear 500 on load, nothing written, other sessions unaffected."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.demo = self.start_demo()
+        self.store = self.store_of(self.demo)
+        TestHostileHelpers.store_both(self.store)
+
+    def get_with(self, session_id: str, path: str = "/") -> Response:
+        return self.browser(self.demo).get(path, cookie_lines=["connect.sid=" + TestHostileHelpers.value(session_id)])
+
+    def assert_load_fails_cleanly(self, text: str) -> None:
+        """The good session holds ``text``: 500, no cookie, nothing written; the other session still counts."""
+        self.store.sessions[HOSTILE_GOOD_ID] = text
+        since = len(self.store.log)
+        with self.assertLogs("session_demo", logging.DEBUG) as logs:
+            response = self.get_with(HOSTILE_GOOD_ID)
+        self.assertEqual(response.status, 500, response.body)
+        self.assertIn("ERROR", {record.levelname for record in logs.records})
+        self.assertIn(LOAD_FAILED, response.body)
+        self.assert_no_set_cookie(response)
+        self.assertEqual(self.store.log[since:], [("get", HOSTILE_GOOD_ID)])
+        self.assertEqual(self.store.sessions[HOSTILE_GOOD_ID], text)
+        self.assertEqual(self.get_with(HOSTILE_OTHER_ID).body, "Number of views: 6")
+        TestHostileHelpers.store_both(self.store)  # back to views 1 and 5 for the next case
+
+    def test_corrupt_json_in_the_store_gives_500(self):
+        """Store corruption (truncated or non-JSON text): a clear 500, nothing written (observed: express 500s too)."""
+        prefix = '{"cookie":' + json.dumps(HOSTILE_COOKIE_JSON)
+        for description, text in {"truncated": prefix + ',"views":', "not JSON": "{views: 1}",
+                                  "binary junk": "\x00\xff\ufffd"}.items():
+            with self.subTest(description):
+                self.assert_load_fails_cleanly(text)
+
+    def test_deeply_nested_json_in_the_store_gives_500(self):
+        """A 100,000-level nested session (RecursionError while parsing): a 500 and the server lives on."""
+        # express 1.19.0 with this session crashes its process: JSON.stringify throws RangeError in
+        # hash() again inside the error handler's res.end (observed).
+        prefix = '{"cookie":' + json.dumps(HOSTILE_COOKIE_JSON)
+        self.assert_load_fails_cleanly(prefix + ',"deep":' + "[" * 100000 + "]" * 100000 + "}")
+
+    def test_nan_or_infinity_in_stored_json_gives_500(self):
+        """Stored JSON text with NaN/Infinity (not JSON: JavaScript's JSON.parse refuses it): a 500, as express gives (observed)."""
+        prefix = '{"cookie":' + json.dumps(HOSTILE_COOKIE_JSON)
+        for constant in ("NaN", "Infinity", "-Infinity"):
+            with self.subTest(constant):
+                self.assert_load_fails_cleanly(prefix + ',"views":' + constant + "}")
+
+    def test_a_deeply_nested_session_returned_by_a_store_gives_500(self):
+        """A store returning an already-parsed 100,000-level dict (RecursionError while hashing): 500, nothing written."""
+        store = TestServerFailingStore()
+        demo = self.start_demo(store=store)
+        deep: dict[str, Any] = {}
+        for _ in range(100000):
+            deep = {"x": deep}
+        store.replies["get"] = {"cookie": dict(HOSTILE_COOKIE_JSON), "deep": deep}
+        browser = self.browser(demo)
+        with self.assertLogs("session_demo", logging.ERROR):
+            response = browser.get("/", cookie_lines=["connect.sid=" + TestHostileHelpers.value("any-id")])
+        self.assertEqual(response.status, 500)
+        self.assert_no_set_cookie(response)
+        self.assertEqual(store.calls, Counter({"get": 1}))
+        del store.replies["get"]
+        self.assertEqual(browser.get("/").body, FIRST_VISIT)
+
+    def test_nan_set_by_a_handler_is_stored_as_json_null(self):
+        """A handler stores NaN/Infinity: the store must hold real JSON (JSON.stringify writes null, observed), not 'NaN'."""
+        def app(handler: AppHandler) -> None:
+            handler.session["score"] = float(handler.path.strip("/?") or "nan")
+            handler.reply(200, "ok")
+
+        store = MemoryStore()
+        test_server = TestServer(self, app, store=store)
+        for value in ("nan", "inf", "-inf"):
+            with self.subTest(value):
+                response = test_server.get("/?" + value)
+                session_id = sd.unsign(sd.decode_uri_component(
+                    self.assert_sets_cookie(response).split("=", 1)[1])[2:], SECRET)
+
+                text = store.sessions[session_id]
+                self.assertNotRegex(text, r"NaN|Infinity", "the store must hold JSON")
+                self.assertIsNone(json.loads(text)["score"])
+
+    def test_a_slow_store_holds_up_only_its_own_session(self):
+        """A store.get that hangs for one session (a slow database): every other session is served meanwhile."""
+        entered, release = threading.Event(), threading.Event()
+
+        class SlowForOne(CountingStore):
+            def get(self, sid):
+                if sid == HOSTILE_GOOD_ID:
+                    entered.set()
+                    release.wait(10)
+                return super().get(sid)
+
+        store = SlowForOne(clock=FrozenClock())
+        TestHostileHelpers.store_both(store)
+        demo = self.start_demo(store=store)
+        browser, slow_browser = self.browser(demo), self.browser(demo)
+        slow: dict[str, Response] = {}
+        waiter = threading.Thread(target=lambda: slow.update(response=slow_browser.get(
+            "/", cookie_lines=["connect.sid=" + TestHostileHelpers.value(HOSTILE_GOOD_ID)])))
+        waiter.start()
+        self.addCleanup(waiter.join, 10)
+        self.addCleanup(release.set)
+        self.assertTrue(entered.wait(10))
+        other = ["connect.sid=" + TestHostileHelpers.value(HOSTILE_OTHER_ID)]
+        self.assertEqual([browser.get("/", cookie_lines=other).body for _ in range(3)],
+                         ["Number of views: 6", "Number of views: 7", "Number of views: 8"])
+        self.assertEqual(browser.get("/peek").status, 200)
+        self.assertNotIn("response", slow)
+        release.set()
+        waiter.join(10)
+        self.assertEqual(slow["response"].body, "Number of views: 2")
+
+    def test_a_get_failing_for_one_session_leaves_the_others_alone(self):
+        """A store that fails for one id (a corrupt shard): that visitor gets 500s, the others keep counting."""
+        class FailingForOne(CountingStore):
+            def get(self, sid):
+                if sid == HOSTILE_GOOD_ID:
+                    raise OSError(5, "I/O error on shard 3")
+                return super().get(sid)
+
+        store = FailingForOne(clock=FrozenClock())
+        TestHostileHelpers.store_both(store)
+        demo = self.start_demo(store=store)
+        browser = self.browser(demo)
+        good = ["connect.sid=" + TestHostileHelpers.value(HOSTILE_GOOD_ID)]
+        other = ["connect.sid=" + TestHostileHelpers.value(HOSTILE_OTHER_ID)]
+        answers = []
+        with self.assertLogs("session_demo", logging.ERROR):
+            for _ in range(2):
+                answers.append((browser.get("/", cookie_lines=good).status,
+                                browser.get("/", cookie_lines=other).body))
+        self.assertEqual(answers, [(500, "Number of views: 6"), (500, "Number of views: 7")])
+        self.assertEqual(json.loads(store.sessions[HOSTILE_GOOD_ID])["views"], 1)
+
+
+class TestHostileStoreNeverPickles(SessionAssertions):
+    """Sessions are JSON in every store: pickle (code execution on load) is never reached."""
+
+    STORE_NAMES = ("MemoryStore", "BoundedMemoryStore", "SQLiteStore")
+
+    def make_store(self, name: str, clock: FrozenClock) -> Any:
+        """A fresh store of this class from session_demo, or skip if the module has none."""
+        cls = getattr(sd, name, None)
+        if cls is None:
+            self.skipTest(f"session_demo has no {name}")
+        if name == "SQLiteStore":
+            directory = tempfile.TemporaryDirectory()
+            self.addCleanup(directory.cleanup)
+            store = cls(os.path.join(directory.name, "sessions.db"), clock=clock)
+            self.addCleanup(store.close)
+            return store
+        return cls(clock=clock)
+
+    def run_a_visit(self, middleware: SessionMiddleware) -> None:
+        """New session, count twice, read only (touch), log in (regenerate), log out (destroy)."""
+        def count(state: sd.RequestState) -> None:
+            state.session["views"] = state.session.get("views", 0) + 1
+
+        def login(state: sd.RequestState) -> None:
+            state.session.regenerate()["user"] = "ann"
+
+        header, _ = run_request(middleware, None, count)
+        cookie = cookie_pair(header)
+        _, state = run_request(middleware, cookie, count)
+        self.assertEqual(state.session["views"], 2)
+        _, state = run_request(middleware, cookie)
+        self.assertEqual(state.session["views"], 2)
+        header, state = run_request(middleware, cookie, login)
+        self.assertEqual(middleware.options.store.get(state.session_id)["user"], "ann")
+        _, state = run_request(middleware, cookie_pair(header), lambda s: s.session.destroy())
+        self.assertIsNone(middleware.options.store.get(state.session_id))
+
+    def test_no_store_ever_reaches_pickle(self):
+        """Deserialisation attacks (pickle runs code on load): every store's get/set/touch/destroy stays clear of it."""
+        names = ("dumps", "loads", "dump", "load", "Pickler", "Unpickler")
+        for name in self.STORE_NAMES:
+            with self.subTest(store=name):
+                clock = FrozenClock()
+                store = self.make_store(name, clock)
+                middleware = SessionMiddleware(make_options(store=store, clock=clock, resave=False))
+                patches = [mock.patch.object(pickle, attribute, side_effect=AssertionError("pickle used"))
+                           for attribute in names]
+                mocks = [patch.start() for patch in patches]
+                try:
+                    self.run_a_visit(middleware)
+                finally:
+                    for patch in patches:
+                        patch.stop()
+                self.assertEqual([m.call_count for m in mocks], [0] * len(names))
+
+    def test_a_value_json_cannot_hold_is_refused_not_pickled(self):
+        """A handler stores a set (pickle could, JSON cannot): the failure is logged, the response completes, nothing stored."""
+        def app(handler: AppHandler) -> None:
+            handler.session["tags"] = {"a", "b"}
+            handler.reply(200, "ok")
+
+        store = CountingStore()
+        test_server = TestServer(self, app, store=store)
+        with mock.patch.object(pickle, "dumps", side_effect=AssertionError("pickle used")) as dumps:
+            with self.assertLogs("session_demo", logging.ERROR):
+                response = test_server.get("/")
+        self.assertEqual((response.status, response.body), (200, "ok"))
+        self.assertEqual(store.sessions, {})
+        self.assertFalse(dumps.called)
+
+
+# ==== 5. Concurrency and load ================================================
+#
+# The lost update (two concurrent requests changing different keys of one session, the last
+# write wins, as in express) is TestConcurrencyLastWriteWins; it is not repeated here.
+
+
+class TestHostileLoad(TestServerDemoCase):
+    """Many clients at once on the demo server: exact counts, no errors, exactly the live sessions stored."""
+
+    CLIENTS = 16
+    REQUESTS = 25
+
+    def client(self, port: int, index: int, results: dict[int, Any], errors: list[str]) -> None:
+        """One browser on one keep-alive connection: REQUESTS views, then odd clients log out."""
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        cookie = None
+        try:
+            for number in range(1, self.REQUESTS + 1):
+                connection.request("GET", "/", headers={"Cookie": cookie} if cookie else {})
+                answer = connection.getresponse()
+                body = answer.read().decode()
+                expected = FIRST_VISIT if number == 1 else f"Number of views: {number}"
+                if answer.status != 200 or body != expected:
+                    errors.append(f"client {index} request {number}: {answer.status} {body!r}")
+                set_cookie = answer.getheader("Set-Cookie")
+                if set_cookie:
+                    cookie = set_cookie.split(";", 1)[0]
+            if index % 2:
+                connection.request("GET", "/logout", headers={"Cookie": cookie})
+                answer = connection.getresponse()
+                if (answer.status, answer.read()) != (200, b"Logged out"):
+                    errors.append(f"client {index} logout: {answer.status}")
+            results[index] = self.session_id_in(cookie)
+        except Exception as exc:  # noqa: BLE001 - reported by the test thread
+            errors.append(f"client {index}: {exc!r}")
+        finally:
+            connection.close()
+
+    def attacker(self, port: int, errors: list[str]) -> None:
+        """Garbage and forged cookies on /peek alongside the real clients."""
+        rng = random.Random(1)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            for _ in range(100):
+                forged = "connect.sid=s%3A" + "".join(rng.choice("abcdef%.;=\"") for _ in range(40))
+                connection.request("GET", "/peek", headers={"Cookie": forged})
+                answer = connection.getresponse()
+                if (answer.status, answer.read()) != (200, b"views: none"):
+                    errors.append(f"attacker got {answer.status}")
+        except Exception as exc:  # noqa: BLE001
+            errors.append(f"attacker: {exc!r}")
+        finally:
+            connection.close()
+
+    def test_many_clients_each_count_exactly_their_own_requests(self):
+        """Load (16 clients x 25 requests, plus an attacker): every count exact, no error, only live sessions stored."""
+        demo = self.start_demo("--no-save-uninitialized")
+        port = demo.server_address[1]
+        results: dict[int, str] = {}
+        errors: list[str] = []
+        threads = [threading.Thread(target=self.client, args=(port, index, results, errors))
+                   for index in range(self.CLIENTS)]
+        threads.append(threading.Thread(target=self.attacker, args=(port, errors)))
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        self.assertFalse(any(thread.is_alive() for thread in threads), "clients did not finish in time")
+        self.assertEqual(errors, [])
+        self.assertEqual(len(set(results.values())), self.CLIENTS)
+        live = {results[index] for index in range(0, self.CLIENTS, 2)}
+        stored = self.store_of(demo).all()
+        self.assertEqual(set(stored), live)
+        self.assertEqual({session["views"] for session in stored.values()}, {self.REQUESTS})
+
+
+# ==== 6. Flooding ============================================================
+
+
+class TestHostileFlooding(SessionAssertions):
+    """Anonymous floods with save_uninitialized=False store nothing and set no cookie (CVE-2015-3982)."""
+
+    FLOOD = 10000
+
+    def setUp(self) -> None:
+        self.clock = FrozenClock()
+        self.store = CountingStore(clock=self.clock)
+
+    def middleware(self, **overrides: Any) -> SessionMiddleware:
+        options = {"store": self.store, "clock": self.clock, "resave": False, "save_uninitialized": False}
+        options.update(overrides)
+        return SessionMiddleware(make_options(**options))
+
+    @staticmethod
+    def read_only(state: sd.RequestState) -> None:
+        state.session.get("views")
+
+    def test_ten_thousand_cookieless_requests_store_nothing(self):
+        """CVE-2015-3982 (Django: cache flooding by creating sessions for anonymous requests): 10,000 cookieless requests."""
+        middleware = self.middleware()
+        headers = [run_request(middleware, None, self.read_only)[0] for _ in range(self.FLOOD)]
+        self.assertEqual(headers, [None] * self.FLOOD)
+        self.assertEqual(self.store.calls, Counter())
+        self.assertEqual(self.store.sessions, {})
+
+    def test_ten_thousand_random_id_requests_store_nothing(self):
+        """CVE-2015-3982 with random ids: unsigned, forged or validly signed unknown ids store nothing, set no cookie."""
+        middleware = self.middleware()
+        rng = random.Random(20270115)
+        kinds = Counter()
+        headers = set()
+        for index in range(self.FLOOD):
+            session_id = "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+                                 for _ in range(32))
+            kind = ("unsigned", "forged", "signed")[index % 3]
+            kinds[kind] += 1
+            if kind == "unsigned":
+                cookie = "connect.sid=" + session_id
+            elif kind == "forged":
+                cookie = "connect.sid=" + TestHostileHelpers.value(session_id, "guessed secret")
+            else:
+                cookie = "connect.sid=" + TestHostileHelpers.value(session_id)
+            headers.add(run_request(middleware, cookie, self.read_only)[0])
+        self.assertEqual(headers, {None})
+        self.assertEqual(self.store.calls, Counter({"get": kinds["signed"]}))
+        self.assertEqual(self.store.sessions, {})
+
+    def test_a_flood_of_signed_ids_leaves_no_lock_behind(self):
+        """A flood of unknown signed ids with concurrency='lock' (lock-table exhaustion): every per-id lock is released."""
+        middleware = self.middleware(concurrency="lock")
+        for index in range(2000):
+            run_request(middleware, "connect.sid=" + TestHostileHelpers.value(f"flood-{index}"), self.read_only)
+        self.assertEqual(middleware.guard._locks, {})
+        self.assertEqual(self.store.sessions, {})
+
+    def test_with_save_uninitialized_every_anonymous_request_is_stored(self):
+        """Why the option matters (CVE-2015-3982): with save_uninitialized=True each cookieless request stores a session."""
+        middleware = self.middleware(save_uninitialized=True)
+        headers = [run_request(middleware, None, self.read_only)[0] for _ in range(1000)]
+        self.assertNotIn(None, headers)
+        self.assertEqual(len(self.store.sessions), 1000)
+
+
+class TestHostileFloodingOverHTTP(TestServerDemoCase):
+    """A flood through the real demo server with --no-save-uninitialized (CVE-2015-3982)."""
+
+    def test_a_few_hundred_anonymous_requests_store_nothing(self):
+        """CVE-2015-3982 over HTTP: 300 cookieless, unsigned and random-signed requests store nothing, set no cookie."""
+        demo = self.start_demo("--no-save-uninitialized")
+        store = self.store_of(demo)
+        rng = random.Random(7)
+        connection = http.client.HTTPConnection("127.0.0.1", demo.server_address[1], timeout=10)
+        self.addCleanup(connection.close)
+        answers = Counter()
+        for index in range(300):
+            session_id = "%032x" % rng.getrandbits(128)
+            cookie = [None, "connect.sid=" + session_id,
+                      "connect.sid=" + TestHostileHelpers.value(session_id, server.DEMO_SECRET)][index % 3]
+            connection.request("GET", "/peek", headers={"Cookie": cookie} if cookie else {})
+            answer = connection.getresponse()
+            answers[(answer.status, answer.read().decode(), answer.getheader("Set-Cookie"))] += 1
+        self.assertEqual(answers, Counter({(200, "views: none", None): 300}))
+        self.assertEqual(store.sessions, {})
+        self.assertEqual(store.calls, Counter({"get": 100}))
 
 
 if __name__ == "__main__":
