@@ -44,7 +44,10 @@ LESSONS.md, "What we do differently"):
 - Bad options fail at construction: an invalid cookie ``name``, ``path``,
   ``domain``, ``priority`` or ``same_site``, an unknown cookie option, a
   non-finite ``max_age``. express-session notices most of these only when it
-  first serializes a cookie.
+  first serializes a cookie. A cookie path may not hold a space, ',', '"'
+  or '\\' (cookie 0.7.2 lets these through).
+- An id from ``genid`` with a space, a control character, '"', ',', ';' or
+  '\\' is refused (ValueError) before anything is stored.
 - ``'auto'`` for ``secure``/``same_site`` is resolved when ``cookie`` is a
   callable too (express-session 1.19.0 silently skips it there).
 - Store methods are synchronous and raise exceptions instead of taking
@@ -54,9 +57,14 @@ LESSONS.md, "What we do differently"):
   vanishing on the next request.
 - ``original_max_age`` is exactly the ``max_age`` you set: express reads
   the clock twice and can store 1999 for 2000.
+- A stored ``expires`` without a time zone is read as UTC (JavaScript would
+  read it in local time).
 - Session ids are shortened in log lines: an id is a bearer token.
 - Store errors while loading give a 500 whose body does not echo the
   error's text; the log has it.
+- The http.server adapter holds the whole response until the store has
+  answered (a large one: all but its last byte), and sends it in one write;
+  express-session holds back only the last byte.
 - Not ported: the undocumented ``key`` alias of ``name``, cookie-parser's
   ``req.cookies``/``req.signedCookies`` fallback, the NODE_ENV production
   warning, EventEmitter store events (a store's ``ready`` attribute stands
