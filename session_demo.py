@@ -1041,6 +1041,19 @@ def _expiry_ms(data: Mapping[str, Any]) -> int | None:
         return None
 
 
+def _session_json(session: Session | Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+    """The stored form of a session and its JSON text (compact, as MemoryStore writes it)."""
+    data = session.to_json() if isinstance(session, Session) else dict(session)
+    return data, _to_json(data)
+
+
+def _stored_cookie(session: Session | Mapping[str, Any]) -> Any:
+    """The stored form of a session's cookie, for touch()."""
+    if isinstance(session, Session):
+        return session.cookie.to_json()
+    return session["cookie"]
+
+
 class MemoryStore(Store):
     """Sessions in a dict of JSON strings, in this process (express-session's ``MemoryStore``).
 
@@ -1074,8 +1087,7 @@ class MemoryStore(Store):
 
     def set(self, sid: str, session: Session | Mapping[str, Any]) -> None:
         """Store the session as JSON."""
-        data = session.to_json() if isinstance(session, Session) else dict(session)
-        text = _to_json(data)
+        _, text = _session_json(session)
         with self._lock:
             self.sessions[sid] = text
 
@@ -1084,12 +1096,13 @@ class MemoryStore(Store):
         with self._lock:
             self.sessions.pop(sid, None)
 
-    def touch(self, sid: str, session: Session) -> None:
+    def touch(self, sid: str, session: Session | Mapping[str, Any]) -> None:
         """Replace the stored cookie (so its expiry) with the session's; the data is left alone."""
+        cookie = _stored_cookie(session)
         with self._lock:
             current = self._lookup(sid)
             if current is not None:
-                current["cookie"] = session.cookie.to_json()
+                current["cookie"] = cookie
                 self.sessions[sid] = _to_json(current)
 
     def all(self) -> dict[str, dict[str, Any]]:
@@ -2252,18 +2265,6 @@ class _SessionBody:
 # restart and are shared by processes. Both keep versions (for
 # concurrency='merge'); SQLiteStore also has locks across processes (for
 # concurrency='lock').
-
-def _session_json(session: Session | Mapping[str, Any]) -> tuple[dict[str, Any], str]:
-    """The stored form of a session and its JSON text (compact, as MemoryStore writes it)."""
-    data = session.to_json() if isinstance(session, Session) else dict(session)
-    return data, _to_json(data)
-
-
-def _stored_cookie(session: Session | Mapping[str, Any]) -> Any:
-    """The stored form of a session's cookie, for touch()."""
-    if isinstance(session, Session):
-        return session.cookie.to_json()
-    return session["cookie"]
 
 
 # ---- a bounded memory store -------------------------------------------------
