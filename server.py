@@ -36,6 +36,7 @@ class CounterHandler(SessionRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as Node's server does
 
     def do_GET(self) -> None:
+        """Route the request to one of the demo's pages (ROUTES.md)."""
         url = urllib.parse.urlsplit(self.request_target())
         query = urllib.parse.parse_qs(url.query)
         # Express's router ignores letter case and one trailing slash.
@@ -217,6 +218,7 @@ def make_server(args: argparse.Namespace, host: str = "127.0.0.1") -> SessionHTT
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the demo until Ctrl+C; 0 when stopped, 2 when the flags are wrong."""
     args = parse_args(argv)
     if args.trace:
         logging.basicConfig(level=logging.WARNING, format="%(message)s")

@@ -1696,6 +1696,7 @@ class _HeldResponse:
         self._size = 0
 
     def write(self, data: bytes) -> int:
+        """Hold ``data``; past the limit, pass on everything held but the last byte."""
         self._chunks.append(bytes(data))
         self._size += len(data)
         if self._size > self._LIMIT:
@@ -1703,6 +1704,7 @@ class _HeldResponse:
         return len(data)
 
     def flush(self) -> None:
+        """The handler asks for its bytes to go out: all of them but the last one do."""
         self._pass_on_all_but_last_byte()
 
     def _pass_on_all_but_last_byte(self) -> None:
@@ -1745,6 +1747,7 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
     _headers_sent: bool = False
 
     def setup(self) -> None:
+        """Set up the connection as usual, with Nagle's algorithm off (TCP_NODELAY)."""
         super().setup()
         # Answers are written in one piece, but a held-back last byte must not
         # wait for a delayed ACK either.

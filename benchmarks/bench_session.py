@@ -154,6 +154,7 @@ class HelloHandler(BaseHTTPRequestHandler):
     wbufsize = 64 * 1024  # buffer the response; handle_one_request flushes it in one write
 
     def do_GET(self) -> None:
+        """Answer 'hello, world', keep-alive."""
         body = b"hello, world"
         self.send_response(200)
         self.send_header("Content-Type", "text/plain; charset=utf-8")
@@ -162,7 +163,7 @@ class HelloHandler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def log_message(self, format: str, *args: object) -> None:
-        pass
+        """No access log: the benchmark measures the serving, not the logging."""
 
 
 def serve(kind: str, ports: multiprocessing.Queue) -> None:
@@ -360,6 +361,7 @@ def churn(store_factory: Callable[[Clock], sd.Store], total: int) -> list[int]:
 
 
 def main() -> int:
+    """Run the three measurements and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smaller run, under 20 seconds")
     args = parser.parse_args()
