@@ -31,8 +31,10 @@ import pickle
 import random
 import re
 import shlex
+import shutil
 import socket
 import sqlite3
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -2158,6 +2160,33 @@ class TestReqSessionCookieSecure(TestReqSessionBase):
         response = TestServer(self, cookie={"secure": True}).get("/")
         self.assertEqual(response.status, 200)
         self.assertEqual(response.set_cookies, [])
+
+    def test_sets_secure_cookie_over_a_real_tls_socket(self):
+        """The http.server adapter sees TLS on the socket itself (express's req.connection.encrypted)."""
+        openssl = shutil.which("openssl")
+        if openssl is None:
+            self.skipTest("openssl is needed to make a throwaway certificate")
+        directory = tempfile.TemporaryDirectory()
+        self.addCleanup(directory.cleanup)
+        key, certificate = (os.path.join(directory.name, name) for name in ("key.pem", "cert.pem"))
+        subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                        "-subj", "/CN=localhost", "-keyout", key, "-out", certificate],
+                       check=True, capture_output=True, timeout=60)
+        server = TestServer(self, cookie={"secure": True})
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(certificate, key)
+        server.server.socket = context.wrap_socket(server.server.socket, server_side=True)
+        client = ssl.create_default_context()
+        client.check_hostname = False
+        client.verify_mode = ssl.CERT_NONE
+        connection = http.client.HTTPSConnection("127.0.0.1", server.port, timeout=10, context=client)
+        self.addCleanup(connection.close)
+        connection.request("GET", "/")
+        answer = connection.getresponse()
+        answer.read()
+        set_cookie = answer.getheader("Set-Cookie") or ""
+        self.assertEqual(answer.status, 200)
+        self.assertRegex(set_cookie, r"^connect\.sid=s%3A[^;]+; Path=/; Expires=[^;]+; HttpOnly; Secure$")
 
 
 class TestReqSessionCookieMaxAge(TestReqSessionBase):
