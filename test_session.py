@@ -2186,7 +2186,7 @@ class TestReqSessionCookieSecure(TestReqSessionBase):
         answer.read()
         set_cookie = answer.getheader("Set-Cookie") or ""
         self.assertEqual(answer.status, 200)
-        self.assertRegex(set_cookie, r"^connect\.sid=s%3A[^;]+; Path=/; Expires=[^;]+; HttpOnly; Secure$")
+        self.assertRegex(set_cookie, r"^connect\.sid=s%3A[^;]+; Path=/; HttpOnly; Secure$")
 
 
 class TestReqSessionCookieMaxAge(TestReqSessionBase):
