@@ -7117,7 +7117,7 @@ class _LessonsCurl:
 class TestLessonsWalkthroughs(TestServerDemoCase):
     """Each lesson's server walkthrough, replayed against server.py: the reader sees what it shows."""
 
-    WALKTHROUGH_LESSONS = {1, 3, 5, 6, 8, 9, 10, 11, 12, 14}  # one test method each, below
+    WALKTHROUGH_LESSONS = {1, 3, 5, 6, 8, 9, 10, 11, 12, 14}  # REPLAYS below, and lesson 14
 
     def replay(self, lesson: int) -> int:
         """Run each ```console block of a lesson: start servers, send the curls, compare the output.
@@ -7182,42 +7182,26 @@ class TestLessonsWalkthroughs(TestServerDemoCase):
         with_walkthroughs = {number for number, section in LessonsFile.sections().items()
                              if LESSONS_CONSOLE_BLOCK.search(section)}
         self.assertEqual(with_walkthroughs, self.WALKTHROUGH_LESSONS)
+        self.assertEqual(set(self.REPLAYS) | {14}, self.WALKTHROUGH_LESSONS)
 
-    def test_lesson_1_view_counter(self):
-        """Lesson 1: a first visit sets the cookie; the jar brings it back; the count is on the server."""
-        self.assertEqual(self.replay(1), 3)
+    # lesson: (what the walkthrough shows, how many requests it makes)
+    REPLAYS = {
+        1: ("a first visit sets the cookie; the jar brings it back; the count is on the server", 3),
+        3: ("a bad signature or an unsigned value is a first visit, with a new cookie", 2),
+        5: ("after a restart the correctly signed cookie finds nothing: a first visit again", 2),
+        6: ("--no-save-uninitialized: /peek sets no cookie; the first count does", 3),
+        8: ("/remember sends no cookie; the next change sends one with Expires; --rolling always", 6),
+        9: ("the victim logs in with the attacker's cookie; the attacker's id then finds nothing", 4),
+        10: ("/logout sends no Set-Cookie; the old cookie then gets a new, empty session", 3),
+        11: ("/forget keeps the stored session with --unset keep and deletes it with destroy", 6),
+        12: ("--secure true over HTTP sets no cookie; --proxy true trusts X-Forwarded-Proto", 5),
+    }
 
-    def test_lesson_3_forged_and_unsigned_cookies_start_new_sessions(self):
-        """Lesson 3: a bad signature or an unsigned value is a first visit, with a new cookie."""
-        self.assertEqual(self.replay(3), 2)
-
-    def test_lesson_5_a_restart_forgets_every_session(self):
-        """Lesson 5: after a restart the correctly signed cookie finds nothing: a first visit again."""
-        self.assertEqual(self.replay(5), 2)
-
-    def test_lesson_6_no_cookie_until_the_session_changes(self):
-        """Lesson 6: --no-save-uninitialized: /peek sets no cookie; the first count does."""
-        self.assertEqual(self.replay(6), 3)
-
-    def test_lesson_8_remember_me_and_rolling(self):
-        """Lesson 8: /remember sends no cookie; the next change sends one with Expires; --rolling always."""
-        self.assertEqual(self.replay(8), 6)
-
-    def test_lesson_9_regenerate_defeats_a_planted_cookie(self):
-        """Lesson 9: the victim logs in with the attacker's cookie; the attacker's id then finds nothing."""
-        self.assertEqual(self.replay(9), 4)
-
-    def test_lesson_10_logout_leaves_a_dead_cookie(self):
-        """Lesson 10: /logout sends no Set-Cookie; the old cookie then gets a new, empty session."""
-        self.assertEqual(self.replay(10), 3)
-
-    def test_lesson_11_unset_keep_and_destroy(self):
-        """Lesson 11: /forget keeps the stored session with --unset keep and deletes it with destroy."""
-        self.assertEqual(self.replay(11), 6)
-
-    def test_lesson_12_secure_cookies_need_https_or_a_trusted_proxy(self):
-        """Lesson 12: --secure true over HTTP sets no cookie; --proxy true trusts X-Forwarded-Proto."""
-        self.assertEqual(self.replay(12), 5)
+    def test_each_walkthrough_shows_what_the_server_answers(self):
+        """Each lesson's curl walkthrough, replayed against server.py, gets exactly the answers shown."""
+        for lesson, (story, requests) in self.REPLAYS.items():
+            with self.subTest(lesson=lesson, story=story):
+                self.assertEqual(self.replay(lesson), requests)
 
     def test_lesson_14_the_trace_shows_each_decision(self):
         """Lesson 14: the walkthrough's responses, and --trace logs exactly the lines the lesson shows."""
