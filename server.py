@@ -34,6 +34,7 @@ class CounterHandler(SessionRequestHandler):
     """The demo's routes. Every reply is short plain text."""
 
     protocol_version = "HTTP/1.1"  # keep-alive, as Node's server does
+    head_only = False  # answering a HEAD: headers as for GET, no body
 
     def do_GET(self) -> None:
         """Route the request to one of the demo's pages (ROUTES.md)."""
@@ -62,6 +63,14 @@ class CounterHandler(SessionRequestHandler):
             self.reply(500, "No session: this path is outside the cookie path")
             return
         route(query)
+
+    def do_HEAD(self) -> None:
+        """Answer HEAD as Express does: run the GET route, send its headers, leave out the body."""
+        self.head_only = True
+        try:
+            self.do_GET()
+        finally:
+            self.head_only = False
 
     def count_view(self, query: dict[str, list[str]]) -> None:
         """The view counter: the first visit sets views to 1, later ones add one."""
@@ -120,7 +129,8 @@ class CounterHandler(SessionRequestHandler):
         self.send_header("Content-Type", "text/plain; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        if not self.head_only:
+            self.wfile.write(body)
 
 
 def _yes_no(*, default: bool, help: str) -> dict[str, Any]:

@@ -4545,6 +4545,22 @@ class TestServerFlags(TestServerDemoCase):
         self.assertIn("touch: yes", text)
 
 
+class TestServerHead(TestServerDemoCase):
+    """HEAD on the demo's routes, as Express answers it: the GET route runs, no body is sent."""
+
+    def test_head_runs_the_route_and_sends_headers_without_a_body(self):
+        """HEAD / counts a view (Express runs the GET handler), sets the cookie, and sends no body."""
+        demo = self.start_demo()
+        connection = http.client.HTTPConnection("127.0.0.1", demo.server_address[1], timeout=10)
+        self.addCleanup(connection.close)
+        connection.request("HEAD", "/")
+        answer = connection.getresponse()
+        self.assertEqual(answer.read(), b"")
+        self.assertEqual(answer.status, 200)
+        self.assertEqual(answer.getheader("Content-Length"), str(len("Welcome! This is your first visit.")))
+        cookie = answer.getheader("Set-Cookie").split(";", 1)[0]
+        self.assertEqual(self.browser(demo).get("/peek", cookie_lines=[cookie]).body, "views: 1")
+
 class TestServerBeyondExpressFlags(TestServerDemoCase):
     """server.py's --store and --concurrency flags (beyond express-session)."""
 
