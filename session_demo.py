@@ -1146,6 +1146,9 @@ def hash_session(data: Mapping[str, Any]) -> str:
     return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+_EMPTY_HASH = hash_session({})  # the hash of a session with no data
+
+
 def is_modified(state: RequestState, current_hash: str | None = None) -> bool:
     """The session's id or data differs from when the request started (express's ``isModified``).
 
@@ -1449,10 +1452,13 @@ class RequestState:
         return self.session
 
     def generate(self) -> None:
-        """Start a new session and remember how it began (express's ``generate``)."""
-        session = self.new_session()
+        """Start a new session and remember how it began (express's ``generate``).
+
+        A new session holds no data yet, so its hash is always the hash of {}.
+        """
+        self.new_session()
         self.original_id = self.session_id
-        self.original_hash = hash_session(session)
+        self.original_hash = _EMPTY_HASH
 
     def create_session(self, data: Mapping[str, Any]) -> Session:
         """Build the request's session from stored data (express's ``store.createSession``)."""
