@@ -2896,6 +2896,12 @@ class TestSessionMiddleware(TestSessionOptionsBase):
         self.assertEqual(bodies, ["session created", "session created"])
         self.assertEqual(len(server.store.all()), 2)
 
+    def test_a_request_target_that_is_not_a_url_gets_no_session_and_no_error(self):
+        """A target urlsplit cannot parse ('http://[::1') matches no cookie path: no session, no 500."""
+        self.assertEqual(sd.request_pathname("http://[::1"), "http://[::1")
+        middleware = SessionMiddleware(make_options())
+        self.assertIsNone(middleware.begin(RequestInfo(url="http://[::1")))
+
     def test_treats_an_empty_request_target_as_the_root_path(self):
         """An empty URL counts as '/': it matches the default cookie path and gets a session ("should handle empty req.url")."""
         self.assertEqual(sd.request_pathname(""), "/")
