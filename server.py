@@ -16,15 +16,19 @@ express-session 1.19.0 and the same routes answers the same way):
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import sys
 import urllib.parse
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
 
+from extras.bounded_store import BoundedMemoryStore
+from extras.concurrency import LockingSessionMiddleware, MergingSessionMiddleware
+from extras.sqlite_store import SQLiteStore
 from session_demo import (
-    BoundedMemoryStore, MemoryStore, SessionHTTPServer, SessionRequestHandler, SQLiteStore, Store,
-    session_middleware,
+    MemoryStore, RequestInfo, RequestState, SessionHTTPServer, SessionMiddleware, SessionOptions,
+    SessionRequestHandler, Store, session_middleware, should_save, should_set_cookie, should_touch,
 )
 
 DEMO_SECRET = "keyboard cat"
@@ -167,6 +171,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--path", default="/", help="cookie path (/)")
     parser.add_argument("--domain", default=None, help="cookie domain (not set)")
     parser.add_argument("--trace", action="store_true", help="print each request's session decisions")
+    parser.add_argument("--tour", action="store_true",
+                        help="print a narrated tour of a few requests, run in-process, and exit")
     # Beyond express-session (see session_demo.py, sections 11 and 13):
     parser.add_argument("--store", type=_store_spec, default="memory", metavar="memory|bounded|sqlite:PATH",
                         help="where sessions live: express's MemoryStore (default), a bounded memory "
@@ -216,20 +222,167 @@ def middleware_options(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.store != "memory":  # otherwise express's default: a MemoryStore on the middleware's clock
         options["store"] = make_store(args.store)
-    if args.concurrency is not None:
-        options["concurrency"] = args.concurrency
     return options
+
+
+def make_middleware(args: argparse.Namespace) -> SessionMiddleware:
+    """The session middleware for these flags: express's, or one of extras.concurrency's."""
+    options = SessionOptions(**middleware_options(args))
+    if args.concurrency == "lock":
+        return LockingSessionMiddleware(options)
+    if args.concurrency == "merge":
+        return MergingSessionMiddleware(options)
+    return SessionMiddleware(options)
 
 
 def make_server(args: argparse.Namespace, host: str = "127.0.0.1") -> SessionHTTPServer:
     """Build the demo server for these flags (port 0 picks a free port)."""
-    middleware = session_middleware(**middleware_options(args))
-    return SessionHTTPServer((host, args.port), CounterHandler, middleware)
+    return SessionHTTPServer((host, args.port), CounterHandler, make_middleware(args))
+
+
+# ---- The tour: python3 server.py --tour ------------------------------------
+#
+# Lessons 1 to 8 of LESSONS.md on one screen: a few requests run in-process,
+# each with the cookie the browser sends, the decisions and their reasons,
+# the Set-Cookie and what the store holds.
+
+_TOUR_START = 1_800_000_000.0  # Fri 15 Jan 2027, 08:00:00 UTC
+
+
+class _TourClock:
+    """The tour's clock: it stands still until the tour moves it, so every run prints the same."""
+
+    def __init__(self, now: float = _TOUR_START) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _count_views(state: RequestState) -> None:
+    """The view counter: the handler of express-session's README."""
+    state.session["views"] = state.session.get("views", 0) + 1
+
+
+def _only_read(state: RequestState) -> None:
+    """A handler that reads the session and changes nothing (server.py's /peek)."""
+    state.session.get("views")
+
+
+def _tour_request(middleware: SessionMiddleware, clock: _TourClock, out: TextIO, title: str,
+                  cookie: str | None, handler: Callable[[RequestState], None]) -> str | None:
+    """Run one request in-process and narrate it; return what the browser sends back next time.
+
+    The three moments of SessionMiddleware, as a server adapter runs them:
+    begin (load or create), then the headers (should_set_cookie), then the
+    end (should_save, and should_touch when there is nothing to save).
+    """
+    minutes, seconds = divmod(int(clock() - _TOUR_START), 60)
+    print(f"\n[08:{minutes:02d}:{seconds:02d}] {title}", file=out)
+    print(f"    Cookie:      {cookie or '(none)'}", file=out)
+
+    state = middleware.begin(RequestInfo(url="/", cookie_header=cookie))
+    assert state is not None and state.session is not None
+    handler(state)
+
+    # The headers go out: should_set_cookie decides, set_cookie_header acts.
+    decision = should_set_cookie(state)
+    print(f"    set-cookie:  {'yes' if decision else 'no '}  {decision.reason}", file=out)
+    set_cookie = middleware.set_cookie_header(state)
+
+    # The end of the request: save, or else perhaps touch.
+    save = should_save(state)
+    print(f"    save:        {'yes' if save else 'no '}  {save.reason}", file=out)
+    if not save:
+        touch = should_touch(state, save)
+        print(f"    touch:       {'yes' if touch else 'no '}  {touch.reason}", file=out)
+    middleware.end(state)
+
+    print(f"    Set-Cookie:  {set_cookie or '(none)'}", file=out)
+    _show_store(middleware.options.store, out)
+    if set_cookie is None:
+        return cookie  # the browser keeps what it had
+    return set_cookie.split(";", 1)[0]
+
+
+def _show_store(store: Store, out: TextIO) -> None:
+    """Print what a MemoryStore holds: the raw JSON text under each id."""
+    entries = getattr(store, "sessions", {})
+    if not entries:
+        print("    store:       (empty)", file=out)
+    for number, (sid, text) in enumerate(entries.items()):
+        label = "store:" if number == 0 else ""
+        print(f"    {label:<12} {sid} = {text}", file=out)
+
+
+def tour(out: TextIO = sys.stdout) -> None:
+    """Print a narrated tour of a few requests: lessons 1 to 8 of LESSONS.md on one screen.
+
+    No sockets: each request runs in-process through SessionMiddleware,
+    with a clock that moves only when the tour says so and ids sid1, sid2,
+    ... instead of random ones. For each request it shows the Cookie the
+    browser sends, the decisions and their reasons, the Set-Cookie, and the
+    store's contents.
+    """
+    clock = _TourClock()
+    ids = itertools.count(1)
+    store = MemoryStore(clock=clock)
+    middleware = session_middleware(
+        secret="keyboard cat", resave=False, save_uninitialized=False, rolling=False,
+        cookie={"max_age": 60_000}, store=store, clock=clock,
+        genid=lambda request: f"sid{next(ids)}",
+    )
+    print("A tour of session_demo (express-session 1.19.0): a view counter, one request at a time.",
+          file=out)
+    print("Options: secret='keyboard cat', resave=False, save_uninitialized=False, "
+          "cookie max_age=60000 ms.", file=out)
+
+    browser = _tour_request(middleware, clock, out, "A first visit: no cookie; the page counts a view.",
+                            None, _count_views)
+    clock.advance(10)
+    browser = _tour_request(middleware, clock, out,
+                            "The browser sends its signed cookie back; another view.",
+                            browser, _count_views)
+    clock.advance(10)
+    browser = _tour_request(middleware, clock, out,
+                            "A request that only reads: nothing to save, so the store is touched "
+                            "(expires moves).", browser, _only_read)
+    assert browser is not None
+    forged = browser.replace("sid1", "sid7")
+    _tour_request(middleware, clock, out,
+                  "A forged cookie (sid1 changed to sid7): a new session; it only reads, so "
+                  "nothing is kept.",
+                  forged, _only_read)
+
+    clock.advance(120)
+    print("\nTwo minutes later, sid1 has expired, but MemoryStore removes it only when it is read:",
+          file=out)
+    _show_store(store, out)
+    _tour_request(middleware, clock, out, "sid1's cookie again: the store finds sid1 expired, deletes it; a new session.",
+                  browser, _count_views)
+
+    # Without max_age: a browser-session cookie, as server.py gives by default.
+    print("\nNow with no max_age (a browser-session cookie, server.py's default):", file=out)
+    store.clear()
+    middleware = session_middleware(
+        secret="keyboard cat", resave=False, save_uninitialized=False,
+        store=store, clock=clock, genid=lambda request: f"sid{next(ids)}",
+    )
+    browser = _tour_request(middleware, clock, out, "A first visit.", None, _count_views)
+    _tour_request(middleware, clock, out,
+                  "A second view: saved, but the cookie is not sent again.", browser, _count_views)
+    print("\nMore in LESSONS.md; every decision with its reason: python3 server.py --trace", file=out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo until Ctrl+C; 0 when stopped, 2 when the flags are wrong."""
     args = parse_args(argv)
+    if args.tour:
+        tour()
+        return 0
     if args.trace:
         logging.basicConfig(level=logging.WARNING, format="%(message)s")
         logging.getLogger("session_demo").setLevel(logging.DEBUG)

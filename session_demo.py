@@ -24,14 +24,9 @@ The sections, in the order a request meets them (grep for "# ===="):
     9. Request lifecycle    RequestInfo, RequestState, SessionMiddleware
    10. http.server          SessionRequestHandler, SessionHTTPServer
 
-Beyond express-session (sections a learner can skip; nothing in them
-changes the default, faithful behaviour):
-
-   11. No lost updates      concurrency='lock' | 'merge': LockPerSession,
-                            MergeOnConflict
-   12. WSGI                 SessionWSGIMiddleware
-   13. More stores          BoundedMemoryStore (cannot leak or be flooded),
-                            SQLiteStore (survives restarts, shared by processes)
+Beyond express-session, in the extras package beside this module (built
+on its public API; this module knows nothing of them): lost-update
+protection, WSGI, a bounded memory store, a SQLite store.
 
 What we do differently from express-session, on purpose (each is also in
 LESSONS.md, "What we do differently"):
@@ -74,35 +69,25 @@ LESSONS.md, "What we do differently"):
 from __future__ import annotations
 
 import base64
-import contextlib
-import errno
 import functools
 import hashlib
-import heapq
 import hmac
-import itertools
 import json
 import logging
 import math
-import os
 import re
 import secrets as _secrets
 import socket
 import ssl
-import sqlite3
-import sys
 import threading
 import time
 import urllib.parse
 import warnings
-import weakref
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, BinaryIO, TextIO
-from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+from typing import Any, BinaryIO
 
 __all__ = [
     # 1. options
@@ -120,17 +105,9 @@ __all__ = [
     # 9-10. lifecycle and http.server
     "RequestInfo", "RequestState", "SessionMiddleware", "SessionLoadError",
     "read_session_id", "SessionRequestHandler", "SessionHTTPServer",
-    # 11. beyond express: concurrency
-    "LastWriteWins", "LockPerSession", "MergeOnConflict", "SessionBusyError",
-    # 12. beyond express: WSGI
-    "SessionWSGIMiddleware",
-    # 13. beyond express: stores
-    "BoundedMemoryStore", "SQLiteStore", "StoreFullError",
-    # the tour
-    "tour",
+    # for stores
+    "stringify", "parse_json", "session_json", "stored_cookie", "expiry_ms", "clock_ms", "short_id",
 ]
-
-EXPRESS_SESSION_VERSION = "1.19.0"
 
 _log = logging.getLogger("session_demo")
 
@@ -138,7 +115,7 @@ Clock = Callable[[], float]
 """A clock returns the current time in seconds since the epoch, like time.time."""
 
 
-class _short:
+class short_id:
     """A session id, shortened when a log line is written: the full id is a bearer token.
 
     Shortening happens only if the line is logged (``__str__``), so it costs
@@ -197,9 +174,6 @@ class SessionOptions:
         store: Store | None = None,
         unset: str | None = "keep",
         clock: Clock = time.time,
-        concurrency: str | None = None,
-        lock_timeout: float = 10.0,
-        merge_attempts: int = 3,
     ) -> None:
         if not callable(clock):
             raise TypeError("clock must be a callable returning seconds, like time.time")
@@ -260,22 +234,6 @@ class SessionOptions:
         self.store: Store = store
         # express decides once, at construction, whether the store can touch.
         self.store_implements_touch: bool = callable(getattr(store, "touch", None))
-
-        # Not in express: what to do about two requests changing one session
-        # at once (section 11). None is express's behaviour: the last write wins.
-        if concurrency not in (None, "lock", "merge"):
-            raise ValueError('concurrency option must be None, "lock" or "merge"')
-        if concurrency == "merge" and not (callable(getattr(store, "get_versioned", None))
-                                           and callable(getattr(store, "set_if_version", None))):
-            raise TypeError('concurrency="merge" needs a store with versions '
-                            "(get_versioned and set_if_version), e.g. BoundedMemoryStore or SQLiteStore")
-        if not (isinstance(lock_timeout, (int, float)) and lock_timeout >= 0):
-            raise ValueError("lock_timeout must be a number of seconds >= 0")
-        if not (isinstance(merge_attempts, int) and merge_attempts >= 1):
-            raise ValueError("merge_attempts must be a whole number >= 1")
-        self.concurrency: str | None = concurrency
-        self.lock_timeout: float = float(lock_timeout)
-        self.merge_attempts: int = merge_attempts
 
     def cookie_options_for(self, request: RequestInfo) -> Mapping[str, Any]:
         """The cookie options for this request: the mapping, or what the callable returns."""
@@ -627,7 +585,7 @@ def _datetime_to_ms(when: datetime) -> int:
     return (when - _EPOCH) // _ONE_MS
 
 
-def _now_ms(clock: Clock) -> int:
+def clock_ms(clock: Clock) -> int:
     """The clock's time in whole milliseconds, as JavaScript's Date.now() counts."""
     return math.floor(clock() * 1000)
 
@@ -690,7 +648,7 @@ class Cookie:
             self.original_max_age = self.max_age
 
     def _now_ms(self) -> int:
-        return _now_ms(self._clock)
+        return clock_ms(self._clock)
 
     @property
     def expires(self) -> datetime | None:
@@ -890,7 +848,7 @@ class Session(MutableMapping[str, Any]):
         return len(self._data)
 
     def __repr__(self) -> str:
-        return f"Session(id={_short(self._id)}, data={self._data!r})"
+        return f"Session(id={short_id(self._id)}, data={self._data!r})"
 
     def to_json(self) -> dict[str, Any]:
         """The stored form: ``{"cookie": {...}, ...data}``, as ``JSON.stringify(req.session)``."""
@@ -913,7 +871,7 @@ class Session(MutableMapping[str, Any]):
         If nothing changes afterwards, the end of the request will not save
         it again.
         """
-        _log.debug("saving %s", _short(self._id))
+        _log.debug("saving %s", short_id(self._id))
         self._state.saved_hash = hash_session(self)
         self._state.store.set(self._id, self)
         return self
@@ -992,7 +950,7 @@ class Store:
 _strict_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
-def _to_json(data: Any) -> str:
+def stringify(data: Any) -> str:
     """Compact JSON text, as JavaScript's JSON.stringify writes it.
 
     Like JSON.stringify, NaN and the infinities become null: Python would
@@ -1021,11 +979,11 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-_from_json = json.JSONDecoder(parse_constant=_refuse_constant).decode
+parse_json = json.JSONDecoder(parse_constant=_refuse_constant).decode
 """Parse JSON text as JavaScript's JSON.parse does: NaN and Infinity are refused (ValueError)."""
 
 
-def _expiry_ms(data: Mapping[str, Any]) -> int | None:
+def expiry_ms(data: Mapping[str, Any]) -> int | None:
     """When a stored session expires, in ms since the epoch: its cookie's ``expires``, or None (never).
 
     An ``expires`` that is not a date counts as "never", as in MemoryStore
@@ -1041,13 +999,13 @@ def _expiry_ms(data: Mapping[str, Any]) -> int | None:
         return None
 
 
-def _session_json(session: Session | Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+def session_json(session: Session | Mapping[str, Any]) -> tuple[dict[str, Any], str]:
     """The stored form of a session and its JSON text (compact, as MemoryStore writes it)."""
     data = session.to_json() if isinstance(session, Session) else dict(session)
-    return data, _to_json(data)
+    return data, stringify(data)
 
 
-def _stored_cookie(session: Session | Mapping[str, Any]) -> Any:
+def stored_cookie(session: Session | Mapping[str, Any]) -> Any:
     """The stored form of a session's cookie, for touch()."""
     if isinstance(session, Session):
         return session.cookie.to_json()
@@ -1073,9 +1031,9 @@ class MemoryStore(Store):
         text = self.sessions.get(sid)
         if text is None:
             return None
-        session = _from_json(text)
-        expires_ms = _expiry_ms(session) if isinstance(session, dict) else None
-        if expires_ms is not None and expires_ms <= _now_ms(self._clock):
+        session = parse_json(text)
+        expires_ms = expiry_ms(session) if isinstance(session, dict) else None
+        if expires_ms is not None and expires_ms <= clock_ms(self._clock):
             del self.sessions[sid]
             return None
         return session
@@ -1087,7 +1045,7 @@ class MemoryStore(Store):
 
     def set(self, sid: str, session: Session | Mapping[str, Any]) -> None:
         """Store the session as JSON."""
-        _, text = _session_json(session)
+        _, text = session_json(session)
         with self._lock:
             self.sessions[sid] = text
 
@@ -1098,12 +1056,12 @@ class MemoryStore(Store):
 
     def touch(self, sid: str, session: Session | Mapping[str, Any]) -> None:
         """Replace the stored cookie (so its expiry) with the session's; the data is left alone."""
-        cookie = _stored_cookie(session)
+        cookie = stored_cookie(session)
         with self._lock:
             current = self._lookup(sid)
             if current is not None:
                 current["cookie"] = cookie
-                self.sessions[sid] = _to_json(current)
+                self.sessions[sid] = stringify(current)
 
     def all(self) -> dict[str, dict[str, Any]]:
         """Every live session, keyed by id (expired ones are deleted on the way)."""
@@ -1142,7 +1100,7 @@ def hash_session(data: Mapping[str, Any]) -> str:
         plain = data._data  # a Session's data never holds the cookie
     else:
         plain = {key: value for key, value in data.items() if key != "cookie"}
-    text = _to_json(plain)
+    text = stringify(plain)
     return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
@@ -1345,7 +1303,10 @@ class RequestInfo:
 
 
 class SessionLoadError(Exception):
-    """The session could not be loaded (store failure or corrupt data): the request gets a 500."""
+    """The session could not be loaded (store failure or corrupt data): answer ``status`` with ``advice``."""
+
+    status = 500
+    advice = "The session could not be loaded; the server log says why"
 
 
 def _found(data: Any) -> bool:
@@ -1355,15 +1316,6 @@ def _found(data: Any) -> bool:
     if isinstance(data, (int, float)) and (data == 0 or data != data):
         return False
     return True
-
-
-def _guard_for(options: SessionOptions) -> LastWriteWins:
-    """The load/save strategy for the ``concurrency`` option (None: express's own)."""
-    if options.concurrency == "lock":
-        return LockPerSession(options)
-    if options.concurrency == "merge":
-        return MergeOnConflict(options)
-    return LastWriteWins()
 
 
 def read_session_id(cookie_header: str | None, name: str, secrets: list[bytes]) -> str | None:
@@ -1413,10 +1365,6 @@ class RequestState:
         self.saved_hash: str | None = None
         self.touched = False
         self.ended = False
-        # Used only by the concurrency strategies of section 11.
-        self.locked_id: str | None = None
-        self.loaded_version: int = 0
-        self.loaded_values: dict[str, str] = {}
 
     def generate_id(self) -> Any:
         """A new session id from ``genid``.
@@ -1500,48 +1448,20 @@ class RequestState:
         return self.session
 
 
-class LastWriteWins:
-    """How express-session loads and saves: each request loads the whole session and saves it whole.
-
-    Two requests that change one session at the same time each save their
-    own copy, and the later save wins: the other's change is lost. This is
-    the default (``concurrency=None``). Section 11 has the alternatives,
-    which replace the steps below.
-    """
-
-    def enter(self, state: RequestState) -> None:
-        """Before loading: nothing to wait for."""
-
-    def load(self, state: RequestState) -> Any:
-        """Read the session from the store."""
-        return state.store.get(state.session_id)
-
-    def save(self, state: RequestState) -> None:
-        """Write the whole session (``session.save()``)."""
-        assert state.session is not None
-        state.session.save()
-
-    def leave(self, state: RequestState) -> None:
-        """After the request: nothing to release."""
-
-
-class SessionBusyError(Exception):
-    """Another request holds this session's lock for too long (``concurrency='lock'``): answer 503."""
-
-
 class SessionMiddleware:
     """The session layer for any server: begin, headers, end (express-session's middleware).
 
     A server adapter calls ``begin(request)`` before the handler runs,
     ``set_cookie_header(state)`` just before the response headers go out,
-    and ``end(state)`` after the handler has finished but before the
-    response's last bytes are released. If it abandons a request without
-    calling ``end`` (the client went away), it calls ``release(state)``.
+    and ``end(state)`` after the handler has finished (even if it raised)
+    but before the response's last bytes are released.
+
+    ``load`` and ``save`` are the two store steps a subclass may wrap (the
+    extras package does, to lock or merge); nothing else needs overriding.
     """
 
     def __init__(self, options: SessionOptions) -> None:
         self.options = options
-        self.guard: LastWriteWins = _guard_for(options)
 
     def begin(self, request: RequestInfo) -> RequestState | None:
         """Load the request's session, or make a new one; None when this request gets no session.
@@ -1568,33 +1488,31 @@ class SessionMiddleware:
             state.generate()
             return state
 
-        self.guard.enter(state)  # with concurrency='lock': wait for this id's lock
+        _log.debug("fetching %s", short_id(state.session_id))
         try:
-            _log.debug("fetching %s", _short(state.session_id))
-            data = self._load(state)
-            if not _found(data):
-                _log.debug("no session found; generating a new one")
-                state.generate()
-            else:
-                _log.debug("session found")
-                state.inflate(data)
-        except BaseException:
-            self.release(state)
-            raise
-        return state
-
-    def _load(self, state: RequestState) -> Any:
-        """Ask the store for the session; "not found" errors mean None, others a SessionLoadError."""
-        try:
-            return self.guard.load(state)
+            data = self.load(state)
         except FileNotFoundError:
-            return None  # express's ENOENT: not found
-        except OSError as exc:
-            if exc.errno == errno.ENOENT:
-                return None
-            raise SessionLoadError(f"the session store failed: {exc!r}") from exc
+            data = None  # express's ENOENT: not found
+        except SessionLoadError:
+            raise
         except Exception as exc:
             raise SessionLoadError(f"the session store failed: {exc!r}") from exc
+        if not _found(data):
+            _log.debug("no session found; generating a new one")
+            state.generate()
+        else:
+            _log.debug("session found")
+            state.inflate(data)
+        return state
+
+    def load(self, state: RequestState) -> Any:
+        """Read the session the browser named from the store (express's ``store.get``)."""
+        return state.store.get(state.session_id)
+
+    def save(self, state: RequestState) -> None:
+        """Write the whole session to the store at the end of the request (``session.save()``)."""
+        assert state.session is not None
+        state.session.save()
 
     def set_cookie_header(self, state: RequestState) -> str | None:
         """Decide Set-Cookie as the headers go out; return its value, or None (the on-headers hook).
@@ -1652,7 +1570,7 @@ class SessionMiddleware:
             save = should_save(state)
             if save:
                 _log.debug("save: yes (%s)", save.reason)
-                self.guard.save(state)
+                self.save(state)
                 return
             _log.debug("save: no (%s)", save.reason)
             if not options.store_implements_touch:
@@ -1666,12 +1584,6 @@ class SessionMiddleware:
                 _log.debug("touch: no (%s)", touch.reason)
         except Exception:
             _log.exception("session store failed at the end of the request; the response completes")
-        finally:
-            self.release(state)
-
-    def release(self, state: RequestState) -> None:
-        """Let go of what ``begin`` took for this request (a lock); safe to call twice."""
-        self.guard.leave(state)
 
 
 # ==== 10. http.server =======================================================
@@ -1837,15 +1749,10 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
         # begin: load or create the session.
         try:
             self.session_state = middleware.begin(self.request_info())
-        except SessionBusyError as exc:
-            _log.warning("%s", exc)
-            self.send_error(503, "Session Busy",
-                            "Another request is using this session; try again")
-            return
-        except Exception as exc:
+        except Exception as exc:  # the store failed, or genid did
             _log.error("could not load the session: %s", exc)
-            self.send_error(500, "Internal Server Error",
-                            "The session could not be loaded; the server log says why")
+            error = exc if isinstance(exc, SessionLoadError) else SessionLoadError()
+            self.send_error(error.status, None, error.advice)
             return
         real_wfile = self.wfile
         held = _HeldResponse(real_wfile)
@@ -1858,10 +1765,10 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
                 if not self._headers_sent:
                     self.send_error(500)
                 self.close_connection = True
+        finally:
             # end: the store operation, before the last byte is released.
             if self.session_state is not None:
                 middleware.end(self.session_state)
-        finally:
             self.wfile = real_wfile
             held.release()
 
@@ -1893,1139 +1800,3 @@ class SessionHTTPServer(ThreadingHTTPServer):
                  middleware: SessionMiddleware) -> None:
         self.session_middleware = middleware
         super().__init__(address, handler)
-
-
-# ==== 11. Beyond express: no lost updates ====================================
-#
-# Everything above is express-session. From here on, the module adds what
-# its users keep asking for; nothing here changes the default behaviour.
-#
-# Each request loads the whole session and, if it changed, saves it whole.
-# Two requests for one session at the same time (two tabs, a page and its
-# XHRs) both load the same copy; the later save wins and the other's change
-# is lost (expressjs/session #361, #917). concurrency='lock' or 'merge'
-# replaces the LastWriteWins steps of section 9.
-
-
-class LockPerSession(LastWriteWins):
-    """``concurrency='lock'``: requests with the same session id are served one at a time.
-
-    From load to save, as PHP's file sessions do. The only strategy that
-    keeps a read-modify-write of one key (a counter) exact. A lock per id in
-    this process (threads); if the store also offers ``acquire``/``release``
-    (SQLiteStore does), its lock is taken too, so that processes sharing the
-    store wait for each other. Requests without a session id lock nothing.
-    A request that waits longer than ``lock_timeout`` seconds gets a 503.
-    """
-
-    def __init__(self, options: SessionOptions) -> None:
-        self.timeout = options.lock_timeout
-        self.store = options.store
-        self.store_locks = (callable(getattr(self.store, "acquire", None))
-                            and callable(getattr(self.store, "release", None)))
-        self._mutex = threading.Lock()
-        self._locks: dict[str, tuple[threading.Lock, int]] = {}  # id -> (lock, requests using it)
-
-    def _checkout(self, sid: str) -> threading.Lock:
-        """The lock for this id, counting one more request that uses it."""
-        with self._mutex:
-            lock, users = self._locks.get(sid, (threading.Lock(), 0))
-            self._locks[sid] = (lock, users + 1)
-            return lock
-
-    def _checkin(self, sid: str) -> None:
-        """One request fewer uses this id's lock; forget the lock when none does."""
-        with self._mutex:
-            lock, users = self._locks[sid]
-            if users == 1:
-                del self._locks[sid]
-            else:
-                self._locks[sid] = (lock, users - 1)
-
-    def enter(self, state: RequestState) -> None:
-        """Wait (at most lock_timeout) for this session's lock; raise SessionBusyError if it stays taken."""
-        sid = state.session_id
-        deadline = time.monotonic() + self.timeout
-        lock = self._checkout(sid)
-        if not lock.acquire(timeout=self.timeout):
-            self._checkin(sid)
-            raise SessionBusyError(f"session {_short(sid)} stayed locked for {self.timeout} s")
-        if self.store_locks:
-            try:
-                held = self.store.acquire(sid, max(0.0, deadline - time.monotonic()))
-            except BaseException:
-                lock.release()
-                self._checkin(sid)
-                raise
-            if not held:
-                lock.release()
-                self._checkin(sid)
-                raise SessionBusyError(f"session {_short(sid)} stayed locked in the store for {self.timeout} s")
-        state.locked_id = sid
-
-    def leave(self, state: RequestState) -> None:
-        """Release the lock taken by enter(), if any (regenerate and destroy do not change which)."""
-        sid, state.locked_id = state.locked_id, None
-        if sid is None:
-            return
-        try:
-            if self.store_locks:
-                self.store.release(sid)
-        finally:
-            with self._mutex:
-                lock, _ = self._locks[sid]
-            lock.release()
-            self._checkin(sid)
-
-
-def _json_values(data: Mapping[str, Any]) -> dict[str, str]:
-    """Each top-level data key (not the cookie) with its value as JSON text, to compare later."""
-    return {key: json.dumps(value, sort_keys=True) for key, value in data.items() if key != "cookie"}
-
-
-class MergeOnConflict(LastWriteWins):
-    """``concurrency='merge'``: save with compare-and-set; on a conflict, re-apply this request's changes.
-
-    The store must keep a version per session (``get_versioned``,
-    ``set_if_version``). At the end of the request the session is saved
-    only if the stored version is still the one loaded. If another request
-    saved in between, the top-level keys this request set or deleted are
-    applied to the fresh copy and the save is tried again, up to
-    ``merge_attempts`` times; after that the error is logged and this
-    request's changes are dropped. Cheaper than locking, and keeps
-    concurrent changes to *different* keys; two requests incrementing the
-    *same* key still lose one increment (use 'lock' for that).
-    """
-
-    def __init__(self, options: SessionOptions) -> None:
-        self.store = options.store
-        self.attempts = options.merge_attempts
-
-    def load(self, state: RequestState) -> Any:
-        """Read the session and remember its version and values."""
-        data, version = self.store.get_versioned(state.session_id)
-        state.loaded_version = version
-        state.loaded_values = _json_values(data) if data else {}
-        return data
-
-    def save(self, state: RequestState) -> None:
-        """Compare-and-set; on a conflict, merge this request's changes into the fresh copy and retry."""
-        session = state.session
-        assert session is not None
-        same_session = session.id == state.cookie_id and session.id == state.original_id
-        version = state.loaded_version if same_session else 0
-        before = state.loaded_values if same_session else {}
-        now = _json_values(session)
-        changed = {key: session[key] for key in session if before.get(key) != now[key]}
-        removed = [key for key in before if key not in now]
-        for _ in range(self.attempts):
-            state.saved_hash = hash_session(session)
-            if self.store.set_if_version(session.id, session, version):
-                return
-            fresh, version = self.store.get_versioned(session.id)
-            if not fresh:
-                _log.warning("merge: session %s was destroyed meanwhile; not saving it again",
-                             _short(session.id))
-                return
-            _log.debug("merge: %s changed meanwhile; re-applying %d change(s)",
-                       _short(session.id), len(changed) + len(removed))
-            merged = {key: value for key, value in fresh.items()
-                      if key != "cookie" and key not in _RESERVED_KEYS}
-            merged.update(changed)
-            for key in removed:
-                merged.pop(key, None)
-            session._data = merged
-        state.saved_hash = None
-        _log.error("merge: gave up saving session %s after %d attempts; this request's changes are lost",
-                   _short(session.id), self.attempts)
-
-
-# ==== 12. Beyond express: WSGI ================================================
-#
-# express-session is Connect middleware; the nearest thing in Python is a
-# WSGI (PEP 3333) middleware, which wraps any WSGI application or framework.
-# The three moments of the lifecycle are wired in:
-#   begin   - when the server calls us, before the application runs
-#   headers - when the application calls start_response
-#   end     - when the application's body is exhausted, before its last
-#             non-empty chunk is handed to the server
-
-_ExcInfo = tuple[Any, Any, Any]
-"""What sys.exc_info() returns, as start_response's third argument takes it."""
-
-# Characters a URL path may carry unescaped (RFC 3986 "pchar", plus "/").
-# urllib.parse.quote keeps letters, digits and "_.-~" anyway.
-_PATH_SAFE = "/:@!$&'()*+,;="
-
-
-def _plain_text(start_response: StartResponse, status: str, text: str,
-                exc_info: _ExcInfo | None = None) -> list[bytes]:
-    """Start a short plain-text response and return its body."""
-    body = text.encode("utf-8")
-    start_response(status, [("Content-Type", "text/plain; charset=utf-8"),
-                            ("Content-Length", str(len(body)))], exc_info)
-    return [body]
-
-
-class SessionWSGIMiddleware:
-    """Sessions for any WSGI application: express-session's middleware, for PEP 3333 instead of Connect.
-
-    ``SessionWSGIMiddleware(app, session_middleware(secret=...))`` is itself
-    a WSGI application. Inside ``app``:
-
-    - ``environ['session_demo.session']`` is the Session (express's
-      ``req.session``), or None when this request gets no session (outside
-      the cookie path, or the store is not ready). It is the session the
-      request began with: after ``regenerate()`` or ``reload()`` use the
-      Session they return.
-    - ``environ['session_demo.state']`` is the RequestState (or None):
-      ``state.session = None`` unsets the session (express's
-      ``req.session = null``; setting the environ key to None does not), and
-      ``state.session_id`` is express's ``req.sessionID``.
-
-    Set-Cookie is decided when the application calls ``start_response``
-    and goes after the application's own headers. The store is written
-    when the body is exhausted, before its last non-empty chunk is handed
-    to the server, so the client cannot see the response end first. The
-    price: each chunk reaches the server only when the next one exists, so
-    a streaming body (server-sent events) runs one chunk late, and a
-    ``wsgi.file_wrapper`` body loses the server's sendfile. Empty chunks are
-    passed on at once (PEP 3333: middleware must not block); wsgiref sends
-    the headers on one, so an empty body with ``Content-Length: 0`` may end
-    before the store answers. The ``write()`` callable of
-    ``start_response`` is not held back, as express-session does not hold
-    back ``res.write``.
-
-    Failures: a session that cannot be loaded gives a 500 whose body does
-    not echo the error (the log has it); a busy session (``concurrency='lock'``)
-    a 503; an application that raises before ``start_response`` a 500, and
-    the session's end still runs, as with SessionRequestHandler. An
-    application that raises later is left to the server, after the end ran.
-    """
-
-    session_key = "session_demo.session"
-    state_key = "session_demo.state"
-
-    def __init__(self, app: WSGIApplication, middleware: SessionMiddleware) -> None:
-        self.app = app
-        self.middleware = middleware
-
-    def request_info(self, environ: WSGIEnvironment) -> RequestInfo:
-        """Describe this request for the session layer.
-
-        ``url`` stands for express's ``req.originalUrl``, the raw request
-        target, mount point included. WSGI hands over SCRIPT_NAME and
-        PATH_INFO percent-decoded (as latin-1 text), so they are
-        percent-encoded again: the bytes a client must escape come back as
-        a client escapes them, the characters a path may carry raw stay
-        raw. Only a client that escaped what it need not (``/%66oo``) is not
-        seen exactly as it sent the path; override this method to use your
-        server's raw target (gunicorn's RAW_URI, for example) if that matters.
-
-        WSGI cannot tell TLS on the socket from a proxy's say-so: both end up
-        in ``wsgi.url_scheme``. So ``tls`` is always False and ``url_scheme ==
-        'https'`` is the framework's idea of secure (Express's
-        ``req.secure``), used with ``proxy=None``. ``proxy=True`` trusts
-        X-Forwarded-Proto; ``proxy=False`` trusts nothing here, so a secure
-        cookie is never sent: keep ``proxy=None`` and let the server decide.
-        """
-        path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
-        url = urllib.parse.quote(path, safe=_PATH_SAFE, encoding="latin-1") or "/"
-        query = environ.get("QUERY_STRING")
-        if query:
-            url += "?" + query
-        return RequestInfo(
-            url=url,
-            cookie_header=environ.get("HTTP_COOKIE") or None,
-            tls=False,
-            forwarded_proto=environ.get("HTTP_X_FORWARDED_PROTO") or None,
-            framework_secure=environ.get("wsgi.url_scheme") == "https",
-        )
-
-    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        """Answer one request: begin, then the application with the headers and end moments wired in."""
-        middleware = self.middleware
-        # begin: load or create the session, before the application runs.
-        try:
-            state = middleware.begin(self.request_info(environ))
-        except SessionBusyError as exc:
-            _log.warning("%s", exc)
-            return _plain_text(start_response, "503 Session Busy",
-                               "Another request is using this session; try again.\n")
-        except Exception as exc:
-            _log.error("could not load the session: %s", exc)
-            return _plain_text(start_response, "500 Internal Server Error",
-                               "The session could not be loaded; the server log says why.\n")
-        environ[self.session_key] = state.session if state is not None else None
-        environ[self.state_key] = state
-        if state is None:
-            return self.app(environ, start_response)  # no session: nothing to add
-
-        exchange = _SessionExchange(middleware, state, start_response)
-        try:
-            chunks = self.app(environ, exchange.start_response)
-        except Exception:
-            if exchange.started:
-                exchange.finish()  # as when a handler fails after its headers
-                raise
-            chunks = exchange.internal_error(sys.exc_info())
-        return _SessionBody(exchange, chunks)
-
-
-class _SessionExchange:
-    """One request's session moments as SessionWSGIMiddleware runs them."""
-
-    def __init__(self, middleware: SessionMiddleware, state: RequestState,
-                 start_response: StartResponse) -> None:
-        self.middleware = middleware
-        self.state = state
-        self._start_response = start_response
-        self._set_cookie: str | None = None
-        self.started = False
-        self.finished = False
-
-    def start_response(self, status: str, headers: list[tuple[str, str]],
-                       exc_info: _ExcInfo | None = None) -> Callable[[bytes], object]:
-        """The application's start_response: add Set-Cookie after its headers (the on-headers hook).
-
-        The cookie is decided at the first call. A second call with
-        ``exc_info`` (PEP 3333's way to replace headers not sent yet) gets
-        the same decision; the server re-raises if it is too late.
-        """
-        if not self.started:
-            self._set_cookie = self.middleware.set_cookie_header(self.state)
-            self.started = True
-        headers = list(headers)
-        if self._set_cookie is not None:
-            headers.append(("Set-Cookie", self._set_cookie))
-        return self._start_response(status, headers, exc_info)
-
-    def internal_error(self, exc_info: _ExcInfo) -> list[bytes]:
-        """Answer 500 for an application that failed before start_response (express's error handler)."""
-        _log.error("the application failed before start_response", exc_info=exc_info)
-        return _plain_text(self.start_response, "500 Internal Server Error",
-                           "Internal Server Error\n", exc_info)
-
-    def finish(self) -> None:
-        """Save, touch or destroy the session in the store, once (the wrapped ``res.end``)."""
-        if not self.finished:
-            self.finished = True
-            self.middleware.end(self.state)
-
-    def abandon(self) -> None:
-        """The server stopped before the body ended (the client went away): release, store nothing."""
-        if not self.finished:
-            self.finished = True
-            self.middleware.release(self.state)
-
-
-class _SessionBody:
-    """The application's body, passed on chunk by chunk, with the session's end before the last chunk.
-
-    Each non-empty chunk is held until the next one arrives; when the
-    application's iterable is exhausted the end runs, then the held chunk
-    is handed over. ``close()`` always closes the application's iterable,
-    even if iteration was never started.
-    """
-
-    def __init__(self, exchange: _SessionExchange, chunks: Iterable[bytes]) -> None:
-        self._exchange = exchange
-        self._chunks = chunks
-        self._closed = False
-
-    def __iter__(self) -> Iterator[bytes]:
-        exchange = self._exchange
-        held = b""
-        try:
-            for chunk in self._chunks:
-                if not chunk:
-                    yield chunk  # pass on the application's "nothing yet"
-                    continue
-                # Hand over the chunk held so far (b"" the first time: PEP 3333
-                # asks middleware never to block) and hold this one: it may be the last.
-                out, held = held, chunk
-                yield out
-        except Exception:
-            if exchange.started:
-                exchange.finish()  # as when a handler fails after its headers
-                raise
-            held = exchange.internal_error(sys.exc_info())[0]
-        # end: the store operation, before the last chunk goes to the server.
-        exchange.finish()
-        if held:
-            yield held
-
-    def close(self) -> None:
-        """Release the session if the body did not end, then close the application's iterable."""
-        try:
-            self._exchange.abandon()
-        finally:
-            if not self._closed:
-                self._closed = True
-                close = getattr(self._chunks, "close", None)
-                if close is not None:
-                    close()
-
-
-# ==== 13. Beyond express: stores that cannot leak, and that persist ==========
-#
-# BoundedMemoryStore: a memory store with bounds, an amortized expiry sweep
-# and fair eviction. SQLiteStore: sessions in a SQLite file that survive a
-# restart and are shared by processes. Both keep versions (for
-# concurrency='merge'); SQLiteStore also has locks across processes (for
-# concurrency='lock').
-
-
-# ---- a bounded memory store -------------------------------------------------
-#
-# express-session's MemoryStore (ours too, faithfully) leaks: an expired
-# session goes only when someone reads it, and nothing limits how many
-# sessions a stream of cookieless requests can create. BoundedMemoryStore
-# keeps the same JSON strings, but
-#   - a heap of (expiry, id) lets every request remove a few expired sessions
-#     that nobody will read again (amortized: no full scan, no timer thread);
-#   - max_sessions and max_bytes bound the whole store, and when a bound is
-#     reached the store evicts the least recently used *anonymous* session:
-#     one whose data never changed since it was first saved (a visitor who
-#     did nothing). Sessions whose data changed later (a login, a counter
-#     that went up) are "established" and are never evicted; when only they
-#     remain, a new session is refused with StoreFullError.
-
-
-class StoreFullError(Exception):
-    """A bounded store cannot take this session without evicting one that is established.
-
-    Raised by ``BoundedMemoryStore.set`` (and ``touch``/``set_if_version``).
-    At the end of a request the middleware logs it and the response still
-    completes: the visitor gets a session that is not stored, so the next
-    request starts a new one.
-    """
-
-
-class _Entry:
-    """One stored session: its JSON text and the store's bookkeeping about it."""
-
-    __slots__ = ("text", "size", "expires_ms", "version", "first_hash")
-
-    def __init__(self, text: str, size: int, expires_ms: int | None, version: int,
-                 first_hash: str | None) -> None:
-        self.text = text
-        self.size = size                  # bytes of text in UTF-8
-        self.expires_ms = expires_ms      # None: never expires by time
-        self.version = version            # bumped by every set(), not by touch()
-        self.first_hash = first_hash      # data hash of the first set(); None once established
-
-
-class BoundedMemoryStore(Store):
-    """Sessions in memory, as JSON strings, that cannot leak and cannot be flooded.
-
-    Beyond express-session's MemoryStore, which keeps an expired session
-    until someone reads it and has no size limit:
-
-    - Expired sessions are swept as the store is used: each get, set, touch
-      and destroy removes at most ``sweep_batch`` expired entries, taken
-      from a heap ordered by expiry (entries the heap still holds for
-      sessions since rewritten or deleted are skipped when they surface).
-      The heap is rebuilt when it holds more than twice as many entries as
-      there are sessions, so repeated touches cannot grow it either.
-      Sessions without an expiry (browser-session cookies) are never swept
-      by time, but they count against the bounds like any other.
-    - ``max_sessions`` and ``max_bytes`` bound the store. ``bytes`` counts
-      the UTF-8 length of each stored JSON text only: not the ids, not
-      Python's own overhead per entry (a few hundred bytes, bounded by
-      ``max_sessions``).
-    - Eviction is fair to real users. A session is *anonymous* while its
-      data (everything but the cookie) is what it was on its first
-      ``set()``; once a later ``set()`` changes the data it is
-      *established* for good. To make room the store first drops expired
-      sessions, then evicts the least recently used anonymous session
-      (``get``, ``set`` and ``touch`` count as use). It never evicts an
-      established one: if only established sessions remain, the write is
-      refused with StoreFullError. ``is_established(data)``, if given,
-      marks a session established from its first write (e.g.
-      ``lambda data: "user" in data`` for a login that regenerates the id).
-    - Versions (``get_versioned``, ``set_if_version``) for
-      ``concurrency='merge'``: every set() bumps the version; touch() does
-      not. Versions are per id and restart at 1 after a session is
-      deleted; the middleware never writes a deleted id with version 0.
-    - ``stats()`` reports what the store holds and has removed.
-
-    Safe to share between threads (one lock).
-    """
-
-    sweep_batch: int = 8
-    """How many heap entries a single get/set/touch/destroy may pop."""
-
-    def __init__(self, *, clock: Clock = time.time, max_sessions: int = 10_000,
-                 max_bytes: int = 64 * 1024 * 1024,
-                 is_established: Callable[[Mapping[str, Any]], bool] | None = None) -> None:
-        if isinstance(max_sessions, bool) or not isinstance(max_sessions, int) or max_sessions < 1:
-            raise ValueError(f"max_sessions must be a whole number >= 1, not {max_sessions!r}")
-        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
-            raise ValueError(f"max_bytes must be a whole number of bytes >= 1, not {max_bytes!r}")
-        if is_established is not None and not callable(is_established):
-            raise TypeError("is_established must be a callable taking the stored data, or None")
-        self._clock = clock
-        self.max_sessions = max_sessions
-        self.max_bytes = max_bytes
-        self._is_established = is_established
-        self._lock = threading.Lock()
-        self._anonymous: OrderedDict[str, _Entry] = OrderedDict()    # least recently used first
-        self._established: OrderedDict[str, _Entry] = OrderedDict()
-        self._expiry_heap: list[tuple[int, str]] = []
-        self._bytes = 0
-        self._expired = 0
-        self._evicted = 0
-
-    # -- bookkeeping; every method below with a leading underscore needs the lock --
-
-    def _count(self) -> int:
-        return len(self._anonymous) + len(self._established)
-
-    def _entry(self, sid: str) -> _Entry | None:
-        entry = self._anonymous.get(sid)
-        return entry if entry is not None else self._established.get(sid)
-
-    def _remove(self, sid: str) -> _Entry | None:
-        """Forget one entry (its heap entries go stale and are skipped later)."""
-        entry = self._anonymous.pop(sid, None)
-        if entry is None:
-            entry = self._established.pop(sid, None)
-        if entry is not None:
-            self._bytes -= entry.size
-        return entry
-
-    def _sweep(self, now_ms: int, limit: int | None) -> None:
-        """Pop up to ``limit`` due heap entries (all of them if None); remove the sessions still expired."""
-        heap = self._expiry_heap
-        popped = 0
-        while heap and heap[0][0] <= now_ms and (limit is None or popped < limit):
-            expires_ms, sid = heapq.heappop(heap)
-            popped += 1
-            entry = self._entry(sid)
-            if entry is not None and entry.expires_ms == expires_ms:
-                self._remove(sid)
-                self._expired += 1
-
-    def _live(self, sid: str, now_ms: int, *, use: bool) -> _Entry | None:
-        """The entry for sid unless it has expired (then it is removed); ``use`` refreshes its LRU place."""
-        entry = self._entry(sid)
-        if entry is None:
-            return None
-        if entry.expires_ms is not None and entry.expires_ms <= now_ms:
-            self._remove(sid)
-            self._expired += 1
-            return None
-        if use:
-            (self._anonymous if entry.first_hash is not None else self._established).move_to_end(sid)
-        return entry
-
-    def _schedule(self, sid: str, entry: _Entry) -> None:
-        """Put the entry's expiry on the heap; rebuild the heap when stale entries outnumber live ones."""
-        if entry.expires_ms is not None:
-            heapq.heappush(self._expiry_heap, (entry.expires_ms, sid))
-        if len(self._expiry_heap) > 2 * self._count() + 64:
-            self._expiry_heap = [(e.expires_ms, s) for od in (self._anonymous, self._established)
-                                 for s, e in od.items() if e.expires_ms is not None]
-            heapq.heapify(self._expiry_heap)
-
-    def _make_room(self, sid: str, added: int, old_size: int, new_size: int, now_ms: int) -> None:
-        """Drop expired sessions, then evict LRU anonymous ones (never sid), until the write fits."""
-        while (self._count() + added > self.max_sessions
-               or self._bytes - old_size + new_size > self.max_bytes):
-            if self._expiry_heap and self._expiry_heap[0][0] <= now_ms:
-                self._sweep(now_ms, 1)
-                continue
-            # sid, if anonymous, was just moved to the end: the first other one is the LRU.
-            victim = next((other for other in self._anonymous if other != sid), None)
-            if victim is None:
-                raise StoreFullError(
-                    f"session store full ({self._count()} sessions of max_sessions={self.max_sessions}, "
-                    f"{self._bytes} bytes of max_bytes={self.max_bytes}) and every other session is "
-                    f"established; not storing session {_short(sid)}")
-            self._remove(victim)
-            self._evicted += 1
-            _log.debug("evicted anonymous session %s to make room", _short(victim))
-
-    def _write(self, sid: str, session: Session | Mapping[str, Any], expected: int | None) -> bool:
-        """set() and set_if_version(): check the version, make room, store, bump the version."""
-        data, text = _session_json(session)
-        size = len(text.encode("utf-8", "surrogatepass"))
-        fingerprint = hash_session(data)
-        expires_ms = _expiry_ms(data)
-        with self._lock:
-            now_ms = _now_ms(self._clock)
-            self._sweep(now_ms, self.sweep_batch)
-            entry = self._live(sid, now_ms, use=True)
-            version = entry.version if entry is not None else 0
-            if expected is not None and expected != version:
-                return False
-            if size > self.max_bytes:
-                raise StoreFullError(f"session {_short(sid)} is {size} bytes, more than "
-                                     f"max_bytes={self.max_bytes}")
-            if entry is None:
-                first_hash: str | None = fingerprint
-            elif entry.first_hash is None or entry.first_hash != fingerprint:
-                first_hash = None  # established already, or its data changed now
-            else:
-                first_hash = entry.first_hash
-            if first_hash is not None and self._is_established is not None and self._is_established(data):
-                first_hash = None
-            self._make_room(sid, 0 if entry is not None else 1,
-                            entry.size if entry is not None else 0, size, now_ms)
-            self._remove(sid)
-            new = _Entry(text, size, expires_ms, version + 1, first_hash)
-            (self._anonymous if first_hash is not None else self._established)[sid] = new
-            self._bytes += size
-            self._schedule(sid, new)
-            return True
-
-    # -- the Store interface --
-
-    def get(self, sid: str) -> dict[str, Any] | None:
-        """The stored session, or None if there is none or it has expired (and is now removed)."""
-        return self.get_versioned(sid)[0]
-
-    def set(self, sid: str, session: Session | Mapping[str, Any]) -> None:
-        """Store the session as JSON, evicting anonymous sessions if a bound is reached.
-
-        Raises StoreFullError if it does not fit without evicting an
-        established session, or if it alone is larger than ``max_bytes``.
-        """
-        self._write(sid, session, None)
-
-    def destroy(self, sid: str) -> None:
-        """Delete the session, if there is one."""
-        with self._lock:
-            self._sweep(_now_ms(self._clock), self.sweep_batch)
-            self._remove(sid)
-
-    def touch(self, sid: str, session: Session | Mapping[str, Any]) -> None:
-        """Replace the stored cookie (so its expiry) with the session's; the data and version stay."""
-        cookie = _stored_cookie(session)
-        with self._lock:
-            now_ms = _now_ms(self._clock)
-            self._sweep(now_ms, self.sweep_batch)
-            entry = self._live(sid, now_ms, use=True)
-            if entry is None:
-                return
-            data = _from_json(entry.text)
-            data["cookie"] = cookie
-            text = _to_json(data)
-            size = len(text.encode("utf-8", "surrogatepass"))
-            self._make_room(sid, 0, entry.size, size, now_ms)
-            self._bytes += size - entry.size
-            entry.text, entry.size, entry.expires_ms = text, size, _expiry_ms(data)
-            self._schedule(sid, entry)
-
-    def all(self) -> dict[str, dict[str, Any]]:
-        """Every live session, keyed by id (all expired ones are swept first)."""
-        with self._lock:
-            self._sweep(_now_ms(self._clock), None)
-            return {sid: _from_json(entry.text)
-                    for entries in (self._anonymous, self._established)
-                    for sid, entry in entries.items()}
-
-    def length(self) -> int:
-        """The number of live sessions (all expired ones are swept first)."""
-        with self._lock:
-            self._sweep(_now_ms(self._clock), None)
-            return self._count()
-
-    def clear(self) -> None:
-        """Forget every session (the expired and evicted counts are kept)."""
-        with self._lock:
-            self._anonymous.clear()
-            self._established.clear()
-            self._expiry_heap = []
-            self._bytes = 0
-
-    # -- versions (concurrency='merge') --
-
-    def get_versioned(self, sid: str) -> tuple[dict[str, Any] | None, int]:
-        """The stored session (None if absent or expired) and its version (0 when there is none)."""
-        with self._lock:
-            now_ms = _now_ms(self._clock)
-            self._sweep(now_ms, self.sweep_batch)
-            entry = self._live(sid, now_ms, use=True)
-            if entry is None:
-                return None, 0
-            return _from_json(entry.text), entry.version
-
-    def set_if_version(self, sid: str, session: Session | Mapping[str, Any], version: int) -> bool:
-        """Store the session only if its version is still ``version`` (0: only if there is none).
-
-        Returns False, writing nothing, on a mismatch. May raise StoreFullError as set() does.
-        """
-        return self._write(sid, session, version)
-
-    # -- monitoring --
-
-    def stats(self) -> dict[str, int]:
-        """A snapshot, without sweeping: live (entries held; an expired one not yet swept
-        still counts), expired and evicted (removed so far), bytes (UTF-8 length of the
-        stored JSON texts), anonymous, established.
-        """
-        with self._lock:
-            return {
-                "live": self._count(),
-                "expired": self._expired,
-                "evicted": self._evicted,
-                "bytes": self._bytes,
-                "anonymous": len(self._anonymous),
-                "established": len(self._established),
-            }
-
-
-# ---- a SQLite store ---------------------------------------------------------
-#
-# One file that survives a restart and that several processes (say, a few
-# servers behind one proxy) can share. SQLite's WAL mode lets readers and a
-# writer work at once; each thread gets its own connection, and every write
-# is one short transaction.
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS sessions (
-    sid TEXT PRIMARY KEY,
-    data TEXT NOT NULL,
-    expires_ms INTEGER,
-    version INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS sessions_expires_ms ON sessions (expires_ms);
-CREATE TABLE IF NOT EXISTS locks (
-    sid TEXT PRIMARY KEY,
-    owner TEXT,
-    expires_ms INTEGER
-);
-"""
-
-_UPSERT_SESSION = """
-INSERT INTO sessions (sid, data, expires_ms, version) VALUES (?, ?, ?, 1)
-ON CONFLICT (sid) DO UPDATE SET
-    data = excluded.data, expires_ms = excluded.expires_ms, version = sessions.version + 1
-"""
-
-# Take the lock if nobody holds it, if we hold it (renew), or if its lease ran out.
-_TAKE_LOCK = """
-INSERT INTO locks (sid, owner, expires_ms) VALUES (?, ?, ?)
-ON CONFLICT (sid) DO UPDATE SET owner = excluded.owner, expires_ms = excluded.expires_ms
-WHERE locks.owner = excluded.owner OR locks.expires_ms IS NULL OR locks.expires_ms <= ?
-"""
-
-
-class _Connection(sqlite3.Connection):
-    """A sqlite3 connection that can be weakly referenced, so close() can reach every thread's."""
-
-
-class _ThreadConnection:
-    """Holds one thread's connection; when the thread ends and this goes, the connection is closed."""
-
-    __slots__ = ("connection", "__weakref__")
-
-    def __init__(self, connection: sqlite3.Connection) -> None:
-        self.connection = connection
-        weakref.finalize(self, connection.close)
-
-
-class SQLiteStore(Store):
-    """Sessions in a SQLite file: they survive a restart, and several processes can share them.
-
-    Beyond express-session, which ships only MemoryStore and leaves
-    persistence to third-party stores:
-
-    - ``path`` is a file path. ``':memory:'`` is refused: every thread has
-      its own connection, and each would see a different empty database.
-    - The file is in WAL mode; each thread opens its own connection on
-      first use (with ``busy_timeout`` ms of waiting for another writer);
-      every read-modify-write is one ``BEGIN IMMEDIATE`` transaction.
-    - Expiry is enforced when a session is read (an expired row is deleted
-      and None returned) and by ``sweep()``, one indexed DELETE, which a
-      write runs at most once every ``sweep_interval`` seconds (in this
-      process; no thread). ``sweep()`` is public, e.g. for a cron job.
-    - Versions (``get_versioned``, ``set_if_version``) for
-      ``concurrency='merge'``: every set() bumps the row's version; touch()
-      does not. Versions are per row and restart at 1 after a deletion.
-    - Locks (``acquire``, ``release``) for ``concurrency='lock'`` across
-      processes. The owner is this store object in this thread. A lock
-      row carries a lease of ``lock_lease`` seconds, so the lock of a
-      crashed process is taken over once the lease runs out; acquiring a
-      lock you hold renews it (one release frees it). ``acquire`` polls.
-    - A corrupt row (data that is not JSON, not an object, or without a
-      cookie object) is logged as a warning and deleted, and reads as None:
-      the visitor gets a new session instead of a 500 on every request.
-    - JSON only, never pickle: a row is data, never code.
-
-    Call ``close()`` when done; it closes every thread's connection.
-    """
-
-    lock_poll: float = 0.02
-    """Seconds between two tries of acquire() while the lock is taken."""
-
-    def __init__(self, path: str | os.PathLike[str], *, clock: Clock = time.time,
-                 sweep_interval: float = 60.0, busy_timeout: int = 5000,
-                 lock_lease: float = 30.0) -> None:
-        path = os.fspath(path)
-        if not isinstance(path, str) or path in ("", ":memory:") or path.startswith("file:"):
-            raise ValueError(f"SQLiteStore needs a file path, not {path!r}: each thread has its "
-                             f"own connection, and an in-memory database is per connection")
-        if not (isinstance(sweep_interval, (int, float)) and sweep_interval >= 0):
-            raise ValueError("sweep_interval must be a number of seconds >= 0")
-        if isinstance(busy_timeout, bool) or not isinstance(busy_timeout, int) or busy_timeout < 0:
-            raise ValueError("busy_timeout must be a whole number of milliseconds >= 0")
-        if not (isinstance(lock_lease, (int, float)) and lock_lease > 0):
-            raise ValueError("lock_lease must be a number of seconds > 0")
-        self.path = path
-        self._clock = clock
-        self.sweep_interval = float(sweep_interval)
-        self.busy_timeout = busy_timeout
-        self.lock_lease = float(lock_lease)
-        self._local = threading.local()
-        self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
-        self._mutex = threading.Lock()  # guards _connections, _closed and _last_sweep_ms
-        self._closed = False
-        self._last_sweep_ms: int | None = None  # None: the first write sweeps
-        connection = self._connection()
-        mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            _log.warning("SQLiteStore: %s is in journal mode %r, not WAL", path, mode)
-        connection.executescript(_SCHEMA)
-
-    # -- connections and transactions --
-
-    def _connection(self) -> sqlite3.Connection:
-        """This thread's connection, opened on first use (and closed when the thread ends)."""
-        if self._closed:
-            raise sqlite3.ProgrammingError("this SQLiteStore is closed")
-        held = getattr(self._local, "held", None)
-        if held is not None:
-            return held.connection
-        connection = sqlite3.connect(self.path, timeout=self.busy_timeout / 1000,
-                                     isolation_level=None, check_same_thread=False,
-                                     factory=_Connection)
-        connection.execute(f"PRAGMA busy_timeout = {self.busy_timeout}")
-        connection.execute("PRAGMA synchronous = NORMAL")  # safe with WAL; fewer fsyncs
-        with self._mutex:
-            self._connections.add(connection)
-        self._local.held = _ThreadConnection(connection)
-        return connection
-
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on an exception): a short write transaction."""
-        connection = self._connection()
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            yield connection
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
-        connection.execute("COMMIT")
-
-    def _owner(self) -> str:
-        """Who holds a lock: this store object, in this thread."""
-        owner = getattr(self._local, "owner", None)
-        if owner is None:
-            owner = self._local.owner = f"{os.getpid()}-{_secrets.token_hex(8)}"
-        return owner
-
-    def close(self) -> None:
-        """Close every thread's connection; the store cannot be used afterwards."""
-        with self._mutex:
-            self._closed = True
-            connections = list(self._connections)
-            self._connections = weakref.WeakSet()
-        for connection in connections:
-            connection.close()
-
-    # -- reading rows --
-
-    def _decode(self, connection: sqlite3.Connection, sid: str, text: Any,
-                version: int) -> dict[str, Any] | None:
-        """Parse a row's data; a corrupt row is logged, deleted, and reads as None."""
-        try:
-            data = _from_json(text)
-        except (TypeError, ValueError):
-            data = None
-        if isinstance(data, dict) and isinstance(data.get("cookie"), dict):
-            return data
-        _log.warning("SQLiteStore: session %s is not a JSON object with a cookie; deleting it",
-                     _short(sid))
-        connection.execute("DELETE FROM sessions WHERE sid = ? AND version = ?", (sid, version))
-        return None
-
-    def _read(self, connection: sqlite3.Connection, sid: str) -> tuple[dict[str, Any] | None, int]:
-        """The live session and its version, or (None, 0); deletes the row if expired or corrupt."""
-        row = connection.execute("SELECT data, expires_ms, version FROM sessions WHERE sid = ?",
-                                 (sid,)).fetchone()
-        if row is None:
-            return None, 0
-        text, expires_ms, version = row
-        if expires_ms is not None and expires_ms <= _now_ms(self._clock):
-            connection.execute("DELETE FROM sessions WHERE sid = ? AND version = ?", (sid, version))
-            return None, 0
-        data = self._decode(connection, sid, text, version)
-        return (data, version) if data is not None else (None, 0)
-
-    # -- expiry --
-
-    def sweep(self) -> int:
-        """Delete every expired session and lock now (one indexed DELETE each); return how many sessions."""
-        now_ms = _now_ms(self._clock)
-        with self._transaction() as connection:
-            removed = connection.execute("DELETE FROM sessions WHERE expires_ms <= ?", (now_ms,)).rowcount
-            connection.execute("DELETE FROM locks WHERE expires_ms <= ?", (now_ms,))
-        with self._mutex:
-            self._last_sweep_ms = now_ms
-        _log.debug("SQLiteStore: swept %d expired session(s)", removed)
-        return removed
-
-    def _maybe_sweep(self) -> None:
-        """Sweep if the last sweep in this process is sweep_interval seconds old (called by writes)."""
-        now_ms = _now_ms(self._clock)
-        with self._mutex:
-            last = self._last_sweep_ms
-            due = last is None or now_ms - last >= self.sweep_interval * 1000
-            if due:
-                self._last_sweep_ms = now_ms  # claim it, so one thread sweeps
-        if due:
-            self.sweep()
-
-    # -- the Store interface --
-
-    def get(self, sid: str) -> dict[str, Any] | None:
-        """The stored session, or None if there is none, or it has expired or is corrupt (then deleted)."""
-        return self._read(self._connection(), sid)[0]
-
-    def set(self, sid: str, session: Session | Mapping[str, Any]) -> None:
-        """Store the session as JSON (insert or replace) and bump its version."""
-        data, text = _session_json(session)
-        self._connection().execute(_UPSERT_SESSION, (sid, text, _expiry_ms(data)))
-        self._maybe_sweep()
-
-    def destroy(self, sid: str) -> None:
-        """Delete the session, if there is one."""
-        self._connection().execute("DELETE FROM sessions WHERE sid = ?", (sid,))
-
-    def touch(self, sid: str, session: Session | Mapping[str, Any]) -> None:
-        """Replace the stored cookie (so its expiry) with the session's; the data and version stay."""
-        cookie = _stored_cookie(session)
-        with self._transaction() as connection:
-            data, _ = self._read(connection, sid)
-            if data is not None:
-                data["cookie"] = cookie
-                text = _to_json(data)
-                connection.execute("UPDATE sessions SET data = ?, expires_ms = ? WHERE sid = ?",
-                                   (text, _expiry_ms(data), sid))
-        self._maybe_sweep()
-
-    def all(self) -> dict[str, dict[str, Any]]:
-        """Every live session, keyed by id (expired rows are swept first, corrupt ones deleted)."""
-        self.sweep()
-        connection = self._connection()
-        rows = connection.execute("SELECT sid, data, version FROM sessions").fetchall()
-        found = {}
-        for sid, text, version in rows:
-            data = self._decode(connection, sid, text, version)
-            if data is not None:
-                found[sid] = data
-        return found
-
-    def length(self) -> int:
-        """The number of live sessions (expired rows are swept first)."""
-        self.sweep()
-        return self._connection().execute("SELECT COUNT(*) FROM sessions").fetchone()[0]
-
-    def clear(self) -> None:
-        """Forget every session (locks are left alone: their holders release them)."""
-        self._connection().execute("DELETE FROM sessions")
-
-    # -- versions (concurrency='merge') --
-
-    def get_versioned(self, sid: str) -> tuple[dict[str, Any] | None, int]:
-        """The stored session (None if absent, expired or corrupt) and its version (0 when none)."""
-        return self._read(self._connection(), sid)
-
-    def set_if_version(self, sid: str, session: Session | Mapping[str, Any], version: int) -> bool:
-        """In one transaction: store the session only if its version is still ``version``.
-
-        0 means "only if there is none" (an expired row counts as none).
-        Returns False, writing nothing, on a mismatch.
-        """
-        data, text = _session_json(session)
-        with self._transaction() as connection:
-            row = connection.execute("SELECT expires_ms, version FROM sessions WHERE sid = ?",
-                                     (sid,)).fetchone()
-            current = 0
-            if row is not None and (row[0] is None or row[0] > _now_ms(self._clock)):
-                current = row[1]
-            if current != version:
-                return False
-            connection.execute(_UPSERT_SESSION, (sid, text, _expiry_ms(data)))
-        self._maybe_sweep()
-        return True
-
-    # -- locks (concurrency='lock' across processes) --
-
-    def acquire(self, sid: str, timeout: float) -> bool:
-        """Take the lock for sid, waiting up to ``timeout`` seconds; True if this caller now holds it.
-
-        Free locks, our own (renewed) and those whose lease has run out are
-        taken at once; otherwise it polls every ``lock_poll`` seconds.
-        """
-        owner = self._owner()
-        deadline = time.monotonic() + max(0.0, timeout)
-        while True:
-            now_ms = _now_ms(self._clock)
-            taken = self._connection().execute(
-                _TAKE_LOCK, (sid, owner, now_ms + round(self.lock_lease * 1000), now_ms)).rowcount
-            if taken == 1:
-                return True
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            time.sleep(min(self.lock_poll, remaining))
-
-    def release(self, sid: str) -> None:
-        """Let go of the lock for sid if this caller holds it (a lock taken over meanwhile is not touched)."""
-        self._connection().execute("DELETE FROM locks WHERE sid = ? AND owner = ?", (sid, self._owner()))
-
-
-# ==== The tour: python3 session_demo.py =======================================
-#
-# Lessons 1 to 8 of LESSONS.md on one screen: a few requests run in-process,
-# each with the cookie the browser sends, the decisions and their reasons,
-# the Set-Cookie and what the store holds.
-
-_TOUR_START = 1_800_000_000.0  # Fri 15 Jan 2027, 08:00:00 UTC
-
-
-class _TourClock:
-    """The tour's clock: it stands still until the tour moves it, so every run prints the same."""
-
-    def __init__(self, now: float = _TOUR_START) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-def _count_views(state: RequestState) -> None:
-    """The view counter: the handler of express-session's README."""
-    state.session["views"] = state.session.get("views", 0) + 1
-
-
-def _only_read(state: RequestState) -> None:
-    """A handler that reads the session and changes nothing (server.py's /peek)."""
-    state.session.get("views")
-
-
-def _tour_request(middleware: SessionMiddleware, clock: _TourClock, out: TextIO, title: str,
-                  cookie: str | None, handler: Callable[[RequestState], None]) -> str | None:
-    """Run one request in-process and narrate it; return what the browser sends back next time.
-
-    The three moments of SessionMiddleware, as a server adapter runs them:
-    begin (load or create), then the headers (should_set_cookie), then the
-    end (should_save, and should_touch when there is nothing to save).
-    """
-    minutes, seconds = divmod(int(clock() - _TOUR_START), 60)
-    print(f"\n[08:{minutes:02d}:{seconds:02d}] {title}", file=out)
-    print(f"    Cookie:      {cookie or '(none)'}", file=out)
-
-    state = middleware.begin(RequestInfo(url="/", cookie_header=cookie))
-    assert state is not None and state.session is not None
-    handler(state)
-
-    # The headers go out: should_set_cookie decides, set_cookie_header acts.
-    decision = should_set_cookie(state)
-    print(f"    set-cookie:  {'yes' if decision else 'no '}  {decision.reason}", file=out)
-    set_cookie = middleware.set_cookie_header(state)
-
-    # The end of the request: save, or else perhaps touch.
-    save = should_save(state)
-    print(f"    save:        {'yes' if save else 'no '}  {save.reason}", file=out)
-    if not save:
-        touch = should_touch(state, save)
-        print(f"    touch:       {'yes' if touch else 'no '}  {touch.reason}", file=out)
-    middleware.end(state)
-
-    print(f"    Set-Cookie:  {set_cookie or '(none)'}", file=out)
-    _show_store(middleware.options.store, out)
-    if set_cookie is None:
-        return cookie  # the browser keeps what it had
-    return set_cookie.split(";", 1)[0]
-
-
-def _show_store(store: Store, out: TextIO) -> None:
-    """Print what a MemoryStore holds: the raw JSON text under each id."""
-    entries = getattr(store, "sessions", {})
-    if not entries:
-        print("    store:       (empty)", file=out)
-    for number, (sid, text) in enumerate(entries.items()):
-        label = "store:" if number == 0 else ""
-        print(f"    {label:<12} {sid} = {text}", file=out)
-
-
-def tour(out: TextIO = sys.stdout) -> None:
-    """Print a narrated tour of a few requests: lessons 1 to 8 of LESSONS.md on one screen.
-
-    No sockets: each request runs in-process through SessionMiddleware,
-    with a clock that moves only when the tour says so and ids sid1, sid2,
-    ... instead of random ones. For each request it shows the Cookie the
-    browser sends, the decisions and their reasons, the Set-Cookie, and the
-    store's contents.
-    """
-    clock = _TourClock()
-    ids = itertools.count(1)
-    store = MemoryStore(clock=clock)
-    middleware = session_middleware(
-        secret="keyboard cat", resave=False, save_uninitialized=False, rolling=False,
-        cookie={"max_age": 60_000}, store=store, clock=clock,
-        genid=lambda request: f"sid{next(ids)}",
-    )
-    print("A tour of session_demo (express-session 1.19.0): a view counter, one request at a time.",
-          file=out)
-    print("Options: secret='keyboard cat', resave=False, save_uninitialized=False, "
-          "cookie max_age=60000 ms.", file=out)
-
-    browser = _tour_request(middleware, clock, out, "A first visit: no cookie; the page counts a view.",
-                            None, _count_views)
-    clock.advance(10)
-    browser = _tour_request(middleware, clock, out,
-                            "The browser sends its signed cookie back; another view.",
-                            browser, _count_views)
-    clock.advance(10)
-    browser = _tour_request(middleware, clock, out,
-                            "A request that only reads: nothing to save, so the store is touched "
-                            "(expires moves).", browser, _only_read)
-    assert browser is not None
-    forged = browser.replace("sid1", "sid7")
-    _tour_request(middleware, clock, out,
-                  "A forged cookie (sid1 changed to sid7): a new session; it only reads, so "
-                  "nothing is kept.",
-                  forged, _only_read)
-
-    clock.advance(120)
-    print("\nTwo minutes later, sid1 has expired, but MemoryStore removes it only when it is read:",
-          file=out)
-    _show_store(store, out)
-    _tour_request(middleware, clock, out, "sid1's cookie again: the store finds sid1 expired, deletes it; a new session.",
-                  browser, _count_views)
-
-    # Without max_age: a browser-session cookie, as server.py gives by default.
-    print("\nNow with no max_age (a browser-session cookie, server.py's default):", file=out)
-    store.clear()
-    middleware = session_middleware(
-        secret="keyboard cat", resave=False, save_uninitialized=False,
-        store=store, clock=clock, genid=lambda request: f"sid{next(ids)}",
-    )
-    browser = _tour_request(middleware, clock, out, "A first visit.", None, _count_views)
-    _tour_request(middleware, clock, out,
-                  "A second view: saved, but the cookie is not sent again.", browser, _count_views)
-    print("\nMore in LESSONS.md; every decision with its reason: python3 server.py --trace", file=out)
-
-
-if __name__ == "__main__":
-    tour()

@@ -42,6 +42,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import session_demo as sd  # noqa: E402
+from extras.bounded_store import BoundedMemoryStore  # noqa: E402
 
 SECRET = "keyboard cat"
 
@@ -395,7 +396,7 @@ def main() -> int:
     print("3. Memory")
     stores: list[tuple[str, Callable[[], sd.Store]]] = [("MemoryStore", sd.MemoryStore)]
     if hasattr(sd, "BoundedMemoryStore"):
-        stores.append(("BoundedMemoryStore", lambda: sd.BoundedMemoryStore(max_sessions=10 ** 7)))
+        stores.append(("BoundedMemoryStore", lambda: BoundedMemoryStore(max_sessions=10 ** 7)))
     for name, factory in stores:
         minimal = bytes_per_session(factory, sessions, 0)
         kilobyte = bytes_per_session(factory, sessions, 1024)
@@ -406,7 +407,7 @@ def main() -> int:
           "after each quarter:")
     # The bounded store goes first: memory the other one frees would hide its growth.
     churned: list[tuple[str, Callable[[Clock], sd.Store]]] = [
-        ("BoundedMemoryStore", lambda clock: sd.BoundedMemoryStore(clock=clock, max_sessions=10_000)),
+        ("BoundedMemoryStore", lambda clock: BoundedMemoryStore(clock=clock, max_sessions=10_000)),
         ("MemoryStore", lambda clock: sd.MemoryStore(clock=clock)),
     ]
     for name, factory in churned:

@@ -1,0 +1,214 @@
+"""No lost updates: two requests for one session at once (beyond express-session).
+
+Each request loads the whole session and, if it changed, saves it whole.
+Two requests for one session at the same time (two tabs, a page and its
+XHRs) both load the same copy; the later save wins and the other's change
+is lost (expressjs/session #361, #917). That is express-session's
+behaviour, and session_demo's SessionMiddleware keeps it. The two
+middlewares here wrap its ``load`` and ``save`` steps instead:
+
+    LockingSessionMiddleware   one request per session at a time, from load
+                               to save; keeps every change, counters included
+    MergingSessionMiddleware   compare-and-set at save; keeps concurrent
+                               changes to *different* keys only
+
+    middleware = LockingSessionMiddleware(SessionOptions(secret=..., ...))
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from session_demo import (
+    RequestInfo, RequestState, Session, SessionLoadError, SessionMiddleware, SessionOptions,
+    hash_session, short_id,
+)
+
+__all__ = ["LockingSessionMiddleware", "MergingSessionMiddleware", "SessionBusyError"]
+
+_log = logging.getLogger("session_demo.extras")
+
+
+class SessionBusyError(SessionLoadError):
+    """Another request held this session's lock for longer than ``lock_timeout``: answer 503."""
+
+    status = 503
+    advice = "Another request is using this session; try again"
+
+
+class LockingSessionMiddleware(SessionMiddleware):
+    """Requests with the same session id are served one at a time, from load to save.
+
+    As PHP's file sessions do. The only strategy that keeps a
+    read-modify-write of one key (a counter) exact. A lock per id in this
+    process (threads); if the store also offers ``acquire``/``release``
+    (SQLiteStore does), its lock is taken too, so that processes sharing the
+    store wait for each other. Requests without a session id lock nothing.
+    A request that waits longer than ``lock_timeout`` seconds gets a 503.
+    The lock is released when the request ends, whatever the handler
+    raised.
+    """
+
+    def __init__(self, options: SessionOptions, *, lock_timeout: float = 10.0) -> None:
+        super().__init__(options)
+        if isinstance(lock_timeout, bool) or not isinstance(lock_timeout, (int, float)) or lock_timeout < 0:
+            raise ValueError("lock_timeout must be a number of seconds >= 0")
+        self.timeout = float(lock_timeout)
+        store = options.store
+        self.store_locks = callable(getattr(store, "acquire", None)) and callable(getattr(store, "release", None))
+        self._mutex = threading.Lock()
+        self._locks: dict[str, tuple[threading.Lock, int]] = {}  # id -> (lock, requests using it)
+        self._beginning = threading.local()  # the state whose begin() is running in this thread
+
+    def begin(self, request: RequestInfo) -> RequestState | None:
+        """As SessionMiddleware.begin; if loading fails after the lock was taken, release it."""
+        self._beginning.state = None
+        try:
+            return super().begin(request)
+        except BaseException:
+            state = self._beginning.state
+            if state is not None:
+                self.release(state)
+            raise
+
+    def load(self, state: RequestState) -> Any:
+        """Wait (at most lock_timeout) for this session's lock, then read it."""
+        self._acquire(state.session_id)
+        state.locked_id = state.session_id  # type: ignore[attr-defined]
+        self._beginning.state = state
+        return super().load(state)
+
+    def end(self, state: RequestState) -> None:
+        """As SessionMiddleware.end, then release the lock."""
+        try:
+            super().end(state)
+        finally:
+            self.release(state)
+
+    def release(self, state: RequestState) -> None:
+        """Let go of the lock load() took for this request, if any; safe to call twice."""
+        sid = getattr(state, "locked_id", None)
+        if sid is None:
+            return
+        state.locked_id = None  # type: ignore[attr-defined]
+        try:
+            if self.store_locks:
+                self.options.store.release(sid)  # type: ignore[attr-defined]
+        finally:
+            with self._mutex:
+                lock, _ = self._locks[sid]
+            lock.release()
+            self._checkin(sid)
+
+    def _acquire(self, sid: str) -> None:
+        """Take this id's lock in this process and, if the store has locks, in the store."""
+        deadline = time.monotonic() + self.timeout
+        lock = self._checkout(sid)
+        if not lock.acquire(timeout=self.timeout):
+            self._checkin(sid)
+            raise SessionBusyError(f"session {short_id(sid)} stayed locked for {self.timeout} s")
+        if not self.store_locks:
+            return
+        try:
+            held = self.options.store.acquire(sid, max(0.0, deadline - time.monotonic()))  # type: ignore[attr-defined]
+        except BaseException:
+            lock.release()
+            self._checkin(sid)
+            raise
+        if not held:
+            lock.release()
+            self._checkin(sid)
+            raise SessionBusyError(f"session {short_id(sid)} stayed locked in the store for {self.timeout} s")
+
+    def _checkout(self, sid: str) -> threading.Lock:
+        """The lock for this id, counting one more request that uses it."""
+        with self._mutex:
+            lock, users = self._locks.get(sid, (threading.Lock(), 0))
+            self._locks[sid] = (lock, users + 1)
+            return lock
+
+    def _checkin(self, sid: str) -> None:
+        """One request fewer uses this id's lock; forget the lock when none does."""
+        with self._mutex:
+            lock, users = self._locks[sid]
+            if users == 1:
+                del self._locks[sid]
+            else:
+                self._locks[sid] = (lock, users - 1)
+
+
+def _json_values(data: Mapping[str, Any]) -> dict[str, str]:
+    """Each top-level data key (not the cookie) with its value as JSON text, to compare later."""
+    return {key: json.dumps(value, sort_keys=True) for key, value in data.items() if key != "cookie"}
+
+
+class MergingSessionMiddleware(SessionMiddleware):
+    """Save with compare-and-set; on a conflict, re-apply this request's changes to the fresh copy.
+
+    The store must keep a version per session (``get_versioned``,
+    ``set_if_version``: BoundedMemoryStore and SQLiteStore do). At the end
+    of the request the session is saved only if the stored version is
+    still the one loaded. If another request saved in between, the
+    top-level keys this request set or deleted are applied to the fresh
+    copy and the save is tried again, up to ``attempts`` times; after that
+    the error is logged and this request's changes are dropped.
+
+    What it protects: concurrent changes to *different* keys (a cart and a
+    theme). What it does not: two requests changing the *same* key from the
+    same starting value (two increments of a counter) both "win" and one
+    increment is lost. Use LockingSessionMiddleware for that.
+    """
+
+    def __init__(self, options: SessionOptions, *, attempts: int = 3) -> None:
+        super().__init__(options)
+        store = options.store
+        if not (callable(getattr(store, "get_versioned", None)) and callable(getattr(store, "set_if_version", None))):
+            raise TypeError("MergingSessionMiddleware needs a store with versions "
+                            "(get_versioned and set_if_version), e.g. BoundedMemoryStore or SQLiteStore")
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+            raise ValueError("attempts must be a whole number >= 1")
+        self.attempts = attempts
+
+    def load(self, state: RequestState) -> Any:
+        """Read the session and remember its version and values."""
+        data, version = self.options.store.get_versioned(state.session_id)  # type: ignore[attr-defined]
+        state.loaded_version = version  # type: ignore[attr-defined]
+        state.loaded_values = _json_values(data) if data else {}  # type: ignore[attr-defined]
+        return data
+
+    def save(self, state: RequestState) -> None:
+        """Compare-and-set; on a conflict, merge this request's changes into the fresh copy and retry."""
+        session = state.session
+        assert session is not None
+        store = self.options.store
+        same_session = session.id == state.cookie_id and session.id == state.original_id
+        version = getattr(state, "loaded_version", 0) if same_session else 0
+        before = getattr(state, "loaded_values", {}) if same_session else {}
+        now = _json_values(session)
+        changed = {key: session[key] for key in session if before.get(key) != now[key]}
+        removed = [key for key in before if key not in now]
+        for _ in range(self.attempts):
+            state.saved_hash = hash_session(session)
+            if store.set_if_version(session.id, session, version):  # type: ignore[attr-defined]
+                return
+            fresh, version = store.get_versioned(session.id)  # type: ignore[attr-defined]
+            if not fresh:
+                _log.warning("merge: session %s was destroyed meanwhile; not saving it again",
+                             short_id(session.id))
+                return
+            _log.debug("merge: %s changed meanwhile; re-applying %d change(s)",
+                       short_id(session.id), len(changed) + len(removed))
+            merged = Session(state, session.id, session.cookie, fresh)  # drops reserved keys, as a load does
+            session.clear()
+            session.update(merged)
+            session.update(changed)
+            for key in removed:
+                session.pop(key, None)
+        state.saved_hash = None
+        _log.error("merge: gave up saving session %s after %d attempts; this request's changes are lost",
+                   short_id(session.id), self.attempts)

@@ -1,0 +1,281 @@
+"""Tests for extras.concurrency: the lock and merge middlewares, against the default last write wins."""
+
+from __future__ import annotations
+
+import http.client
+import http.cookies
+import threading
+import unittest
+from typing import Any
+
+from extras.bounded_store import BoundedMemoryStore
+from extras.concurrency import LockingSessionMiddleware, MergingSessionMiddleware
+from session_demo import MemoryStore, RequestInfo, SessionMiddleware
+from test_session import (
+    AppHandler, CountingStore, FrozenClock, SessionAssertions, TestHostileHelpers, TestServer,
+    cookie_pair, hello, make_options, run_request,
+)
+
+# ==== Concurrency beyond express: lock and merge ============================
+
+
+def with_concurrency(concurrency: str, *, lock_timeout: float = 10.0, merge_attempts: int = 3,
+                     **overrides: Any) -> SessionMiddleware:
+    """extras.concurrency's middleware ('lock' or 'merge') on make_options(**overrides)."""
+    options = make_options(**overrides)
+    if concurrency == "lock":
+        return LockingSessionMiddleware(options, lock_timeout=lock_timeout)
+    return MergingSessionMiddleware(options, attempts=merge_attempts)
+
+
+def _counter(handler: AppHandler) -> None:
+    """The view counter: a read-modify-write of one key."""
+    session = handler.session
+    session["views"] = session.get("views", 0) + 1
+    handler.reply(200, str(session["views"]))
+
+
+def _hammer(server: TestServer, cookie: str, threads: int, requests: int) -> list[int]:
+    """``threads`` keep-alive clients send ``requests`` GETs each with one cookie; returns the statuses."""
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def client() -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        try:
+            for _ in range(requests):
+                connection.request("GET", "/", headers={"Cookie": cookie})
+                answer = connection.getresponse()
+                answer.read()
+                with lock:
+                    statuses.append(answer.status)
+        finally:
+            connection.close()
+
+    workers = [threading.Thread(target=client) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    return statuses
+
+
+class TwoAtOnce:
+    """An app where two requests load the same session, then both change it before either saves.
+
+    ``/a`` sets key a, ``/b`` sets key b; both wait at a barrier after loading.
+    """
+
+    def __init__(self) -> None:
+        self.barrier = threading.Barrier(2, timeout=10)
+
+    def __call__(self, handler: AppHandler) -> None:
+        if handler.path == "/start":
+            handler.session["start"] = True
+            handler.reply(200, "started")
+            return
+        key = handler.path.strip("/")
+        self.barrier.wait()  # both requests have loaded the same copy by now
+        handler.session[key] = 1
+        handler.reply(200, key)
+
+    def run(self, server: TestServer, cookie: str) -> None:
+        """Fire /a and /b at the same time and wait for both."""
+        workers = [threading.Thread(target=server.get, args=(path, cookie)) for path in ("/a", "/b")]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(30)
+
+
+class TestConcurrencyLastWriteWins(SessionAssertions):
+    """express-session's own behaviour (concurrency=None): the last save wins."""
+
+    def test_two_requests_changing_different_keys_lose_one_change(self):
+        """Two concurrent requests each save their own copy: one key is lost (expressjs/session #361)."""
+        app = TwoAtOnce()
+        server = TestServer(self, app, store=CountingStore())
+        cookie = self.assert_sets_cookie(server.get("/start"))
+        app.run(server, cookie)
+        stored = list(server.store.all().values())[0]
+        self.assertTrue(stored["start"])
+        self.assertEqual(len({"a", "b"} & stored.keys()), 1, stored)
+
+
+class TestConcurrencyLock(SessionAssertions):
+    """concurrency='lock': requests with one session id are served one at a time, load to save."""
+
+    def test_eight_clients_incrementing_one_counter_lose_nothing(self):
+        """8 threads x 100 increments on one session leave the counter at exactly 800."""
+        server = TestServer(self, _counter, middleware=with_concurrency("lock", resave=False))
+        cookie = self.assert_sets_cookie(server.get("/"))
+        statuses = _hammer(server, cookie, threads=8, requests=100)
+        self.assertEqual(statuses, [200] * 800)
+        self.assertEqual(server.get("/", cookie).body, "802")
+
+    def test_a_request_waiting_too_long_gets_503(self):
+        """A request that cannot get the session's lock within lock_timeout is answered 503."""
+        inside, release = threading.Event(), threading.Event()
+
+        def app(handler: AppHandler) -> None:
+            if handler.path == "/slow":
+                inside.set()
+                release.wait(10)
+            handler.reply(200, "ok")
+
+        server = TestServer(self, app, middleware=with_concurrency("lock", lock_timeout=0.05))
+        cookie = self.assert_sets_cookie(server.get("/"))
+        slow = threading.Thread(target=server.get, args=("/slow", cookie))
+        slow.start()
+        self.addCleanup(slow.join, 10)
+        self.addCleanup(release.set)
+        self.assertTrue(inside.wait(10))
+        busy = server.get("/", cookie)
+        self.assertEqual(busy.status, 503)
+        self.assert_no_set_cookie(busy)
+        release.set()
+        slow.join(10)
+        self.assertEqual(server.get("/", cookie).status, 200)
+
+    def test_requests_without_a_session_id_take_no_lock(self):
+        """A cookieless request makes a new session and locks nothing."""
+        seen: list[int] = []
+
+        def app(handler: AppHandler) -> None:
+            seen.append(len(handler.server.session_middleware._locks))
+            handler.reply(200, "ok")
+
+        server = TestServer(self, app, middleware=with_concurrency("lock"))
+        server.get("/")
+        cookie = self.assert_sets_cookie(server.get("/"))
+        server.get("/", cookie)
+        self.assertEqual(seen, [0, 0, 1])
+        self.assertEqual(server.middleware._locks, {})
+
+    def test_regenerate_and_destroy_release_the_lock(self):
+        """After regenerate() or destroy(), the next request with the old or new cookie is not blocked."""
+        def app(handler: AppHandler) -> None:
+            if handler.path == "/login":
+                handler.session.regenerate()["user"] = "ann"
+            elif handler.path == "/logout":
+                handler.session.destroy()
+            handler.reply(200, "ok")
+
+        server = TestServer(self, app, middleware=with_concurrency("lock", lock_timeout=0.5))
+        old = self.assert_sets_cookie(server.get("/"))
+        new = self.assert_sets_cookie(server.get("/login", old))
+        self.assertNotEqual(old, new)
+        self.assertEqual(server.get("/", old).status, 200)
+        self.assertEqual(server.get("/logout", new).status, 200)
+        self.assertEqual(server.get("/", new).status, 200)
+        self.assertEqual(server.middleware._locks, {})
+
+    def test_a_store_failure_while_loading_releases_the_lock(self):
+        """A 500 from a failing store.get does not leave the session locked."""
+        class FailingOnce(MemoryStore):
+            fail = False
+
+            def get(self, sid):
+                if self.fail:
+                    self.fail = False
+                    raise RuntimeError("store down")
+                return super().get(sid)
+
+        store = FailingOnce()
+        server = TestServer(self, hello, middleware=with_concurrency("lock", lock_timeout=0.5, store=store))
+        cookie = self.assert_sets_cookie(server.get("/"))
+        store.fail = True
+        with self.assertLogs("session_demo", "ERROR"):
+            self.assertEqual(server.get("/", cookie).status, 500)
+        self.assertEqual(server.get("/", cookie).status, 200)
+        self.assertEqual(server.middleware._locks, {})
+
+
+class TestConcurrencyMerge(SessionAssertions):
+    """concurrency='merge': compare-and-set, and on a conflict this request's keys are re-applied."""
+
+    def test_two_requests_changing_different_keys_both_survive(self):
+        """The request that saves second merges its key into the first one's save: both keys stay."""
+        app = TwoAtOnce()
+        store = BoundedMemoryStore()
+        server = TestServer(self, app, middleware=with_concurrency("merge", store=store))
+        cookie = self.assert_sets_cookie(server.get("/start"))
+        app.run(server, cookie)
+        stored = list(store.all().values())[0]
+        self.assertEqual((stored["start"], stored["a"], stored["b"]), (True, 1, 1))
+
+    def test_a_key_deleted_by_one_request_stays_deleted(self):
+        """A delete is a change too: it is re-applied to the fresh copy."""
+        store = BoundedMemoryStore()
+        middleware = with_concurrency("merge", store=store)
+        first, state = run_request(middleware, app=lambda s: s.session.update(a=1, b=1))
+        cookie = cookie_pair(first)
+        deleter = middleware.begin(RequestInfo(cookie_header=cookie))
+        writer = middleware.begin(RequestInfo(cookie_header=cookie))
+        del deleter.session["a"]
+        writer.session["c"] = 1
+        middleware.end(writer)
+        middleware.end(deleter)
+        stored = store.get(state.session_id)
+        self.assertEqual({key: stored.get(key) for key in "abc"}, {"a": None, "b": 1, "c": 1})
+
+    def test_a_session_destroyed_meanwhile_is_not_brought_back(self):
+        """If another request destroyed the session (a logout), the merge does not recreate it."""
+        store = BoundedMemoryStore()
+        middleware = with_concurrency("merge", store=store)
+        first, state = run_request(middleware, app=lambda s: s.session.update(a=1))
+        late = middleware.begin(RequestInfo(cookie_header=cookie_pair(first)))
+        late.session["b"] = 2
+        store.destroy(state.session_id)
+        with self.assertLogs("session_demo", "WARNING"):
+            middleware.end(late)
+        self.assertIsNone(store.get(state.session_id))
+
+    def test_gives_up_after_merge_attempts_and_logs_it(self):
+        """A store that always reports a conflict: after merge_attempts tries, an error is logged."""
+        class AlwaysConflicting(BoundedMemoryStore):
+            def set_if_version(self, sid, session, version):
+                super().set(sid, session)  # someone else always wrote first
+                return False
+
+        store = AlwaysConflicting()
+        middleware = with_concurrency("merge", store=store, merge_attempts=2)
+        with self.assertLogs("session_demo", "ERROR") as logs:
+            run_request(middleware, app=lambda s: s.session.update(a=1))
+        self.assertIn("after 2 attempts", "\n".join(logs.output))
+
+
+class TestConcurrencyOptions(unittest.TestCase):
+    """The middlewares' own options are checked when they are built."""
+
+    def test_merge_needs_a_store_with_versions(self):
+        """Merging with express's MemoryStore (no versions) is refused."""
+        with self.assertRaisesRegex(TypeError, "versions"):
+            MergingSessionMiddleware(make_options())
+
+    def test_rejects_bad_limits(self):
+        """lock_timeout must be >= 0 seconds and attempts >= 1."""
+        for build in (lambda: LockingSessionMiddleware(make_options(), lock_timeout=-1),
+                      lambda: MergingSessionMiddleware(make_options(store=BoundedMemoryStore()), attempts=0)):
+            with self.subTest(build=build), self.assertRaises(ValueError):
+                build()
+
+
+class TestLockUnderFlood(unittest.TestCase):
+    """A flood of unknown signed ids through the locking middleware leaves no lock behind."""
+
+    def test_a_flood_of_signed_ids_leaves_no_lock_behind(self):
+        """Lock-table exhaustion: 2,000 unknown signed ids, each lock is released and forgotten."""
+        clock = FrozenClock()
+        store = CountingStore(clock=clock)
+        middleware = LockingSessionMiddleware(make_options(store=store, clock=clock, resave=False,
+                                                           save_uninitialized=False))
+        for index in range(2000):
+            run_request(middleware, "connect.sid=" + TestHostileHelpers.value(f"flood-{index}"),
+                        lambda state: state.session.get("views"))
+        self.assertEqual(middleware._locks, {})
+        self.assertEqual(store.sessions, {})
+
+
+if __name__ == "__main__":
+    unittest.main()
