@@ -297,7 +297,7 @@ def _tour_request(middleware: SessionMiddleware, clock: _TourClock, out: TextIO,
     save = should_save(state)
     print(f"    save:        {'yes' if save else 'no '}  {save.reason}", file=out)
     if not save:
-        touch = should_touch(state, save)
+        touch = should_touch(state)
         print(f"    touch:       {'yes' if touch else 'no '}  {touch.reason}", file=out)
     middleware.end(state)
 

@@ -669,8 +669,9 @@ class TestSerializeCookie(unittest.TestCase):
                 self.assertEqual(sd.serialize_cookie("a", "b", expires=when), "a=b; Expires=" + rendered)
 
     def test_expires_must_be_a_datetime(self):
-        """A non-datetime expires raises 'option expires is invalid'."""
-        for when in ("Thu, 01 Jan 1970 00:00:00 GMT", 0, 1800000000):
+        """A truthy non-datetime expires raises 'option expires is invalid' (cookie 0.7.2 skips a falsy one)."""
+        self.assertEqual(sd.serialize_cookie("a", "b", expires=0), "a=b")
+        for when in ("Thu, 01 Jan 1970 00:00:00 GMT", 1800000000):
             with self.subTest(expires=when):
                 with self.assertRaisesRegex(ValueError, "option expires is invalid"):
                     sd.serialize_cookie("a", "b", expires=when)
@@ -1061,17 +1062,36 @@ class TestCookieJSON(unittest.TestCase):
         self.assertEqual(rebuilt.same_site, "strict")
 
     def test_missing_keys_fall_back_to_defaults(self):
-        """A stored cookie with few keys gets the defaults for the rest (path '/', httpOnly)."""
-        self.assertEqual(self.compact(Cookie.from_json({}, clock=self.clock).to_json()), DEFAULT_COOKIE_JSON)
+        """express: a stored cookie with few keys gets path '/' and httpOnly; a missing originalMaxAge stays missing."""
+        cookie = Cookie.from_json({}, clock=self.clock)
+        self.assertEqual(self.compact(cookie.to_json()), '{"expires":null,"httpOnly":true,"path":"/"}')
+        cookie.restart()  # what a touch does: express's maxAge = undefined drops expires too
+        self.assertEqual(self.compact(cookie.to_json()), '{"httpOnly":true,"path":"/"}')
         self.assertEqual(Cookie.from_json({"path": "/x"}, clock=self.clock).path, "/x")
 
-    def test_malformed_stored_cookie_raises_value_error(self):
-        """A stored cookie that is not an object, or has a bad expires/originalMaxAge, raises ValueError."""
-        for data in (None, [], "cookie", {"expires": "nope"}, {"expires": 5}, {"expires": True},
-                     {"originalMaxAge": "60000"}, {"originalMaxAge": True}):
+    def test_a_stored_cookie_that_is_not_an_object_raises_value_error(self):
+        """express fails on a stored cookie that is not an object; so do we (ValueError, a 500 for that request)."""
+        for data in (None, [], "cookie"):
             with self.subTest(data=data):
                 with self.assertRaises(ValueError):
                     Cookie.from_json(data, clock=self.clock)
+
+    def test_odd_expires_and_original_max_age_load_as_none(self):
+        """express loads any stored expires/originalMaxAge; ours reads one that is not a date or a number as None."""
+        for data in ({"expires": "nope"}, {"expires": True}, {"expires": False},
+                     {"originalMaxAge": "60000"}, {"originalMaxAge": True}, {"originalMaxAge": 3e300}):
+            with self.subTest(data=data):
+                cookie = Cookie.from_json({"originalMaxAge": None, "expires": None, **data}, clock=self.clock)
+                self.assertIsNone(cookie.expires)
+                self.assertIsNone(cookie.original_max_age)
+
+    def test_a_numeric_or_http_date_expires_is_read_as_a_date(self):
+        """express reads a stored expires as a JavaScript Date would: a number of ms, or an HTTP date."""
+        ms = int(START * 1000) + 60000
+        for stored in (ms, "Fri, 15 Jan 2027 08:01:00 GMT", "2027-01-15T08:01:00.000Z"):
+            with self.subTest(expires=stored):
+                cookie = Cookie.from_json({"originalMaxAge": 60000, "expires": stored}, clock=self.clock)
+                self.assertEqual(cookie.expires, START_DATETIME + timedelta(minutes=1))
 
 
 # ==== The Session object (spec §4) ===========================================
@@ -1091,7 +1111,7 @@ class TestSessionObject(unittest.TestCase):
         return state
 
     def loaded(self, data):
-        return self.new_state().create_session(data)
+        return self.new_state().stored_session(data)
 
     def stored(self, **data):
         return {"cookie": json.loads(DEFAULT_COOKIE_JSON), **data}
