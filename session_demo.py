@@ -69,24 +69,18 @@ Clock = Callable[[], float]
 
 
 def session_middleware(**options: Any) -> SessionMiddleware:
-    """Build the session middleware: the counterpart of express's ``session(options)``.
-
-    Takes the keyword options of SessionOptions, for example
-    ``session_middleware(secret='keyboard cat', resave=False, save_uninitialized=True)``.
-    """
+    """Build the session middleware from SessionOptions' keywords (express's ``session(options)``)."""
     return SessionMiddleware(SessionOptions(**options))
 
 
 class SessionMiddleware:
-    """The session layer for any server: begin, headers, end (express-session's middleware).
+    """The session layer for any server (express-session's middleware).
 
     A server adapter calls ``begin(request)`` before the handler runs,
-    ``set_cookie_header(state)`` just before the response headers go out,
-    and ``end(state)`` after the handler has finished (even if it raised)
-    but before the response's last bytes are released.
-
-    ``load`` and ``save`` are the two store steps a subclass may wrap (the
-    extras package does, to lock or merge); nothing else needs overriding.
+    ``set_cookie_header(state)`` as the response headers go out, and
+    ``end(state)`` after the handler (even if it raised), before the response's
+    last bytes are released. ``load`` and ``save`` are the store steps a
+    subclass may wrap (the extras package does, to lock or merge).
     """
 
     def __init__(self, options: SessionOptions) -> None:
@@ -95,8 +89,7 @@ class SessionMiddleware:
     def begin(self, request: RequestInfo) -> RequestState | None:
         """Load the request's session, or make a new one; None when this request gets no session.
 
-        Raises SessionLoadError when the store fails or returns something
-        that is not a session: the request should end with a 500.
+        Raises SessionLoadError when the store fails or returns no session object.
         """
         options = self.options
         # No session while the store is disconnected, or outside the cookie's path.
@@ -139,13 +132,11 @@ class SessionMiddleware:
         return state.store.get(state.session_id)
 
     def set_cookie_header(self, state: RequestState) -> str | None:
-        """Decide Set-Cookie as the headers go out; return its value, or None (the on-headers hook).
+        """Decide Set-Cookie as the headers go out; its value, or None (the on-headers hook).
 
-        As express's ``res.end`` does before it writes the headers, the
-        session is touched first (its expiry restarted from
-        ``original_max_age``), so the decision sees the new expiry. A failure
-        to build the cookie is logged and the response goes on without it,
-        as express forwards it to the error handler after the fact.
+        The session is touched first, as express's ``res.end`` does before it writes
+        the headers. A failure to build the cookie is logged and the response goes
+        on without it (express hands it to the error handler after the fact).
         """
         options = self.options
         if state.session is None:
@@ -169,11 +160,7 @@ class SessionMiddleware:
         return header
 
     def end(self, state: RequestState) -> None:
-        """Save, touch or destroy the session in the store (the wrapped ``res.end``).
-
-        Call it once, before the end of the response reaches the client.
-        Store errors are logged, never raised: the response still completes.
-        """
+        """Save, touch or destroy the session in the store (the wrapped ``res.end``); store errors are logged."""
         options = self.options
         store = options.store
         try:
@@ -221,11 +208,9 @@ class SessionMiddleware:
 class RequestInfo:
     """What the session layer needs to know about a request, whatever the server.
 
-    ``url`` is the raw request target; ``cookie_header`` the Cookie
-    header (several header lines joined with '; ', as Node does); ``tls``
-    whether the socket is TLS; ``forwarded_proto`` the X-Forwarded-Proto
-    header; ``framework_secure`` the server's own idea of "secure" (Express's
-    ``req.secure``), used when the ``proxy`` option is None.
+    ``url`` is the raw request target; ``cookie_header`` the Cookie lines joined
+    with '; ' (as Node does); ``framework_secure`` the server's own idea of
+    "secure" (Express's ``req.secure``), used when the ``proxy`` option is None.
     """
 
     url: str = "/"
@@ -238,11 +223,9 @@ class RequestInfo:
 class RequestState:
     """One request's session state: express's ``req.session``, ``req.sessionID`` and the middleware's closure.
 
-    ``session`` is the Session (None once destroyed or unset);
-    ``session_id`` is what the cookie will carry (express's
-    ``req.sessionID``); ``cookie_id`` the id the browser sent, if valid;
-    ``original_id``/``original_hash`` describe the session as it started;
-    ``saved_hash`` is set when the store holds the session as it is.
+    ``session_id`` is what the cookie will carry; ``cookie_id`` the id the
+    browser sent, if valid; ``original_id``/``original_hash`` describe the
+    session as it began; ``saved_hash`` is set when the store holds it as it is.
     """
 
     def __init__(self, options: SessionOptions, request: RequestInfo) -> None:
@@ -265,11 +248,7 @@ class RequestState:
         self.original_hash = hash_session(self.session)
 
     def inflate(self, data: Mapping[str, Any]) -> None:
-        """Use the stored session and remember how it began (express's ``inflate``).
-
-        With ``resave=False`` the store is known to hold exactly this, so
-        it counts as saved already.
-        """
+        """Use the stored session, noting how it began (``inflate``); with ``resave=False`` it counts as saved."""
         self.session = self.stored_session(data)
         self.session.tracks_saves = True
         self.original_id = self.session_id
@@ -280,9 +259,8 @@ class RequestState:
     def regenerate(self) -> Session:
         """Destroy the session in the store and start a new one (express's ``store.regenerate``).
 
-        As upstream, the bookkeeping is not reset, so a regenerated session
-        counts as modified; and its ``save()`` is express's plain one, which
-        does not count as saved, so the end of the request saves it again.
+        As upstream, the bookkeeping stays, so it counts as modified, and its
+        ``save()`` is the plain one: the end of the request saves it again.
         """
         new_id = self.new_id()  # an unusable id fails before anything is destroyed
         try:
@@ -294,10 +272,8 @@ class RequestState:
     def new_id(self) -> Any:
         """A new session id from ``genid``.
 
-        Difference: an id holding a space, a control character, '"', ',',
-        ';' or '\\' is refused with ValueError. express-session accepts any
-        id (percent-encoding keeps the header safe); such an id means a broken
-        genid, and refusing it early keeps it out of stores and logs.
+        Difference: an id with a space, a control character, '"', ',', ';' or '\\'
+        is refused (ValueError) before anything is stored; express accepts it.
         """
         session_id = self.options.genid(self.request)
         if isinstance(session_id, str) and _UNSAFE_ID_CHARACTER.search(session_id):
@@ -306,11 +282,7 @@ class RequestState:
         return session_id
 
     def new_session(self, session_id: Any) -> Session:
-        """A brand-new session with this id (express's ``store.generate``).
-
-        Its cookie comes from the options, with ``'auto'`` for
-        ``secure``/``same_site`` resolved against this request.
-        """
+        """A brand-new session with this id (``store.generate``), 'auto' secure/same_site resolved here."""
         options = self.options
         self.session_id = session_id
         cookie_options = options.cookie_options_for(self.request)
@@ -336,11 +308,10 @@ _UNSAFE_ID_CHARACTER = re.compile(r'[\x00-\x20",;\\\x7f]')
 
 
 def read_session_id(cookie_header: str | None, name: str, secrets: list[bytes]) -> str | None:
-    """The session id from the request's cookie, if it is there and correctly signed (``getcookie``).
+    """The id in the request's session cookie, if it is there and correctly signed (``getcookie``).
 
-    Only the first cookie with this name counts. An unsigned value (no
-    ``s:``) or a bad signature means no id: a new session, without asking
-    the store.
+    The first cookie with this name counts. An unsigned value or a bad
+    signature means no id: a new session, without asking the store.
     """
     if not cookie_header:
         return None
@@ -364,13 +335,10 @@ class SessionLoadError(Exception):
 
 
 def _found(data: Any) -> bool:
-    """Does a store's answer count as a session? JavaScript's truthiness: None, False, '', 0 do not; {} does."""
-    if data is None or data is False or data == "":
-        return False
-    # 0 and NaN are the falsy numbers (NaN is the only value not equal to itself).
-    if isinstance(data, (int, float)) and (data == 0 or math.isnan(data)):
-        return False
-    return True
+    """Does a store's answer count as a session? JavaScript's truthiness: None, False, '', 0, NaN do not; {} does."""
+    if isinstance(data, (int, float)) and not isinstance(data, bool):
+        return data != 0 and not math.isnan(data)
+    return data is not None and data is not False and data != ""
 
 
 # ==== 2. Options ============================================================
@@ -381,31 +349,20 @@ def _found(data: Any) -> bool:
 
 
 class SessionOptions:
-    """The validated options of one session middleware.
+    """The validated options of one session middleware (the top of express's ``session(options)``).
 
-    Mirrors the option handling at the top of express-session's
-    ``session(options)``, with snake_case names. Messages are express's
-    where it has one. ``resave`` and ``save_uninitialized`` left as None warn
-    (DeprecationWarning, as express's depd does) and mean True.
-    Differences: ``secret`` is required here; the cookie options are
-    checked now, by building and serializing a probe cookie.
+    snake_case names; express's messages where it has one. ``resave`` and
+    ``save_uninitialized`` left out warn (as express's depd does) and mean
+    True. Differences: ``secret`` is required; the cookie options are checked
+    now, by serializing a probe cookie.
     """
 
-    def __init__(
-        self,
-        *,
-        secret: str | bytes | list[str | bytes] | tuple[str | bytes, ...] | None = None,
-        name: str = "connect.sid",
-        cookie: Mapping[str, Any] | Callable[[RequestInfo], Mapping[str, Any]] | None = None,
-        genid: Callable[[RequestInfo], Any] | None = None,
-        proxy: bool | None = None,
-        resave: bool | None = None,
-        rolling: bool = False,
-        save_uninitialized: bool | None = None,
-        store: Store | None = None,
-        unset: str | None = "keep",
-        clock: Clock = time.time,
-    ) -> None:
+    def __init__(self, *, secret: str | bytes | list[str | bytes] | tuple[str | bytes, ...] | None = None,
+                 name: str = "connect.sid",
+                 cookie: Mapping[str, Any] | Callable[[RequestInfo], Mapping[str, Any]] | None = None,
+                 genid: Callable[[RequestInfo], Any] | None = None, proxy: bool | None = None,
+                 resave: bool | None = None, rolling: bool = False, save_uninitialized: bool | None = None,
+                 store: Store | None = None, unset: str | None = "keep", clock: Clock = time.time) -> None:
         if not callable(clock):
             raise TypeError("clock must be a callable returning seconds, like time.time")
         self.clock: Clock = clock
@@ -444,11 +401,7 @@ class SessionOptions:
 
 
 def generate_session_id(request: RequestInfo) -> str:
-    """Make a new session id: 24 random bytes as base64url, 32 characters.
-
-    Mirrors express-session's default ``genid`` (uid-safe's ``uid(24)``):
-    192 bits from the operating system's CSPRNG.
-    """
+    """A new session id: 24 random bytes as base64url, as express's default ``genid`` (uid-safe) makes it."""
     return _secrets.token_urlsafe(24)
 
 
@@ -461,13 +414,11 @@ def _true_unless_false(value: bool | None, name: str) -> bool:
 
 
 def _secret_list(secret: object) -> list[bytes]:
-    """Turn the ``secret`` option into a list of keys: the first signs, all verify.
+    """The ``secret`` option as a list of keys: the first signs, all verify.
 
-    A plain string is one secret (never a list of characters). Differences:
-    a missing or empty secret is an error here, where express only warns
-    and then fails every request with "secret option required for
-    sessions"; and an empty string inside a list is refused too (express
-    signs with it).
+    A str is one secret. Differences: no secret, or an empty one (even in a
+    list), is an error here; express warns, then fails every request (or, in a
+    list, signs with '').
     """
     if isinstance(secret, (list, tuple)):
         if not secret:
@@ -486,11 +437,10 @@ def _secret_list(secret: object) -> list[bytes]:
 
 
 def _checked_cookie_option(cookie: object, name: str, clock: Clock) -> Any:
-    """The ``cookie`` option, checked: a mapping is probed now, so a bad option fails at construction.
+    """The ``cookie`` option, probed now so that a bad one fails at construction.
 
-    Difference: a path with a space, ',', '"' or '\\' is refused too. cookie
-    0.7.2 lets them through; they cannot split the header, but no sensible
-    cookie path holds them, and a browser may read them differently.
+    Difference: a path holding a space, ',', '"' or '\\' is refused; cookie
+    0.7.2 lets them through.
     """
     if cookie is None:
         cookie = {}
@@ -522,29 +472,23 @@ _UNUSUAL_PATH_CHARACTER = re.compile(r'[ ,"\\]')
 # the reason in words, so that a trace can say why.
 
 
+@dataclass(frozen=True)
 class Decision:
     """A yes or no, with the reason. ``if should_save(state):`` reads the yes/no."""
 
-    __slots__ = ("yes", "reason")
-
-    def __init__(self, yes: bool, reason: str) -> None:
-        self.yes = yes
-        self.reason = reason
+    yes: bool
+    reason: str
 
     def __bool__(self) -> bool:
         return self.yes
 
-    def __repr__(self) -> str:
-        return f"Decision({self.yes}, {self.reason!r})"
-
 
 def should_set_cookie(state: RequestState) -> Decision:
-    """Send Set-Cookie for a new session, or for a known one when rolling or modified (``shouldSetCookie``).
+    """Set-Cookie for a new session, or for the one the browser sent when rolling or modified (``shouldSetCookie``).
 
-    A new session gets a cookie if ``save_uninitialized`` or it was
-    modified. The session the browser sent gets one again with ``rolling``,
-    or when modified *and* its cookie has an expiry: a browser-session
-    cookie is never re-sent.
+    A new session gets one if ``save_uninitialized`` or modified; the browser's
+    own gets one again with ``rolling``, or when modified and its cookie has an
+    expiry: a browser-session cookie is never re-sent.
     """
     if not isinstance(state.session_id, str):
         return Decision(False, f"session id is not a string: {state.session_id!r}")
@@ -568,10 +512,9 @@ def should_set_cookie(state: RequestState) -> Decision:
 
 
 def should_save(state: RequestState) -> Decision:
-    """Save unless the store already has this exact session (express's ``shouldSave``).
+    """Save unless the store already holds this exact session (express's ``shouldSave``).
 
-    A new session with ``save_uninitialized=False`` is saved only if it
-    was modified.
+    A new session with ``save_uninitialized=False`` is saved only if modified.
     """
     if not isinstance(state.session_id, str):
         return Decision(False, f"session id is not a string: {state.session_id!r}")
@@ -614,12 +557,10 @@ def should_destroy(state: RequestState) -> Decision:
 
 
 def is_secure(request: RequestInfo, proxy: bool | None) -> bool:
-    """Is this request HTTPS, as far as the session cookie is concerned? (express's ``issecure``)
+    """Is this request HTTPS, as far as the cookie is concerned? (express's ``issecure``)
 
-    TLS on the socket always counts. ``proxy=False`` trusts nothing else;
-    ``proxy=None`` trusts the framework's own answer
-    (``request.framework_secure``); ``proxy=True`` trusts the first value of
-    X-Forwarded-Proto.
+    TLS always counts; otherwise ``proxy=True`` trusts the first value of
+    X-Forwarded-Proto, ``proxy=None`` the framework, ``proxy=False`` nothing.
     """
     if request.tls:
         return True
@@ -632,11 +573,7 @@ def is_secure(request: RequestInfo, proxy: bool | None) -> bool:
 
 
 def request_pathname(url: str) -> str:
-    """The path of a request target, not percent-decoded (parseurl's ``pathname``).
-
-    ``/foo?x=1`` gives ``/foo``; an absolute URL ``http://host/foo`` gives
-    ``/foo``; an empty target gives ``/``.
-    """
+    """The path of a request target, not percent-decoded (parseurl's ``pathname``): ``/foo?x=1`` gives ``/foo``."""
     if url.startswith("/"):
         return url.split("?", 1)[0].split("#", 1)[0] or "/"
     try:
@@ -672,20 +609,13 @@ _RESERVED_KEYS = frozenset({
 
 
 class Session(MutableMapping[str, Any]):
-    """One visitor's session: its data as a mapping, plus ``id`` and ``cookie``.
+    """One visitor's session: its data as a mapping, plus ``id`` and ``cookie`` (express's ``Session``).
 
-    Mirrors express-session's ``Session``. ``session['views'] = 1`` changes
-    the data; the request's end decides whether it is saved. Methods talk
-    to the store now and raise its errors: ``save()``, ``reload()``,
-    ``destroy()``, ``regenerate()``; ``touch()`` and ``reset_max_age()``
-    only restart the cookie's lifetime.
-
-    Like express's, ``regenerate()`` and ``reload()`` put a *new* Session on
-    the request and return it: the old object is stale afterwards.
-
-    Difference: a key express-session would drop when it loads the session
-    (``id``, ``save``, ``toString``, ...) is refused when you set it, instead
-    of vanishing on the next request.
+    ``session['views'] = 1`` changes the data; the end of the request decides
+    whether it is saved. ``save``, ``reload``, ``destroy`` and ``regenerate``
+    call the store now and raise its errors; ``regenerate`` and ``reload``
+    return the *new* Session they put on the request. Difference: a key express
+    would drop on the next load (``id``, ``save``, ``toString``, ...) is refused.
     """
 
     def __init__(self, state: RequestState, session_id: Any, cookie: Cookie,
@@ -747,11 +677,7 @@ class Session(MutableMapping[str, Any]):
         return self
 
     def save(self) -> Session:
-        """Write the session to the store now (express's ``save``).
-
-        If nothing changes afterwards, the end of the request will not save
-        it again (unless this session came from ``regenerate()``: see there).
-        """
+        """Write the session to the store now (express's ``save``); unless regenerated, it then counts as saved."""
         _log.debug("saving %s", short_id(self._id))
         if self.tracks_saves:
             self._state.saved_hash = hash_session(self)
@@ -759,11 +685,7 @@ class Session(MutableMapping[str, Any]):
         return self
 
     def reload(self) -> Session:
-        """Load the session again from the store and return the new object (express's ``reload``).
-
-        Changes made before reloading are lost. Raises LookupError
-        ('failed to load session') if the store no longer has it.
-        """
+        """Load the session again and return the new object (express's ``reload``); LookupError if it is gone."""
         state = self._state
         data = state.store.get(self._id)
         if not _found(data):
@@ -781,13 +703,7 @@ class Session(MutableMapping[str, Any]):
         self._state.store.destroy(self._id)
 
     def regenerate(self) -> Session:
-        """Replace the session with a new one, with a new id, and return it (express's ``regenerate``).
-
-        The old session is destroyed in the store; its data is not copied.
-        Use it at login to defeat session fixation. If the store fails to
-        destroy the old one, the new session is still made, then the error
-        is raised.
-        """
+        """A new session, with a new id, in place of this one, which the store forgets (``regenerate``)."""
         return self._state.regenerate()
 
 
@@ -813,10 +729,9 @@ def is_saved(state: RequestState) -> bool:
 
 
 def hash_session(data: Mapping[str, Any]) -> str:
-    """SHA-1 of the session's data as compact JSON, without its top-level ``cookie`` key.
+    """SHA-1 of the session's data as compact JSON, without its top-level ``cookie`` (express's ``hash``).
 
-    Mirrors express-session's ``hash()``. Key order counts, as it does in
-    JavaScript; a nested key called "cookie" counts too.
+    Key order counts, as in JavaScript.
     """
     if isinstance(data, Session):
         plain = data._data  # a Session's data never holds the cookie
@@ -851,9 +766,8 @@ _MIN_MS = (datetime.min.replace(tzinfo=timezone.utc) - _EPOCH) // _ONE_MS
 class _Attribute:
     """A cookie attribute, kept in the cookie's stored form under its JSON name.
 
-    Set to None, it is stored as JSON null and left out of Set-Cookie, as
-    express does with null. A stored form can also lack it altogether (a
-    JavaScript ``undefined``); reading it then gives None.
+    None is stored as JSON null (left out of Set-Cookie, as express does); a
+    stored form may also lack it (JavaScript's undefined), which reads as None.
     """
 
     def __set_name__(self, owner: type, name: str) -> None:
@@ -871,14 +785,9 @@ class _Attribute:
 class Cookie:
     """The session cookie's settings and expiry (express-session's ``Cookie``).
 
-    Defaults, as upstream: ``path='/'``, ``http_only=True``, no expiry (a
-    browser-session cookie); ``secure``, ``same_site``, ``domain``,
-    ``priority`` and ``partitioned`` unset. Options are applied in their
-    mapping order, so when both ``expires`` and ``max_age`` are given the
-    later one wins.
-
-    Difference: an unknown option raises ValueError (express keeps it as an
-    ignored property, so a typo passes silently).
+    Defaults as upstream: ``path='/'``, ``http_only=True``, no expiry (a
+    browser-session cookie), the rest unset. Options apply in mapping order.
+    Difference: an unknown option raises ValueError (express ignores a typo).
     """
 
     original_max_age = _Attribute()
@@ -948,10 +857,9 @@ class Cookie:
         self.original_max_age = expires_ms - now
 
     def restart(self) -> None:
-        """Give the cookie its original lifetime again: ``max_age = original_max_age``.
+        """``max_age = original_max_age``: the cookie's lifetime starts again.
 
-        A stored cookie that has no ``originalMaxAge`` at all (JavaScript's
-        undefined) loses its ``expires`` too, as it does in express.
+        A stored cookie with no ``originalMaxAge`` (undefined) loses ``expires`` too, as in express.
         """
         if "originalMaxAge" in self._stored:
             self.max_age = self.original_max_age
@@ -959,11 +867,7 @@ class Cookie:
             self._stored.pop("expires", None)
 
     def to_json(self) -> dict[str, Any]:
-        """The stored form (express's ``cookie.data``): camelCase keys in express's order.
-
-        Unset attributes are left out, null ones kept; ``expires`` is an ISO
-        string like ``2026-11-29T03:02:30.942Z``.
-        """
+        """The stored form (express's ``cookie.data``): JSON names in express's order, unset ones left out."""
         data = {}
         for key in _ATTRIBUTES.values():
             if key in self._stored:
@@ -974,14 +878,12 @@ class Cookie:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], *, clock: Clock = time.time) -> Cookie:
-        """Rebuild a cookie from its stored form (express's ``store.createSession``).
+        """Rebuild a cookie from its stored form (express's ``store.createSession``), keys in stored order.
 
-        Stored keys override the defaults, in their stored order; a stored
-        ``maxAge`` counts unless ``expires`` is a date string, as in express.
-        Whatever express tolerates loads here too. Differences, so that odd
-        data never makes every request fail: an ``expires`` that is not a
-        date (ISO or HTTP), a number of ms or a datetime reads as None; an
-        ``originalMaxAge`` that is not a number in range reads as None.
+        A stored ``maxAge`` counts unless ``expires`` is a date string, as in
+        express. Difference, so that odd data never fails every request: an
+        ``expires`` that is no date, or an ``originalMaxAge`` that is no number in
+        range, reads as None.
         """
         if not isinstance(data, Mapping):
             raise ValueError("the stored session's cookie is not an object")
@@ -989,9 +891,10 @@ class Cookie:
         for key, value in data.items():
             if key == "expires":
                 cookie._stored["expires"] = _expiry_from_stored(value)
-            elif key == "maxAge":
-                cookie._stored["expires"] = _expiry_from_stored(None if value is None else clock_ms(clock) + value
-                                                                if isinstance(value, (int, float)) else None)
+            elif key == "maxAge" and value is None:
+                cookie._stored["expires"] = None
+            elif key == "maxAge" and isinstance(value, (int, float)):
+                cookie._stored["expires"] = _expiry_from_stored(clock_ms(clock) + value)
             elif key in _STORED_NAMES and key != "originalMaxAge":
                 cookie._stored[key] = value
         if isinstance(data.get("expires"), str):
@@ -1030,10 +933,10 @@ def _iso(ms: int) -> str:
 
 
 def _expiry_from_stored(value: Any) -> int | None:
-    """A stored ``expires`` as ms since the epoch, the way a JavaScript Date reads it; None if it is none.
+    """A stored ``expires`` as ms since the epoch, read as a JavaScript Date would, or None.
 
-    An ISO string (one without a time zone is read as UTC: JavaScript would
-    use local time), an HTTP date, a number of ms, or a datetime.
+    An ISO string (without a time zone: UTC, where JavaScript uses local
+    time), an HTTP date, a number of ms, or a datetime.
     """
     when = value
     if isinstance(value, str):
@@ -1062,11 +965,7 @@ def _expiry_from_stored(value: Any) -> int | None:
 
 
 def sign(value: str, secret: str | bytes) -> str:
-    """Sign ``value``: ``value + '.' + base64(HMAC-SHA256(value))`` without '=' padding.
-
-    Mirrors cookie-signature's ``sign``: standard base64 (with + and /), the
-    HMAC is over the UTF-8 bytes of the value only.
-    """
+    """``value + '.' + base64(HMAC-SHA256(value))`` without '=' padding (cookie-signature's ``sign``)."""
     if not isinstance(value, str):
         raise TypeError("Cookie value must be provided as a string.")
     signature = hmac.digest(_key(secret), value.encode("utf-8"), "sha256")
@@ -1074,12 +973,10 @@ def sign(value: str, secret: str | bytes) -> str:
 
 
 def unsign(signed: str, secret: str | bytes) -> str | None:
-    """Check a signed value and return the value, or None if the signature is wrong.
+    """The value, if its signature is right, else None (cookie-signature's ``unsign``).
 
-    Mirrors cookie-signature's ``unsign`` (which returns false): the value is
-    everything before the last '.', re-signed and compared in constant time.
-    The comparison is on bytes, because ``hmac.compare_digest`` refuses
-    non-ASCII str (a hostile cookie must not raise).
+    The value is all before the last '.'; it is signed again and compared in
+    constant time, as bytes (a hostile non-ASCII cookie must not raise).
     """
     if not isinstance(signed, str):
         raise TypeError("Signed cookie string must be provided.")
@@ -1103,10 +1000,9 @@ def unsign_any(signed: str, secrets: list[bytes] | list[str]) -> str | None:
 
 
 def _key(secret: str | bytes) -> bytes:
-    """The HMAC key for a secret: a str is used as its UTF-8 bytes, as Node does.
+    """The HMAC key for a secret: a str as its UTF-8 bytes, as Node uses it.
 
-    Difference: a str that is not valid Unicode (a lone surrogate) raises
-    UnicodeEncodeError; Node quietly signs with U+FFFD in its place.
+    Difference: a lone surrogate raises UnicodeEncodeError (Node signs with U+FFFD).
     """
     if isinstance(secret, str):
         return secret.encode("utf-8")
@@ -1132,42 +1028,27 @@ _COOKIE_PATH = re.compile(r"[\x20-\x3A\x3D-\x7E]*")
 
 
 def parse_cookie_header(header: str) -> dict[str, str]:
-    """Parse a Cookie header into a dict, with the rules of cookie 0.7.2's ``parse``.
+    """Parse a Cookie header into a dict, with cookie 0.7.2's rules (``parse``), in linear time.
 
-    - Pairs are separated by ';'; a segment without '=' is skipped.
-    - Names and values are trimmed of spaces and tabs only.
-    - The first occurrence of a name wins; names are case-sensitive.
-    - One pair of surrounding double quotes is removed from a value.
-    - A value containing '%' is percent-decoded strictly; if that fails
-      the raw value is kept.
-
-    One pass over the header: linear time, whatever the input.
+    Pairs split on ';' (one without '=' is skipped); names and values trimmed
+    of spaces and tabs; the first occurrence wins; one pair of quotes is
+    removed; a value with '%' is percent-decoded, or kept raw if that fails.
     Difference: a cookie named ``__proto__`` is kept (JavaScript drops it).
     """
     if not isinstance(header, str):
         raise TypeError("argument str must be a string")
     cookies: dict[str, str] = {}
-    index, length = 0, len(header)
-    if length < 2:
+    if len(header) < 2:
         return cookies
-    while index < length:
-        eq = header.find("=", index)
-        if eq == -1:
-            break  # no more pairs
-        end = header.find(";", index)
-        if end == -1:
-            end = length
-        elif eq > end:
-            # This segment has no '='; resume after the last ';' before the '='.
-            index = header.rfind(";", index, eq) + 1
+    for pair in header.split(";"):
+        name, eq, value = pair.partition("=")
+        name = name.strip(" \t")
+        if not eq or name in cookies:
             continue
-        key = header[index:eq].strip(" \t")
-        if key not in cookies:
-            value = header[eq + 1:end].strip(" \t")
-            if value[:1] == '"' and value[-1:] == '"':
-                value = value[1:-1]  # one pair of quotes; a lone '"' becomes ''
-            cookies[key] = _try_decode(value)
-        index = end + 1
+        value = value.strip(" \t")
+        if value[:1] == '"' and value[-1:] == '"':
+            value = value[1:-1]  # one pair of quotes; a lone '"' becomes ''
+        cookies[name] = _try_decode(value)
     return cookies
 
 
@@ -1181,28 +1062,16 @@ def _try_decode(value: str) -> str:
         return value
 
 
-def serialize_cookie(
-    name: str,
-    value: str,
-    *,
-    domain: str | None = None,
-    path: str | None = None,
-    expires: datetime | None = None,
-    http_only: bool = False,
-    secure: bool | str | None = False,
-    partitioned: bool | None = False,
-    priority: str | None = None,
-    same_site: bool | str | None = None,
-) -> str:
-    """Build a Set-Cookie value, as cookie 0.7.2's ``serialize`` does.
+def serialize_cookie(name: str, value: str, *, domain: str | None = None, path: str | None = None,
+                     expires: datetime | None = None, http_only: bool = False, secure: bool | str | None = False,
+                     partitioned: bool | None = False, priority: str | None = None,
+                     same_site: bool | str | None = None) -> str:
+    """A Set-Cookie value, as cookie 0.7.2's ``serialize`` builds it.
 
-    The value is percent-encoded (encodeURIComponent). Attributes come in
-    the order Domain, Path, Expires, HttpOnly, Secure, Partitioned,
-    Priority, SameSite; a falsy one is left out. ``Max-Age`` is never
-    written: express-session does not pass it. The name, value, domain and
-    path are checked against the strict RFC 6265 / RFC 7230 patterns (the
-    CVE-2024-47764 fix): an invalid one raises ValueError, so no attribute
-    or header can be smuggled in.
+    The value is percent-encoded; attributes come in the order Domain, Path,
+    Expires, HttpOnly, Secure, Partitioned, Priority, SameSite, a falsy one
+    left out (express-session never passes Max-Age). An invalid name, value,
+    domain or path raises ValueError (the CVE-2024-47764 patterns).
     """
     if not isinstance(name, str) or not _COOKIE_NAME.fullmatch(name):
         raise ValueError(f"argument name is invalid: {name!r}")
@@ -1246,11 +1115,9 @@ def _attribute_value(option: str, value: object, names: dict[str, str]) -> str:
 
 
 def encode_uri_component(text: str) -> str:
-    """Percent-encode like JavaScript's ``encodeURIComponent``.
+    """Percent-encode like JavaScript's ``encodeURIComponent``: ``s:a+b`` becomes ``s%3Aa%2Bb``.
 
-    Letters, digits and ``-_.!~*'()`` stay; everything else becomes UTF-8
-    %XX escapes. So ``s:abc.x+y/z`` becomes ``s%3Aabc.x%2By%2Fz``. A lone
-    surrogate raises ValueError, as JavaScript's raises URIError.
+    A lone surrogate raises ValueError (JavaScript's URIError).
     """
     try:
         return urllib.parse.quote(text, safe="-_.!~*'()", encoding="utf-8", errors="strict")
@@ -1262,11 +1129,7 @@ _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
 def decode_uri_component(text: str) -> str:
-    """Decode %XX escapes strictly, like JavaScript's ``decodeURIComponent``.
-
-    Raises ValueError on a '%' not followed by two hex digits or on escapes
-    that are not valid UTF-8, where Python's ``unquote`` would quietly guess.
-    """
+    """Decode %XX escapes strictly, like ``decodeURIComponent``: a bad escape or non-UTF-8 raises ValueError."""
     if _BAD_PERCENT.search(text):
         raise ValueError(f"malformed percent-escape in {text!r}")
     try:
@@ -1282,25 +1145,16 @@ def decode_uri_component(text: str) -> str:
 
 
 class Store:
-    """The store interface: subclass it and implement ``get``, ``set`` and ``destroy``.
+    """The store interface (express-session's ``Store``): implement ``get``, ``set`` and ``destroy``.
 
-    Mirrors express-session's ``Store``. Optional methods, which express
-    also treats as optional, are looked up by name:
-
-    - ``touch(sid, session)``: refresh the expiry only; called at the end of
-      a request whose session did not need saving. Without it such sessions
-      are not refreshed in the store (use ``resave=True``).
-    - ``all() -> dict[str, dict]``, ``length() -> int``, ``clear()``: never
-      called by the middleware; for you.
-
-    ``get`` returns the stored JSON-like dict (with a ``cookie`` key) or
-    None; raising FileNotFoundError also means "not found" (express's
-    ENOENT). Any other exception while loading gives the request a 500.
-    A store that talks to a server must bound every call with a timeout:
-    the request waits for it.
-
-    ``ready`` stands in for express's 'connect'/'disconnect' events: while
-    it is False the middleware gives requests no session at all.
+    ``get`` returns the stored dict (with a ``cookie`` key) or None; raising
+    FileNotFoundError also means "not found" (express's ENOENT), any other
+    error a 500. Optional, looked up by name as in express: ``touch(sid,
+    session)`` refreshes the expiry of a session that needs no save;
+    ``all()``, ``length()`` and ``clear()`` are for you. A store that talks to
+    a server must bound each call with a timeout: the request waits for it.
+    ``ready`` stands in for the 'connect'/'disconnect' events: while it is
+    False, requests get no session.
     """
 
     ready: bool = True
@@ -1319,12 +1173,10 @@ class Store:
 
 
 class MemoryStore(Store):
-    """Sessions in a dict of JSON strings, in this process (express-session's ``MemoryStore``).
+    """Sessions as JSON strings in a dict, in this process (express-session's ``MemoryStore``).
 
-    Faithful, leak included: an expired session is removed only when it is
-    read (``get``, ``touch``, ``all``, ``length``); there is no timer, and a
-    session whose cookie has no expiry never goes. Every read parses the
-    JSON again, so callers get a fresh copy. Safe to share between threads.
+    Faithful, leak included: an expired session goes only when it is read;
+    there is no timer. Every read parses again (a fresh copy). Thread-safe.
     """
 
     def __init__(self, *, clock: Clock = time.time) -> None:
@@ -1403,11 +1255,7 @@ def stored_cookie(session: Session | Mapping[str, Any]) -> Any:
 
 
 def expiry_ms(data: Mapping[str, Any]) -> int | None:
-    """When a stored session expires, in ms since the epoch, or None (never), as MemoryStore decides.
-
-    Its cookie's ``expires`` read as a JavaScript Date would (an ISO or HTTP
-    date, or a number); a falsy or unreadable one means never.
-    """
+    """When a stored session expires (ms since the epoch), as MemoryStore reads its cookie; None: never."""
     cookie = data.get("cookie")
     if not isinstance(cookie, Mapping) or not cookie.get("expires"):
         return None
@@ -1417,11 +1265,10 @@ def expiry_ms(data: Mapping[str, Any]) -> int | None:
 def stringify(data: Any) -> str:
     """Compact JSON text, as JavaScript's JSON.stringify writes it.
 
-    Like JSON.stringify, NaN and the infinities become null, and a datetime
-    becomes its ISO string (as a Date does; one without a time zone is read
-    as UTC). Anything else JSON cannot hold (bytes, a set, an object, a
-    dict with tuple keys) raises TypeError: refused loudly, never stored
-    half-way. Numbers are written the way Python writes them (1.0, 1e-07).
+    NaN and the infinities become null, a datetime its ISO string (as a Date
+    does; a naive one is read as UTC). Anything else JSON cannot hold raises
+    TypeError: refused loudly, never stored half-way. Difference: numbers are
+    written as Python writes them (1.0, 1e-07).
     """
     try:
         return _strict_json(data)
@@ -1464,23 +1311,11 @@ parse_json = json.JSONDecoder(parse_constant=_refuse_constant).decode
 """Parse JSON text as JavaScript's JSON.parse does: NaN and Infinity are refused (ValueError)."""
 
 
-class short_id:
-    """A session id, shortened when a log line is written: the full id is a bearer token.
-
-    Shortening happens only if the line is logged (``__str__``), so it costs
-    nothing when debug logging is off.
-    """
-
-    __slots__ = ("session_id",)
-
-    def __init__(self, session_id: object) -> None:
-        self.session_id = session_id
-
-    def __str__(self) -> str:
-        sid = self.session_id
-        if isinstance(sid, str) and len(sid) > 8:
-            return repr(sid[:6] + "...")
-        return repr(sid)
+def short_id(session_id: object) -> str:
+    """A session id shortened for a log line or a page: a full id is a bearer token."""
+    if isinstance(session_id, str) and len(session_id) > 8:
+        return repr(session_id[:6] + "...")
+    return repr(session_id)
 
 
 # ==== 10. http.server =======================================================
