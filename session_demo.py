@@ -964,12 +964,13 @@ def _expiry_from_stored(value: Any) -> int | None:
 # signed, not encrypted: anyone can read the id.
 
 
-def sign(value: str, secret: str | bytes) -> str:
-    """``value + '.' + base64(HMAC-SHA256(value))`` without '=' padding (cookie-signature's ``sign``)."""
-    if not isinstance(value, str):
-        raise TypeError("Cookie value must be provided as a string.")
-    signature = hmac.digest(_key(secret), value.encode("utf-8"), "sha256")
-    return value + "." + base64.b64encode(signature).decode("ascii").rstrip("=")
+def unsign_any(signed: str, secrets: list[bytes] | list[str]) -> str | None:
+    """Try each secret in order; the first that verifies wins (express's ``unsigncookie``)."""
+    for secret in secrets:
+        value = unsign(signed, secret)
+        if value is not None:
+            return value
+    return None
 
 
 def unsign(signed: str, secret: str | bytes) -> str | None:
@@ -990,13 +991,12 @@ def unsign(signed: str, secret: str | bytes) -> str | None:
     return None
 
 
-def unsign_any(signed: str, secrets: list[bytes] | list[str]) -> str | None:
-    """Try each secret in order; the first that verifies wins (express's ``unsigncookie``)."""
-    for secret in secrets:
-        value = unsign(signed, secret)
-        if value is not None:
-            return value
-    return None
+def sign(value: str, secret: str | bytes) -> str:
+    """``value + '.' + base64(HMAC-SHA256(value))`` without '=' padding (cookie-signature's ``sign``)."""
+    if not isinstance(value, str):
+        raise TypeError("Cookie value must be provided as a string.")
+    signature = hmac.digest(_key(secret), value.encode("utf-8"), "sha256")
+    return value + "." + base64.b64encode(signature).decode("ascii").rstrip("=")
 
 
 def _key(secret: str | bytes) -> bytes:
