@@ -4337,5 +4337,207 @@ class TestHostileFlooding(SessionAssertions):
         self.assertEqual(len(self.store.sessions), 1000)
 
 
+
+# ==== Driven side by side with express-session 1.19.0 =========================
+#
+# Each test states, in its first line, what express-session 1.19.0 (express
+# 4.22.3, cookie 0.7.2) did when driven the same way: the same clock, ids and
+# handler operations. Where we differ on purpose, the test says so and pins ours.
+
+
+def signed_cookie(session_id: str, secret: str = SECRET) -> str:
+    """The Cookie header a browser sends back for this session id."""
+    return "connect.sid=s%3A" + sd.encode_uri_component(sd.sign(session_id, secret))
+
+
+class TestSideBySideWithExpress(SessionAssertions):
+    """Set-Cookie, stored JSON and store calls as express-session 1.19.0 gives them."""
+
+    def setUp(self) -> None:
+        self.clock = FrozenClock()
+        self.store = CountingStore(clock=self.clock)
+
+    def middleware(self, **overrides: Any) -> SessionMiddleware:
+        options = {"store": self.store, "clock": self.clock, "resave": False,
+                   "save_uninitialized": False, "cookie": {}, "genid": lambda request: "gen-1"}
+        options.update(overrides)
+        return SessionMiddleware(make_options(**options))
+
+    def stored(self, sid: str = "sid-1", **cookie: Any) -> None:
+        """Put a session with this stored cookie in the store, as another process would."""
+        self.store.sessions[sid] = json.dumps({"cookie": cookie, "x": 0}, separators=(",", ":"))
+
+    def change_x(self, state: sd.RequestState) -> None:
+        state.session["x"] = 1
+
+    def test_a_touch_runs_before_the_set_cookie_decision(self):
+        """express: originalMaxAge 60000 with expires null, then a change: Set-Cookie expiring in 60 s, stored so."""
+        self.stored(originalMaxAge=60000, expires=None, httpOnly=True, path="/")
+        header, _ = run_request(self.middleware(), signed_cookie("sid-1"), self.change_x)
+        self.assertIn("Expires=Fri, 15 Jan 2027 08:01:00 GMT", header)
+        self.assertEqual(self.store.sessions["sid-1"], '{"cookie":{"originalMaxAge":60000,"expires":'
+                         '"2027-01-15T08:01:00.000Z","httpOnly":true,"path":"/"},"x":1}')
+
+    def test_setting_original_max_age_in_the_handler_gives_the_cookie_an_expiry(self):
+        """express: a new session whose handler sets cookie.originalMaxAge = 60000 gets Expires in 60 s."""
+        def app(state: sd.RequestState) -> None:
+            state.session.cookie.original_max_age = 60000
+            state.session["x"] = 1
+
+        header, _ = run_request(self.middleware(), None, app)
+        self.assertIn("Expires=Fri, 15 Jan 2027 08:01:00 GMT", header)
+        self.assertIn('"originalMaxAge":60000,"expires":"2027-01-15T08:01:00.000Z"', self.store.sessions["gen-1"])
+
+    def test_a_stored_cookie_without_original_max_age_keeps_none(self):
+        """express: stored cookie {httpOnly, path} and a change: no Set-Cookie, stored {"httpOnly":true,"path":"/"}."""
+        self.stored(httpOnly=True, path="/")
+        header, state = run_request(self.middleware(), signed_cookie("sid-1"), self.change_x)
+        self.assertIsNone(header)
+        self.assertIsNone(state.session.cookie.original_max_age)
+        self.assertEqual(self.store.sessions["sid-1"], '{"cookie":{"httpOnly":true,"path":"/"},"x":1}')
+
+    def test_negative_and_fractional_max_age_truncate_like_a_javascript_date(self):
+        """express: maxAge -1000.7 / -0.4 / 1000.5 store originalMaxAge -1001 / -1 / 1000 and truncated expiries."""
+        cases = {-1000.7: (-1001, "2027-01-15T07:59:58.999Z", "Fri, 15 Jan 2027 07:59:58 GMT"),
+                 -0.4: (-1, "2027-01-15T07:59:59.999Z", "Fri, 15 Jan 2027 07:59:59 GMT"),
+                 1000.5: (1000, "2027-01-15T08:00:01.000Z", "Fri, 15 Jan 2027 08:00:01 GMT")}
+        for max_age, (original, iso, http_date) in cases.items():
+            with self.subTest(max_age=max_age):
+                self.store.clear()
+                header, _ = run_request(self.middleware(cookie={"max_age": max_age}), None, self.change_x)
+                self.assertIn(f"Expires={http_date}", header)
+                self.assertIn(f'"originalMaxAge":{original},"expires":"{iso}"', self.store.sessions["gen-1"])
+
+    def test_null_cookie_attributes_are_stored_as_null_and_left_out_of_set_cookie(self):
+        """express: {httpOnly: null} sends no HttpOnly and stores "httpOnly":null; all seven null: no attributes."""
+        header, _ = run_request(self.middleware(cookie={"http_only": None}), None, self.change_x)
+        self.assertEqual(header.split("; ")[1:], ["Path=/"])
+        self.assertIn('{"originalMaxAge":null,"expires":null,"httpOnly":null,"path":"/"}', self.store.sessions["gen-1"])
+        everything = dict.fromkeys(("http_only", "path", "secure", "domain", "same_site", "priority", "partitioned"))
+        self.store.clear()
+        header, _ = run_request(self.middleware(cookie=everything), None, self.change_x)
+        self.assertEqual(header, "connect.sid=" + signed_cookie("gen-1").split("=", 1)[1])
+        self.assertIn('{"originalMaxAge":null,"partitioned":null,"priority":null,"expires":null,"secure":null,'
+                      '"httpOnly":null,"domain":null,"path":null,"sameSite":null}', self.store.sessions["gen-1"])
+
+    def test_null_attributes_read_from_the_store_stay_null(self):
+        """express: a stored cookie with httpOnly and path null sends neither, and stores them null again."""
+        self.stored(originalMaxAge=60000, expires="2027-01-15T08:01:00.000Z", httpOnly=None, path=None)
+        header, _ = run_request(self.middleware(), signed_cookie("sid-1"), self.change_x)
+        self.assertEqual(header.split("; ")[1:], ["Expires=Fri, 15 Jan 2027 08:01:00 GMT"])
+        self.assertIn('"httpOnly":null,"path":null}', self.store.sessions["sid-1"])
+
+    def test_a_domain_with_letters_that_fold_to_ascii_is_refused_at_construction(self):
+        """express refuses these domains ('option domain is invalid', when it first sends a cookie); we do at construction."""
+        for domain in ("\u212a.com", "\u017fite.com", "\u0131.com"):
+            with self.subTest(domain=domain), self.assertRaisesRegex(ValueError, "option domain is invalid"):
+                self.middleware(cookie={"domain": domain})
+        self.middleware(cookie={"domain": "KITE.com"})
+
+    def test_odd_stored_cookies_load_and_are_repaired_by_the_touch(self):
+        """express loads all of these and, after the touch, sends and stores a cookie expiring in 60 s."""
+        for expires in (1800000060000, "Fri, 15 Jan 2027 08:01:00 GMT", "hello", False,
+                        "+011532-08-30T13:20:00.000Z"):
+            with self.subTest(expires=expires):
+                self.stored(originalMaxAge=60000, expires=expires, httpOnly=True, path="/")
+                header, _ = run_request(self.middleware(), signed_cookie("sid-1"), self.change_x)
+                self.assertIn("Expires=Fri, 15 Jan 2027 08:01:00 GMT", header)
+                self.assertIn('"expires":"2027-01-15T08:01:00.000Z"', self.store.sessions["sid-1"])
+
+    def test_a_stored_original_max_age_that_is_not_a_number_does_not_lock_the_visitor_out(self):
+        """express hangs the response on originalMaxAge "60000"; we read it as None: a browser-session cookie."""
+        for original in ("60000", True, 3e14):
+            with self.subTest(original=original):
+                self.stored(originalMaxAge=original, expires=None, httpOnly=True, path="/")
+                header, state = run_request(self.middleware(), signed_cookie("sid-1"), self.change_x)
+                self.assertIsNone(header)
+                self.assertEqual(state.session["x"], 1)
+                self.assertIn('"originalMaxAge":null,"expires":null', self.store.sessions["sid-1"])
+
+    def test_a_stored_max_age_counts_unless_expires_is_a_date_string(self):
+        """express: a stored "maxAge":5000 sets expires 5 s ahead when expires is null, and is ignored after a string."""
+        self.store.sessions["sid-1"] = ('{"cookie":{"originalMaxAge":null,"expires":null,"maxAge":5000,'
+                                        '"httpOnly":true,"path":"/"},"x":0}')
+        _, state = run_request(self.middleware(), signed_cookie("sid-1"), lambda state: None)
+        self.assertEqual(state.session.cookie.original_max_age, None)
+        self.assertNotIn("maxAge", self.store.sessions["sid-1"])
+
+    def test_memory_store_expires_numeric_and_http_date_expiries(self):
+        """express's MemoryStore deletes a session whose expires is a past number or HTTP date; 0, false, "hello" never expire."""
+        store = MemoryStore(clock=self.clock)
+        for expires, expired in ((1799999940000, True), ("Thu, 14 Jan 2027 08:00:00 GMT", True),
+                                 (0, False), (False, False), ("hello", False), (1800000060000, False)):
+            with self.subTest(expires=expires):
+                store.sessions["s"] = json.dumps({"cookie": {"expires": expires}})
+                self.assertEqual(store.get("s") is None, expired)
+
+    def test_a_regenerated_session_saved_by_hand_is_saved_again_at_the_end(self):
+        """express: genid returning an id in use, regenerate(), a change, save(): get, destroy, set, set."""
+        self.stored()
+        self.stored("taken")
+
+        def app(state: sd.RequestState) -> None:
+            session = state.session.regenerate()
+            session["x"] = 1
+            session.save()
+
+        run_request(self.middleware(genid=lambda request: "taken"), signed_cookie("sid-1"), app)
+        self.assertEqual(self.store.log, [("get", "sid-1"), ("destroy", "sid-1"), ("set", "taken"), ("set", "taken")])
+
+    def test_an_expiry_past_the_year_9999_is_refused_when_it_is_set(self):
+        """express writes Expires=... 11532 for maxAge 3e14; we refuse it when it is set (ValueError), never later."""
+        with self.assertRaisesRegex(ValueError, "outside the years 1 to 9999"):
+            self.middleware(cookie={"max_age": 3e14})
+
+        def app(state: sd.RequestState) -> None:
+            state.session.cookie.max_age = 3e14
+
+        with self.assertRaisesRegex(ValueError, "outside the years 1 to 9999"):
+            run_request(self.middleware(), None, app)
+
+    def test_python_key_order_counts_where_javascript_would_sort_integer_keys_first(self):
+        """Difference: express keeps "1" first (JS key order), so deleting and re-adding it is no change; here it is one."""
+        self.store.sessions["sid-1"] = '{"cookie":{"originalMaxAge":null,"expires":null},"1":"one","b":"B"}'
+
+        def app(state: sd.RequestState) -> None:
+            del state.session["1"]
+            state.session["1"] = "one"
+
+        run_request(self.middleware(), signed_cookie("sid-1"), app)
+        self.assertIn(("set", "sid-1"), self.store.log)
+        self.assertTrue(self.store.sessions["sid-1"].endswith('"b":"B","1":"one"}'))
+
+    def test_numbers_are_written_as_python_writes_them(self):
+        """Difference: JSON.stringify writes -0 as 0 and 1e-7 as 1e-7; we write -0.0 and 1e-07 (the same numbers)."""
+        self.assertEqual(sd.stringify([-0.0, 1e-7, 1.0]), "[-0.0,1e-07,1.0]")
+        self.assertEqual(json.loads(sd.stringify([-0.0, 1e-7])), [0, 1e-7])
+
+    def test_an_empty_secret_or_one_that_is_not_unicode_is_refused(self):
+        """Differences: express signs with '' in ['', 'x'] and with U+FFFD for a lone surrogate; we refuse both."""
+        with self.assertRaisesRegex(TypeError, "non-empty"):
+            make_options(secret=["", "x"])
+        with self.assertRaises(UnicodeEncodeError):
+            sd.sign("abc", "\ud800")
+
+    def test_a_cookie_named_proto_is_kept(self):
+        """Difference: cookie.parse drops __proto__ (a JavaScript object's prototype); a Python dict keeps it."""
+        self.assertEqual(sd.parse_cookie_header("__proto__=1; a=2"), {"__proto__": "1", "a": "2"})
+
+    def test_the_cookie_is_written_first_in_stored_text(self):
+        """Difference: express keeps "cookie" where the store had it ({"a":1,"cookie":...}); we always write it first."""
+        self.store.sessions["sid-1"] = '{"a":1,"cookie":{"originalMaxAge":null,"expires":null},"b":2}'
+        run_request(self.middleware(), signed_cookie("sid-1"), lambda state: state.session.update(b=3))
+        self.assertTrue(self.store.sessions["sid-1"].startswith('{"cookie":{'))
+        self.assertTrue(self.store.sessions["sid-1"].endswith('"a":1,"b":3}'))
+
+    def test_a_datetime_is_stored_as_its_iso_string_and_other_values_are_refused(self):
+        """express's JSON.stringify writes a Date as its ISO string; a value JSON cannot hold is refused, never dropped."""
+        self.assertEqual(sd.stringify({"when": datetime(2027, 1, 15, 8, 0, tzinfo=UTC)}),
+                         '{"when":"2027-01-15T08:00:00.000Z"}')
+        for value in (b"bytes", {1, 2}, {(1, 2): 3}, object()):
+            with self.subTest(value=value), self.assertRaises(TypeError):
+                sd.stringify({"x": value})
+
+
 if __name__ == "__main__":
     unittest.main()
