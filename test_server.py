@@ -5,6 +5,7 @@ Run with ``python3 -m unittest -v`` from the top folder, with the rest of the su
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import doctest
 import errno
@@ -1552,6 +1553,7 @@ class _LessonsCurl:
             if cookies:
                 headers["Cookie"] = cookies
         path = target.path + (f"?{target.query}" if target.query else "")
+        headers = {"User-Agent": "curl/8.5.0", "Accept": "*/*", **headers}  # as curl sends them
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         try:
             connection.request("GET", path, headers=headers)
@@ -1586,10 +1588,8 @@ class _LessonsCurl:
                 jar[name] = value
 
 
-class TestLessonsWalkthroughs(TestServerDemoCase):
-    """Each lesson's server walkthrough, replayed against server.py: the reader sees what it shows."""
-
-    WALKTHROUGH_LESSONS = {1, 5, 6, 7, 9, 11, 12, 13}  # REPLAYS below
+class LessonsReplayCase(TestServerDemoCase):
+    """Replays a ```console walkthrough (python3 server.py, then curls) against real demo servers."""
 
     def replay(self, lesson: int) -> int:
         """Run each ```console block of a lesson: start servers, send the curls, compare the output.
@@ -1598,24 +1598,27 @@ class TestLessonsWalkthroughs(TestServerDemoCase):
         """
         blocks = LESSONS_CONSOLE_BLOCK.findall(LessonsFile.sections()[lesson])
         self.assertTrue(blocks, f"lesson {lesson} has no walkthrough")
+        return sum(self.replay_block(block) for block in blocks)
+
+    def replay_block(self, block: str) -> int:
+        """Run one walkthrough; return the number of curl commands checked."""
         checked = 0
-        for block in blocks:
-            curl = _LessonsCurl()
-            demo = None
-            for command, expected in self.commands(block):
-                argv = shlex.split(command)
-                if argv[:2] == ["python3", "server.py"]:
-                    if demo is not None:  # a restart: the old server, and its store, are gone
-                        demo.shutdown()
-                        demo.server_close()
-                    demo = self.start_demo(*argv[2:], as_shipped=True)
-                elif argv[0] == "curl":
-                    self.assertIsNotNone(demo, "curl before python3 server.py")
-                    shown, response = curl.run(argv[1:], demo.server_address[1])
-                    self.check(command, expected, shown, response)
-                    checked += 1
-                else:
-                    self.fail(f"the replay does not know the command {command!r}")
+        curl = _LessonsCurl()
+        demo = None
+        for command, expected in self.commands(block):
+            argv = shlex.split(command)
+            if argv[:2] == ["python3", "server.py"]:
+                if demo is not None:  # a restart: the old server, and its store, are gone
+                    demo.shutdown()
+                    demo.server_close()
+                demo = self.start_demo(*argv[2:], as_shipped=True)
+            elif argv[0] == "curl":
+                self.assertIsNotNone(demo, "curl before python3 server.py")
+                shown, response = curl.run(argv[1:], demo.server_address[1])
+                self.check(command, expected, shown, response)
+                checked += 1
+            else:
+                self.fail(f"the replay does not know the command {command!r}")
         return checked
 
     @staticmethod
@@ -1648,6 +1651,14 @@ class TestLessonsWalkthroughs(TestServerDemoCase):
                                 f"expected {header!r}, got:\n{shown}")
             if not any(header.startswith("Set-Cookie:") for header in headers):
                 self.assert_no_set_cookie(response)
+            self.assertTrue(LessonsFile.matches("\n".join(expected), shown),
+                            f"the lines shown are not what curl -i shows, in order:\n{shown}")
+
+
+class TestLessonsWalkthroughs(LessonsReplayCase):
+    """Each lesson's server walkthrough, replayed against server.py: the reader sees what it shows."""
+
+    WALKTHROUGH_LESSONS = {1, 5, 6, 7, 9, 11, 12, 13}  # REPLAYS below
 
     def test_every_walkthrough_is_replayed(self):
         """The lessons that have a ```console block are exactly those with a replay test here."""
@@ -2096,3 +2107,154 @@ class TestHostileFloodingOverHTTP(TestServerDemoCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+# ==== README.md, kept true ====================================================
+#
+# The README's commands and examples are checked the way the lessons are: what
+# server.py prints at start-up, the curl session replayed against a real
+# server.py, the python examples run (and counted 1, 2, 3 as a browser would,
+# /favicon.ico included), the sh commands parsed, the files and links found.
+
+README_FILE = "README.md"
+README_BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
+README_SAMPLE_COOKIE = re.compile(r"connect\.sid=(s%3A([A-Za-z0-9_-]{32})\.[A-Za-z0-9%]+);")
+
+
+class TestReadme(LessonsReplayCase):
+    """README.md shows what a user sees: each command, output, example, file and link is real."""
+
+    def blocks(self, language: str) -> list[str]:
+        """The README's fenced blocks of one language ('console', 'sh', 'python', or '')."""
+        return [body for lang, body in README_BLOCK.findall(LessonsFile.text(README_FILE)) if lang == language]
+
+    def test_python3_server_py_prints_what_the_readme_shows(self):
+        """The start-up lines shown under '$ python3 server.py' are what server.main() prints (port 3000)."""
+        command, expected = self.commands(self.blocks("console")[0])[0]
+        self.assertEqual(command, "python3 server.py")
+        out, err = io.StringIO(), io.StringIO()
+        with mock.patch.object(server.SessionHTTPServer, "serve_forever", side_effect=KeyboardInterrupt), \
+                contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            self.assertEqual(server.main(["--port", "0"]), 0)
+        printed = [line for line in err.getvalue().splitlines() if line and line != "stopped"]
+        printed += out.getvalue().splitlines()
+        port = re.search(r"127\.0\.0\.1:(\d+)/", out.getvalue()).group(1)
+        self.assertEqual([line.replace(f":{port}/", ":3000/") for line in printed], expected)
+
+    def test_the_curl_session_is_what_curl_shows(self):
+        """The console blocks, replayed as one session against server.py, answer as shown."""
+        text = "".join(self.blocks("console"))
+        sample = README_SAMPLE_COOKIE.search(text)
+        self.assertIsNotNone(sample, "the README shows a sample cookie")
+        replayed = text.replace(sample.group(1), "s%3A...")  # the id is random: any signed id will do
+        self.assertEqual(self.replay_block(replayed), 2)
+
+    def test_the_sample_cookie_is_signed_with_the_demo_secret(self):
+        """The sample Set-Cookie value is s: + its id, signed with 'keyboard cat', percent-encoded."""
+        value, session_id = README_SAMPLE_COOKIE.search(LessonsFile.text(README_FILE)).groups()
+        self.assertEqual(value, sd.encode_uri_component("s:" + sd.sign(session_id, server.DEMO_SECRET)))
+        self.assertIn(f"`{server.DEMO_SECRET}`", LessonsFile.text(README_FILE))
+
+    def test_the_first_thing_to_do_is_open_the_demo(self):
+        """Right after starting the server, the README says to open http://127.0.0.1:3000/."""
+        text = LessonsFile.text(README_FILE)
+        after_start = text.split("$ python3 server.py", 1)[1].split("```", 1)[1]
+        self.assertTrue(after_start.lstrip().startswith("Open <http://127.0.0.1:3000/>"), after_start[:80])
+
+    def test_each_sh_command_runs_as_written(self):
+        """Each sh command names a file that exists and flags it accepts (server.py's parse them)."""
+        commands = [line.split("#", 1)[0].strip() for block in self.blocks("sh") for line in block.splitlines()]
+        self.assertGreaterEqual(len(commands), 6)
+        for command in filter(None, commands):
+            with self.subTest(command=command):
+                argv = shlex.split(command)
+                self.assertEqual(argv[0], "python3")
+                if argv[1:3] == ["-m", "unittest"]:
+                    continue
+                self.assertTrue(os.path.isfile(os.path.join(REPOSITORY, argv[1])), argv[1])
+                if argv[1] == "server.py":
+                    with contextlib.redirect_stdout(io.StringIO()):
+                        try:
+                            server.parse_args(argv[2:])
+                        except SystemExit as exit:  # --help
+                            self.assertEqual(exit.code, 0)
+                else:
+                    source = LessonsFile.text(argv[1])
+                    for flag in argv[2:]:
+                        self.assertIn(f'"{flag}"', source)
+
+    def run_example(self, code: str) -> Any:
+        """Run a python example up to its last line, which must be '<server>.serve_forever()'.
+
+        Returns the server that line would serve, built on port 0 instead of 8000.
+        """
+        tree = ast.parse(code)
+        last = tree.body[-1]
+        self.assertTrue(isinstance(last, ast.Expr) and isinstance(last.value, ast.Call)
+                        and isinstance(last.value.func, ast.Attribute)
+                        and last.value.func.attr == "serve_forever", "the example ends in serve_forever()")
+
+        class AnyPort(ast.NodeTransformer):
+            def visit_Constant(self, node: ast.Constant) -> ast.Constant:
+                return ast.copy_location(ast.Constant(0), node) if node.value == 8000 else node
+
+        namespace: dict[str, Any] = {"__name__": "readme_example"}
+        exec(compile(ast.Module(tree.body[:-1], type_ignores=[]), README_FILE, "exec"), namespace)
+        built = ast.fix_missing_locations(ast.Expression(AnyPort().visit(last.value.func.value)))
+        example = eval(compile(built, README_FILE, "eval"), namespace)
+        thread = threading.Thread(target=example.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        thread.start()
+        self.addCleanup(self._stop_demo, example, thread)
+        return example
+
+    def test_the_two_examples_count_1_2_3_in_a_browser(self):
+        """Each 'use it in your own server' example counts 1, 2, 3 while the browser also asks for /favicon.ico."""
+        import http.server
+        quiet = mock.patch.object(http.server.BaseHTTPRequestHandler, "log_message")  # no access log
+        quiet.start()
+        self.addCleanup(quiet.stop)
+        examples = self.blocks("python")
+        self.assertEqual(len(examples), 2)
+        for code in examples:
+            with self.subTest(example=code.splitlines()[0]):
+                example = self.run_example(code)
+                browser = TestServerBrowser(example.server_address[1])
+                views = []
+                for _ in range(3):
+                    views.append(browser.get("/").body)
+                    self.assertEqual(browser.get("/favicon.ico").status, 404)
+                self.assertEqual(views, ["views: 1", "views: 2", "views: 3"])
+
+    def test_the_file_table_names_files_that_exist(self):
+        """Each file in 'How the files fit together' exists; so does each extras/*.py it names."""
+        text = LessonsFile.text(README_FILE)
+        table = text.split("## How the files fit together", 1)[1].split("\n## ", 1)[0]
+        rows = re.findall(r"^\| `([^`]+)` \|(.*)\|$", table, re.MULTILINE)
+        self.assertGreaterEqual(len(rows), 8)
+        for name, description in rows:
+            with self.subTest(file=name):
+                self.assertTrue(os.path.exists(os.path.join(REPOSITORY, name)), name)
+                for inner in re.findall(r"`([\w.]+\.py)`", description):
+                    self.assertTrue(os.path.isfile(os.path.join(REPOSITORY, name, inner))
+                                    or os.path.isfile(os.path.join(REPOSITORY, inner)), inner)
+
+    def test_every_link_resolves_inside_the_repository(self):
+        """Every relative link (and its #anchor) points into the repository; nothing points outside it."""
+        text = LessonsFile.text(README_FILE)
+        self.assertNotIn("../", text)
+        self.assertNotIn("ROUTES.md", text)
+        links = [link for link in re.findall(r"\]\(([^)]+)\)", text) if not link.startswith("https://")]
+        self.assertGreaterEqual(len(links), 17)
+        for link in links:
+            with self.subTest(link=link):
+                path, _, anchor = link.partition("#")
+                self.assertTrue(os.path.exists(os.path.join(REPOSITORY, path)), path)
+                if anchor:
+                    headings = re.findall(r"^#+ (.+)$", LessonsFile.text(path), re.MULTILINE)
+                    self.assertIn(anchor, {github_anchor(heading) for heading in headings})
+
+    def test_the_lessons_listed_are_the_lessons_there(self):
+        """The README's list of lessons has every lesson's title, in order."""
+        titles = [section.split("\n", 1)[0].split(". ", 1)[1] for section in LessonsFile.sections().values()]
+        listed = re.findall(r"^\d+\. \[([^\]]+)\]\(LESSONS\.md#", LessonsFile.text(README_FILE), re.MULTILINE)
+        self.assertEqual(listed, titles)
