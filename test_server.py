@@ -5,6 +5,7 @@ Run with ``python3 -m unittest -v`` from the top folder, with the rest of the su
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import doctest
 import errno
@@ -19,6 +20,8 @@ import os
 import random
 import re
 import shlex
+import subprocess
+import sys
 import tempfile
 import types
 import threading
@@ -1267,6 +1270,7 @@ class TestStoreFailures(TestServerDemoCase):
 # against server.py, and every name a lesson cites must exist.
 
 LESSONS_FILE = "LESSONS.md"  # next to session_demo.py
+REPOSITORY = os.path.dirname(os.path.abspath(sd.__file__))
 LESSONS_HEADING = re.compile(r"^## (\d+)\. ", re.MULTILINE)
 LESSONS_CONSOLE_BLOCK = re.compile(r"^```console\n(.*?)^```", re.MULTILINE | re.DOTALL)
 LESSONS_LOG_BLOCK = re.compile(r"^```log\n(.*?)^```", re.MULTILINE | re.DOTALL)
@@ -1278,10 +1282,9 @@ class LessonsFile:
     """LESSONS.md, read and cut into lessons, and the doctest-style matching its outputs use."""
 
     @staticmethod
-    def text() -> str:
-        """The text of LESSONS.md, found beside session_demo.py."""
-        path = os.path.join(os.path.dirname(os.path.abspath(sd.__file__)), LESSONS_FILE)
-        with open(path, encoding="utf-8") as file:
+    def text(name: str = LESSONS_FILE) -> str:
+        """The text of LESSONS.md (or README.md), found beside session_demo.py."""
+        with open(os.path.join(REPOSITORY, name), encoding="utf-8") as file:
             return file.read()
 
     @classmethod
@@ -1299,46 +1302,161 @@ class LessonsFile:
         """Does ``actual`` match ``expected``, where '...' in ``expected`` stands for any text?"""
         return doctest.OutputChecker().check_output(expected, actual, doctest.ELLIPSIS)
 
+    @staticmethod
+    def examples(text: str) -> list[doctest.Example]:
+        """The >>> examples of ``text``, in order, as doctest reads them, each with ``typed``.
+
+        ``example.typed`` is what a reader pastes: the example's lines as the
+        text shows them, prompts taken off. Unlike doctest's ``source`` it
+        keeps the empty line ('...' with nothing after it) that closes a block.
+        """
+        lines = text.splitlines()
+        examples = doctest.DocTestParser().get_examples(text)
+        for example in examples:
+            typed = [lines[example.lineno][4:]]
+            for line in lines[example.lineno + 1:]:
+                if line != "..." and not line.startswith("... "):
+                    break
+                typed.append(line[4:])
+            example.typed = "".join(line + "\n" for line in typed)
+        return examples
+
+    @classmethod
+    def shows(cls, example: doctest.Example, actual: str) -> bool:
+        """Does the output a fresh ``python3`` printed for ``example`` match what the text shows?
+
+        A traceback is matched as doctest matches one: the header, then the
+        exception line(s) after the stack.
+        """
+        if example.exc_msg is None:
+            return cls.matches(example.want, actual)
+        header = "Traceback (most recent call last):\n"
+        if not actual.startswith(header):
+            return False
+        lines = actual[len(header):].splitlines(keepends=True)
+        stack = 0
+        while stack < len(lines) and lines[stack].startswith(" "):
+            stack += 1
+        return cls.matches(example.exc_msg, "".join(lines[stack:]))
+
+    @staticmethod
+    def run_as_typed(lessons: list[list[doctest.Example]]) -> list[list[tuple[doctest.Example, str]]]:
+        """Type each lesson's examples into its own fresh ``python3 -i``; return what each printed.
+
+        One interpreter per lesson, all started at once. Each gets exactly
+        the lines a reader pastes (the >>> and ... prompts taken off, the
+        blank line that closes a block included). The prompts are set to
+        marker lines (on stderr, merged with stdout, all unbuffered), so the
+        output can be cut back into one piece per input line: what a
+        statement prints comes after the prompt for its last line.
+        """
+        marker = "\x1e@@prompt@@\n"
+        prompts = f"import sys; sys.ps1 = sys.ps2 = {marker!r}; del sys"
+        env = {key: value for key, value in os.environ.items() if key != "PYTHONSTARTUP"}
+        env["PYTHONIOENCODING"] = "utf-8"
+        processes = []
+        for examples in lessons:
+            typed = "".join(example.typed for example in examples)
+            process = subprocess.Popen(
+                [sys.executable, "-u", "-q", "-i", "-c", prompts], cwd=REPOSITORY, env=env,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                text=True, encoding="utf-8")
+            processes.append((process, typed))
+        results = []
+        for (process, typed), examples in zip(processes, lessons):
+            out, _ = process.communicate(typed, timeout=120)
+            after_line = out.split(marker)[1:]  # [k]: what reading input line k+1 printed
+            shown, line = [], 0
+            for example in examples:
+                count = len(example.typed.splitlines())
+                shown.append((example, "".join(after_line[line: line + count])))
+                line += count
+            results.append(shown)
+        return results
+
 
 class TestLessonsDoctest(unittest.TestCase):
-    """Every >>> snippet in LESSONS.md gives the output the lesson shows."""
+    """Every lesson, pasted alone into a fresh python3 (and run under doctest), prints what it shows."""
 
-    def test_every_snippet_prints_what_the_lesson_shows(self):
-        """doctest over LESSONS.md (ELLIPSIS, NORMALIZE_WHITESPACE): no example fails."""
-        text = LessonsFile.text()
-        flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
-        test = doctest.DocTestParser().get_doctest(text, {"__name__": "lessons"}, LESSONS_FILE,
-                                                   LESSONS_FILE, 0)
-        self.assertGreater(len(test.examples), 100, "LESSONS.md lost its snippets")
-        report = io.StringIO()
-        runner = doctest.DocTestRunner(optionflags=flags)
+    def lessons_with_snippets(self) -> dict[int, list[doctest.Example]]:
+        lessons = {number: LessonsFile.examples(text) for number, text in LessonsFile.sections().items()}
+        return {number: examples for number, examples in lessons.items() if examples}
+
+    def test_each_lesson_pasted_into_a_fresh_python3_prints_what_it_shows(self):
+        """python3 -i, one per lesson, fed the lesson's lines as typed: each output matches (ELLIPSIS)."""
+        lessons = self.lessons_with_snippets()
+        self.assertGreaterEqual(len(lessons), 12, "LESSONS.md lost its snippets")
+        for number, shown in zip(lessons, LessonsFile.run_as_typed(list(lessons.values()))):
+            for example, actual in shown:
+                with self.subTest(lesson=number, line=example.lineno + 1, source=example.source.splitlines()[0]):
+                    self.assertTrue(LessonsFile.shows(example, actual),
+                                    f"LESSONS.md shows:\n{example.exc_msg or example.want}python3 printed:\n{actual}")
+
+    def test_each_lesson_alone_passes_under_doctest(self):
+        """doctest over each lesson on its own, with fresh globals (ELLIPSIS only): no example fails."""
         logger = logging.getLogger("session_demo")
         handlers, level = list(logger.handlers), logger.level
-        try:
-            result = runner.run(test, out=report.write, clear_globs=True)
-        finally:
-            logger.handlers[:] = handlers  # lesson 14 adds a handler; a failure must not leave it
-            logger.setLevel(level)
-        self.assertEqual(result.failed, 0, "\n" + report.getvalue())
+        self.addCleanup(setattr, logger, "handlers", handlers)
+        self.addCleanup(logger.setLevel, level)
+        for number, text in LessonsFile.sections().items():
+            with self.subTest(lesson=number):
+                test = doctest.DocTestParser().get_doctest(text, {"__name__": "lessons"},
+                                                           f"lesson {number}", LESSONS_FILE, 0)
+                report = io.StringIO()
+                runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+                result = runner.run(test, out=report.write, clear_globs=True)
+                self.assertEqual(result.failed, 0, "\n" + report.getvalue())
+
+    def test_every_block_is_closed_by_a_blank_line_as_the_prompt_needs(self):
+        """After a def, class, for, with, if or try block comes a '...' line with nothing after it."""
+        for number, text in LessonsFile.sections().items():
+            for example in LessonsFile.examples(text):
+                first = example.typed.split("\n", 1)[0]
+                if re.match(r"(def|class|for|while|with|if|try|async)\b.*:", first):
+                    with self.subTest(lesson=number, source=first):
+                        self.assertTrue(example.typed.endswith("\n\n"), example.typed)
 
     def test_every_lesson_from_one_to_sixteen_is_there(self):
-        """LESSONS.md has lessons 1 to 16, in order, each with a 'Try this' or a list of items."""
+        """LESSONS.md has lessons 1 to 16, in order; 1 to 14 each with code, tests and a 'Try this'."""
         sections = LessonsFile.sections()
         self.assertEqual(list(sections), list(range(1, 17)))
         for number in range(1, 15):
             with self.subTest(lesson=number):
                 self.assertIn("**Try this.**", sections[number])
                 self.assertIn("Code: ", sections[number])
+                self.assertLessEqual(sections[number].count("\nTests: ") + sections[number].count(" Tests: "), 1)
 
-    def test_lessons_keep_what_we_do_differently_and_what_is_left_out(self):
-        """Lessons 15 and 16 are the differences from express-session and what is left out."""
+    def test_the_file_ends_with_what_is_left_out_and_what_we_do_differently(self):
+        """Lesson 15 is what is left out; lesson 16, the last, the differences from express-session."""
         sections = LessonsFile.sections()
-        self.assertTrue(sections[15].startswith("## 15. What we do differently"))
-        self.assertTrue(sections[16].startswith("## 16. What's left out"))
+        self.assertTrue(sections[15].startswith("## 15. What's left out"))
+        self.assertTrue(sections[16].startswith("## 16. What we do differently"))
         for difference in ("No secret, no server", "Bad options fail at construction",
                            "Reserved keys are refused", "Logs shorten session ids", "Not ported"):
             with self.subTest(difference=difference):
-                self.assertIn(difference, sections[15])
+                self.assertIn(difference, sections[16])
+
+    def test_no_lesson_points_forward(self):
+        """A lesson mentions only lessons before it (the two appendices may point anywhere)."""
+        for number, text in LessonsFile.sections().items():
+            if number >= 15:
+                continue
+            for cited in re.findall(r"\blessons? (\d+)(?:(?:,| and) (\d+))*", text):
+                for other in filter(None, cited):
+                    with self.subTest(lesson=number, cites=other):
+                        self.assertLessEqual(int(other), number)
+
+    def test_the_contents_line_links_every_heading(self):
+        """Each heading's GitHub anchor is linked from the contents, and every link there resolves."""
+        text = LessonsFile.text()
+        anchors = {github_anchor(heading) for heading in re.findall(r"^## (.+)$", text, re.MULTILINE)}
+        links = set(re.findall(r"\]\(#([^)]+)\)", text))
+        self.assertEqual(links, anchors)
+
+
+def github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
 
 
 class TestLessonsCitedNames(unittest.TestCase):
@@ -1435,6 +1553,7 @@ class _LessonsCurl:
             if cookies:
                 headers["Cookie"] = cookies
         path = target.path + (f"?{target.query}" if target.query else "")
+        headers = {"User-Agent": "curl/8.5.0", "Accept": "*/*", **headers}  # as curl sends them
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         try:
             connection.request("GET", path, headers=headers)
@@ -1469,10 +1588,8 @@ class _LessonsCurl:
                 jar[name] = value
 
 
-class TestLessonsWalkthroughs(TestServerDemoCase):
-    """Each lesson's server walkthrough, replayed against server.py: the reader sees what it shows."""
-
-    WALKTHROUGH_LESSONS = {1, 3, 5, 6, 8, 9, 10, 11, 12, 14}  # REPLAYS below, and lesson 14
+class LessonsReplayCase(TestServerDemoCase):
+    """Replays a ```console walkthrough (python3 server.py, then curls) against real demo servers."""
 
     def replay(self, lesson: int) -> int:
         """Run each ```console block of a lesson: start servers, send the curls, compare the output.
@@ -1481,24 +1598,27 @@ class TestLessonsWalkthroughs(TestServerDemoCase):
         """
         blocks = LESSONS_CONSOLE_BLOCK.findall(LessonsFile.sections()[lesson])
         self.assertTrue(blocks, f"lesson {lesson} has no walkthrough")
+        return sum(self.replay_block(block) for block in blocks)
+
+    def replay_block(self, block: str) -> int:
+        """Run one walkthrough; return the number of curl commands checked."""
         checked = 0
-        for block in blocks:
-            curl = _LessonsCurl()
-            demo = None
-            for command, expected in self.commands(block):
-                argv = shlex.split(command)
-                if argv[:2] == ["python3", "server.py"]:
-                    if demo is not None:  # a restart: the old server, and its store, are gone
-                        demo.shutdown()
-                        demo.server_close()
-                    demo = self.start_demo(*argv[2:], as_shipped=True)
-                elif argv[0] == "curl":
-                    self.assertIsNotNone(demo, "curl before python3 server.py")
-                    shown, response = curl.run(argv[1:], demo.server_address[1])
-                    self.check(command, expected, shown, response)
-                    checked += 1
-                else:
-                    self.fail(f"the replay does not know the command {command!r}")
+        curl = _LessonsCurl()
+        demo = None
+        for command, expected in self.commands(block):
+            argv = shlex.split(command)
+            if argv[:2] == ["python3", "server.py"]:
+                if demo is not None:  # a restart: the old server, and its store, are gone
+                    demo.shutdown()
+                    demo.server_close()
+                demo = self.start_demo(*argv[2:], as_shipped=True)
+            elif argv[0] == "curl":
+                self.assertIsNotNone(demo, "curl before python3 server.py")
+                shown, response = curl.run(argv[1:], demo.server_address[1])
+                self.check(command, expected, shown, response)
+                checked += 1
+            else:
+                self.fail(f"the replay does not know the command {command!r}")
         return checked
 
     @staticmethod
@@ -1531,25 +1651,33 @@ class TestLessonsWalkthroughs(TestServerDemoCase):
                                 f"expected {header!r}, got:\n{shown}")
             if not any(header.startswith("Set-Cookie:") for header in headers):
                 self.assert_no_set_cookie(response)
+            self.assertTrue(LessonsFile.matches("\n".join(expected), shown),
+                            f"the lines shown are not what curl -i shows, in order:\n{shown}")
+
+
+class TestLessonsWalkthroughs(LessonsReplayCase):
+    """Each lesson's server walkthrough, replayed against server.py: the reader sees what it shows."""
+
+    WALKTHROUGH_LESSONS = {1, 5, 6, 7, 9, 11, 12, 13}  # REPLAYS below
 
     def test_every_walkthrough_is_replayed(self):
         """The lessons that have a ```console block are exactly those with a replay test here."""
         with_walkthroughs = {number for number, section in LessonsFile.sections().items()
                              if LESSONS_CONSOLE_BLOCK.search(section)}
         self.assertEqual(with_walkthroughs, self.WALKTHROUGH_LESSONS)
-        self.assertEqual(set(self.REPLAYS) | {14}, self.WALKTHROUGH_LESSONS)
+        self.assertEqual(set(self.REPLAYS), self.WALKTHROUGH_LESSONS)
 
     # lesson: (what the walkthrough shows, how many requests it makes)
     REPLAYS = {
         1: ("a first visit sets the cookie; the jar brings it back; the count is on the server", 3),
-        3: ("a bad signature or an unsigned value is a first visit, with a new cookie", 2),
-        5: ("after a restart the correctly signed cookie finds nothing: a first visit again", 2),
-        6: ("--no-save-uninitialized: /peek sets no cookie; the first count does", 3),
-        8: ("/remember sends no cookie; the next change sends one with Expires; --rolling always", 6),
-        9: ("the victim logs in with the attacker's cookie; the attacker's id then finds nothing", 4),
-        10: ("/logout sends no Set-Cookie; the old cookie then gets a new, empty session", 3),
-        11: ("/forget keeps the stored session with --unset keep and deletes it with destroy", 6),
-        12: ("--secure true over HTTP sets no cookie; --proxy true trusts X-Forwarded-Proto", 5),
+        5: ("a bad signature or an unsigned value is a first visit, with a new cookie", 2),
+        6: ("after a restart the correctly signed cookie finds nothing: a first visit again", 2),
+        7: ("--no-save-uninitialized: /peek sets no cookie; the first count does", 3),
+        9: ("/remember sends no cookie; the next change sends one with Expires; --rolling always", 5),
+        11: ("the victim logs in with the attacker's cookie; the attacker's id then finds nothing", 4),
+        12: ("/logout sends no Set-Cookie; --unset destroy: /forget deletes the stored session", 6),
+        13: ("--secure true over HTTP: no cookie, a first visit every time; --proxy true trusts "
+             "X-Forwarded-Proto", 4),
     }
 
     def test_each_walkthrough_shows_what_the_server_answers(self):
@@ -1558,16 +1686,10 @@ class TestLessonsWalkthroughs(TestServerDemoCase):
             with self.subTest(lesson=lesson, story=story):
                 self.assertEqual(self.replay(lesson), requests)
 
-    def test_lesson_14_the_trace_shows_each_decision(self):
-        """Lesson 14: the walkthrough's responses, and --trace logs exactly the lines the lesson shows."""
-        section = LessonsFile.sections()[14]
-        logs = LESSONS_LOG_BLOCK.findall(section)
-        self.assertEqual(len(logs), 1, "lesson 14 shows one trace")
-        with self.assertLogs("session_demo", logging.DEBUG) as captured:
-            self.assertEqual(self.replay(14), 3)
-        messages = [record.getMessage() for record in captured.records]
-        self.assertTrue(LessonsFile.matches(logs[0], "\n".join(messages) + "\n"),
-                        "the trace is now:\n" + "\n".join(messages))
+    def test_the_trace_flag_the_lessons_point_at_exists(self):
+        """Lesson 2 points at python3 server.py --trace; the flag is there."""
+        self.assertIn("python3 server.py --trace", LessonsFile.sections()[2])
+        self.assertTrue(server.parse_args(["--trace"]).trace)
 
 
 class TestLessonsTour(unittest.TestCase):
@@ -1985,3 +2107,154 @@ class TestHostileFloodingOverHTTP(TestServerDemoCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+# ==== README.md, kept true ====================================================
+#
+# The README's commands and examples are checked the way the lessons are: what
+# server.py prints at start-up, the curl session replayed against a real
+# server.py, the python examples run (and counted 1, 2, 3 as a browser would,
+# /favicon.ico included), the sh commands parsed, the files and links found.
+
+README_FILE = "README.md"
+README_BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
+README_SAMPLE_COOKIE = re.compile(r"connect\.sid=(s%3A([A-Za-z0-9_-]{32})\.[A-Za-z0-9%]+);")
+
+
+class TestReadme(LessonsReplayCase):
+    """README.md shows what a user sees: each command, output, example, file and link is real."""
+
+    def blocks(self, language: str) -> list[str]:
+        """The README's fenced blocks of one language ('console', 'sh', 'python', or '')."""
+        return [body for lang, body in README_BLOCK.findall(LessonsFile.text(README_FILE)) if lang == language]
+
+    def test_python3_server_py_prints_what_the_readme_shows(self):
+        """The start-up lines shown under '$ python3 server.py' are what server.main() prints (port 3000)."""
+        command, expected = self.commands(self.blocks("console")[0])[0]
+        self.assertEqual(command, "python3 server.py")
+        out, err = io.StringIO(), io.StringIO()
+        with mock.patch.object(server.SessionHTTPServer, "serve_forever", side_effect=KeyboardInterrupt), \
+                contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            self.assertEqual(server.main(["--port", "0"]), 0)
+        printed = [line for line in err.getvalue().splitlines() if line and line != "stopped"]
+        printed += out.getvalue().splitlines()
+        port = re.search(r"127\.0\.0\.1:(\d+)/", out.getvalue()).group(1)
+        self.assertEqual([line.replace(f":{port}/", ":3000/") for line in printed], expected)
+
+    def test_the_curl_session_is_what_curl_shows(self):
+        """The console blocks, replayed as one session against server.py, answer as shown."""
+        text = "".join(self.blocks("console"))
+        sample = README_SAMPLE_COOKIE.search(text)
+        self.assertIsNotNone(sample, "the README shows a sample cookie")
+        replayed = text.replace(sample.group(1), "s%3A...")  # the id is random: any signed id will do
+        self.assertEqual(self.replay_block(replayed), 2)
+
+    def test_the_sample_cookie_is_signed_with_the_demo_secret(self):
+        """The sample Set-Cookie value is s: + its id, signed with 'keyboard cat', percent-encoded."""
+        value, session_id = README_SAMPLE_COOKIE.search(LessonsFile.text(README_FILE)).groups()
+        self.assertEqual(value, sd.encode_uri_component("s:" + sd.sign(session_id, server.DEMO_SECRET)))
+        self.assertIn(f"`{server.DEMO_SECRET}`", LessonsFile.text(README_FILE))
+
+    def test_the_first_thing_to_do_is_open_the_demo(self):
+        """Right after starting the server, the README says to open http://127.0.0.1:3000/."""
+        text = LessonsFile.text(README_FILE)
+        after_start = text.split("$ python3 server.py", 1)[1].split("```", 1)[1]
+        self.assertTrue(after_start.lstrip().startswith("Open <http://127.0.0.1:3000/>"), after_start[:80])
+
+    def test_each_sh_command_runs_as_written(self):
+        """Each sh command names a file that exists and flags it accepts (server.py's parse them)."""
+        commands = [line.split("#", 1)[0].strip() for block in self.blocks("sh") for line in block.splitlines()]
+        self.assertGreaterEqual(len(commands), 6)
+        for command in filter(None, commands):
+            with self.subTest(command=command):
+                argv = shlex.split(command)
+                self.assertEqual(argv[0], "python3")
+                if argv[1:3] == ["-m", "unittest"]:
+                    continue
+                self.assertTrue(os.path.isfile(os.path.join(REPOSITORY, argv[1])), argv[1])
+                if argv[1] == "server.py":
+                    with contextlib.redirect_stdout(io.StringIO()):
+                        try:
+                            server.parse_args(argv[2:])
+                        except SystemExit as exit:  # --help
+                            self.assertEqual(exit.code, 0)
+                else:
+                    source = LessonsFile.text(argv[1])
+                    for flag in argv[2:]:
+                        self.assertIn(f'"{flag}"', source)
+
+    def run_example(self, code: str) -> Any:
+        """Run a python example up to its last line, which must be '<server>.serve_forever()'.
+
+        Returns the server that line would serve, built on port 0 instead of 8000.
+        """
+        tree = ast.parse(code)
+        last = tree.body[-1]
+        self.assertTrue(isinstance(last, ast.Expr) and isinstance(last.value, ast.Call)
+                        and isinstance(last.value.func, ast.Attribute)
+                        and last.value.func.attr == "serve_forever", "the example ends in serve_forever()")
+
+        class AnyPort(ast.NodeTransformer):
+            def visit_Constant(self, node: ast.Constant) -> ast.Constant:
+                return ast.copy_location(ast.Constant(0), node) if node.value == 8000 else node
+
+        namespace: dict[str, Any] = {"__name__": "readme_example"}
+        exec(compile(ast.Module(tree.body[:-1], type_ignores=[]), README_FILE, "exec"), namespace)
+        built = ast.fix_missing_locations(ast.Expression(AnyPort().visit(last.value.func.value)))
+        example = eval(compile(built, README_FILE, "eval"), namespace)
+        thread = threading.Thread(target=example.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        thread.start()
+        self.addCleanup(self._stop_demo, example, thread)
+        return example
+
+    def test_the_two_examples_count_1_2_3_in_a_browser(self):
+        """Each 'use it in your own server' example counts 1, 2, 3 while the browser also asks for /favicon.ico."""
+        import http.server
+        quiet = mock.patch.object(http.server.BaseHTTPRequestHandler, "log_message")  # no access log
+        quiet.start()
+        self.addCleanup(quiet.stop)
+        examples = self.blocks("python")
+        self.assertEqual(len(examples), 2)
+        for code in examples:
+            with self.subTest(example=code.splitlines()[0]):
+                example = self.run_example(code)
+                browser = TestServerBrowser(example.server_address[1])
+                views = []
+                for _ in range(3):
+                    views.append(browser.get("/").body)
+                    self.assertEqual(browser.get("/favicon.ico").status, 404)
+                self.assertEqual(views, ["views: 1", "views: 2", "views: 3"])
+
+    def test_the_file_table_names_files_that_exist(self):
+        """Each file in 'How the files fit together' exists; so does each extras/*.py it names."""
+        text = LessonsFile.text(README_FILE)
+        table = text.split("## How the files fit together", 1)[1].split("\n## ", 1)[0]
+        rows = re.findall(r"^\| `([^`]+)` \|(.*)\|$", table, re.MULTILINE)
+        self.assertGreaterEqual(len(rows), 8)
+        for name, description in rows:
+            with self.subTest(file=name):
+                self.assertTrue(os.path.exists(os.path.join(REPOSITORY, name)), name)
+                for inner in re.findall(r"`([\w.]+\.py)`", description):
+                    self.assertTrue(os.path.isfile(os.path.join(REPOSITORY, name, inner))
+                                    or os.path.isfile(os.path.join(REPOSITORY, inner)), inner)
+
+    def test_every_link_resolves_inside_the_repository(self):
+        """Every relative link (and its #anchor) points into the repository; nothing points outside it."""
+        text = LessonsFile.text(README_FILE)
+        self.assertNotIn("../", text)
+        self.assertNotIn("ROUTES.md", text)
+        links = [link for link in re.findall(r"\]\(([^)]+)\)", text) if not link.startswith("https://")]
+        self.assertGreaterEqual(len(links), 17)
+        for link in links:
+            with self.subTest(link=link):
+                path, _, anchor = link.partition("#")
+                self.assertTrue(os.path.exists(os.path.join(REPOSITORY, path)), path)
+                if anchor:
+                    headings = re.findall(r"^#+ (.+)$", LessonsFile.text(path), re.MULTILINE)
+                    self.assertIn(anchor, {github_anchor(heading) for heading in headings})
+
+    def test_the_lessons_listed_are_the_lessons_there(self):
+        """The README's list of lessons has every lesson's title, in order."""
+        titles = [section.split("\n", 1)[0].split(". ", 1)[1] for section in LessonsFile.sections().values()]
+        listed = re.findall(r"^\d+\. \[([^\]]+)\]\(LESSONS\.md#", LessonsFile.text(README_FILE), re.MULTILINE)
+        self.assertEqual(listed, titles)
