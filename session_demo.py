@@ -245,7 +245,7 @@ class RequestState:
         self.session = self.new_session(self.new_id())
         self.session.tracks_saves = True
         self.original_id = self.session_id
-        self.original_hash = hash_session(self.session)
+        self.original_hash = _EMPTY_HASH  # a new session holds no data yet
 
     def inflate(self, data: Mapping[str, Any]) -> None:
         """Use the stored session, noting how it began (``inflate``); with ``resave=False`` it counts as saved."""
@@ -304,6 +304,7 @@ class RequestState:
         return Session(self, self.session_id, cookie, data)
 
 
+_EMPTY_HASH = hashlib.sha1(b"{}").hexdigest()  # hash_session({}): what a new session starts from
 _UNSAFE_ID_CHARACTER = re.compile(r'[\x00-\x20",;\\\x7f]')
 
 
@@ -529,9 +530,9 @@ def should_save(state: RequestState) -> Decision:
         return Decision(False, "the store already holds it as it is")
     if new_session:
         return Decision(True, "new session")
-    if is_modified(state):
-        return Decision(True, "modified")
-    return Decision(True, "unmodified, resave=True")
+    if state.saved_hash is None:
+        return Decision(True, "resave=True")  # nothing counts as saved until it is
+    return Decision(True, "modified")
 
 
 def should_touch(state: RequestState) -> Decision:
@@ -1117,12 +1118,21 @@ def _attribute_value(option: str, value: object, names: dict[str, str]) -> str:
 def encode_uri_component(text: str) -> str:
     """Percent-encode like JavaScript's ``encodeURIComponent``: ``s:a+b`` becomes ``s%3Aa%2Bb``.
 
-    A lone surrogate raises ValueError (JavaScript's URIError).
+    All but letters, digits and ``-_.!~*'()`` becomes %XX escapes of its UTF-8
+    bytes; a lone surrogate raises ValueError (JavaScript's URIError).
     """
     try:
-        return urllib.parse.quote(text, safe="-_.!~*'()", encoding="utf-8", errors="strict")
+        return _URI_UNSAFE.sub(_percent_escapes, text)
     except UnicodeEncodeError as exc:
         raise ValueError(f"cannot percent-encode {text!r}: {exc.reason}") from None
+
+
+_URI_UNSAFE = re.compile(r"[^A-Za-z0-9\-_.!~*'()]")
+
+
+def _percent_escapes(match: re.Match[str]) -> str:
+    """``%3A`` for ':', ``%C3%A9`` for 'é': one character as encodeURIComponent writes it."""
+    return "".join(f"%{byte:02X}" for byte in match.group().encode("utf-8"))
 
 
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
