@@ -492,8 +492,8 @@ class RedisStore(Store):
             data = None
         if isinstance(data, dict) and isinstance(data.get("cookie"), dict):
             return data
-        _log.warning("RedisStore: %s%s is not a JSON object with a cookie; deleting it",
-                     self.prefix, short_id(sid))
+        _log.warning("RedisStore: session %s is not a JSON object with a cookie; deleting it",
+                     short_id(sid))
         self._call("EVAL", _DELETE_IF_UNCHANGED, 1, self._key(sid), raw)
         return None
 
