@@ -24,7 +24,9 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
-from session_demo import Clock, Session, Store, clock_ms, expiry_ms, parse_json, session_json, short_id
+from session_demo import (
+    Clock, Session, Store, clock_ms, expiry_ms, parse_json, session_json, short_id, stored_cookie,
+)
 
 __all__ = ["RedisStore", "RedisClient", "RedisReplyError", "RedisConnectionError", "parse_redis_url"]
 
@@ -533,8 +535,7 @@ class RedisStore(Store):
 
         A missing key stays missing; a ttl <= 0 makes Redis delete the key.
         """
-        data = session.to_json() if isinstance(session, Session) else session
-        self._call("EXPIRE", self._key(sid), self._ttl(data))
+        self._call("EXPIRE", self._key(sid), self._ttl({"cookie": stored_cookie(session)}))
 
     def all(self) -> dict[str, dict[str, Any]]:
         """Every session under the prefix, keyed by id: SCAN, then MGET (connect-redis's all, as a dict).

@@ -36,7 +36,7 @@ from test_session import (
 REDIS_SERVER = shutil.which("redis-server")
 REDIS_CLI = shutil.which("redis-cli")
 NEEDS_REDIS = unittest.skipUnless(REDIS_SERVER and REDIS_CLI,
-                                  "redis-server is not installed (apt-get install redis-server)")
+                                  "redis-server and redis-cli are not installed (apt-get install redis-server)")
 TIMEOUT = 30  # seconds: a child process or a wait that takes longer fails the test
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
