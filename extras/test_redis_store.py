@@ -202,7 +202,7 @@ class TestRedisStoreContract(_RedisHelpers, _StoreContract, _VersionsContract, u
         self.store.set("sid-1", self.stored(self.clock, max_age=1))  # 1 ms left: still 1 s
         self.assertEqual(self.client.execute("TTL", "sess:sid-1"), 1)
         self.clock.advance(ms=1)
-        self.store.set("sid-1", {"cookie": {"expires": sd._iso(sd.clock_ms(self.clock))}})
+        self.store.set("sid-1", self.stored(self.clock, max_age=0))  # expires now
         self.assertIsNone(self.store.get("sid-1"))
         self.assertEqual(self.store.length(), 0)
 
@@ -226,7 +226,7 @@ class TestRedisStoreContract(_RedisHelpers, _StoreContract, _VersionsContract, u
         self.assertEqual(self.client.execute("EXISTS", "sess:sid-2"), 0)
         self.store.set("sid-1", self.stored(self.clock, max_age=1000))
         self.clock.advance(ms=1000)
-        self.store.touch("sid-1", {"cookie": {"expires": sd._iso(sd.clock_ms(self.clock))}})
+        self.store.touch("sid-1", self.stored(self.clock, max_age=0))  # expires now
         self.assertIsNone(self.store.get("sid-1"))
 
     def test_all_and_length_count_only_live_sessions(self) -> None:
@@ -284,7 +284,7 @@ class TestRedisStoreData(_RedisHelpers, unittest.TestCase):
         """GET sess:<id> (with redis-cli) is the session's compact JSON, cookie first, as connect-redis stores it."""
         session = self.session_object(self.clock, max_age=60000, views=2)
         self.store.set(session.id, session)
-        expires = sd._iso(sd.clock_ms(self.clock) + 60000)
+        expires = session.cookie.to_json()["expires"]
         self.assertEqual(self.redis.cli("GET", f"sess:{session.id}"),
                          '{"cookie":{"originalMaxAge":60000,"expires":"%s","httpOnly":true,"path":"/"},'
                          '"views":2}' % expires)
