@@ -25,6 +25,7 @@ from typing import Any, TextIO
 
 from extras.bounded_store import BoundedMemoryStore
 from extras.concurrency import LockingSessionMiddleware, MergingSessionMiddleware
+from extras.redis_store import RedisStore, parse_redis_url
 from extras.sqlite_store import SQLiteStore
 from session_demo import (
     MemoryStore, RequestInfo, RequestState, SessionHTTPServer, SessionMiddleware, SessionOptions,
@@ -174,29 +175,40 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tour", action="store_true",
                         help="print a narrated tour of a few requests, run in-process, and exit")
     # Beyond express-session (see session_demo.py, sections 11 and 13):
-    parser.add_argument("--store", type=_store_spec, default="memory", metavar="memory|bounded|sqlite:PATH",
+    parser.add_argument("--store", type=_store_spec, default="memory",
+                        metavar="memory|bounded|sqlite:PATH|redis://HOST:PORT[/DB]",
                         help="where sessions live: express's MemoryStore (default), a bounded memory "
-                             "store, or a SQLite file that survives restarts")
+                             "store, a SQLite file that survives restarts, or Redis as connect-redis "
+                             "keeps it (redis://[user:password@]host:port/db, rediss:// for TLS), "
+                             "shared by servers on many machines")
     parser.add_argument("--concurrency", choices=["lock", "merge"], default=None,
                         help="two requests for one session at once: serve them one at a time (lock) "
-                             "or merge their changes (merge; needs --store bounded or sqlite:PATH); "
+                             "or merge their changes (merge; needs --store bounded, sqlite:PATH or redis://...); "
                              "default: the last write wins, as in express-session")
     return parser.parse_args(argv)
 
 
 def _store_spec(text: str) -> str:
-    """Check a --store value: memory, bounded or sqlite:PATH."""
+    """Check a --store value: memory, bounded, sqlite:PATH or a redis:// (rediss://) URL."""
     if text in ("memory", "bounded") or (text.startswith("sqlite:") and len(text) > len("sqlite:")):
         return text
-    raise argparse.ArgumentTypeError("expected memory, bounded or sqlite:PATH")
+    if text.startswith(("redis://", "rediss://")):
+        try:
+            parse_redis_url(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return text
+    raise argparse.ArgumentTypeError("expected memory, bounded, sqlite:PATH or redis://HOST:PORT[/DB]")
 
 
 def make_store(spec: str) -> Store:
-    """The store that --store names (memory, bounded or sqlite:PATH)."""
+    """The store that --store names (memory, bounded, sqlite:PATH or redis://...)."""
     if spec == "bounded":
         return BoundedMemoryStore()
     if spec.startswith("sqlite:"):
         return SQLiteStore(spec[len("sqlite:"):])
+    if spec.startswith(("redis://", "rediss://")):
+        return RedisStore(spec)
     return MemoryStore()
 
 
