@@ -1,26 +1,40 @@
 """The view counter from express-session's README, plus a few routes to watch each option work.
 
     python3 server.py                      # then open http://127.0.0.1:3000/
-    python3 server.py --trace              # print every session decision
+    python3 server.py --trace              # print every request's session decisions
     python3 server.py --max-age 60000 --rolling --resave
+    python3 server.py --tour               # a few requests, narrated, in-process
 
-Routes and flags are those of ../shared/ROUTES.md (an Express app built with
-express-session 1.19.0 and the same routes answers the same way):
+An Express app built with express-session 1.19.0 and the same routes and
+flags answers curl the same way (status, body, Set-Cookie):
 
     /                   the counter          /peek      read it, change nothing
     /login?user=NAME    regenerate, log in   /whoami    read the user
     /logout             destroy              /forget    unset (req.session = null)
     /remember?ms=N      cookie max_age = N ms ("remember me")
+
+A browser (Accept: text/html) gets the same sentence in a small HTML page
+with links to every route and a panel, "What the session layer did". That
+view is ours, not express's. The sections (grep for "# ----"): the routes,
+what the session layer did, the HTML view, flags and secrets, building the
+server, the tour, main.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
+import html
 import itertools
 import logging
+import os
 import sys
+import threading
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from extras.bounded_store import BoundedMemoryStore
@@ -29,20 +43,39 @@ from extras.redis_store import RedisStore, parse_redis_url
 from extras.sqlite_store import SQLiteStore
 from session_demo import (
     MemoryStore, RequestInfo, RequestState, SessionHTTPServer, SessionMiddleware, SessionOptions,
-    SessionRequestHandler, Store, session_middleware, should_save, should_set_cookie, should_touch,
+    SessionRequestHandler, Store, parse_cookie_header, session_middleware, short_id, stringify,
+    unsign,
 )
 
 DEMO_SECRET = "keyboard cat"
+SECRET_ENVIRONMENT_VARIABLE = "SESSION_SECRET"
+SHORT_SECRET = 32  # fewer characters than this gets a warning, as Django's deploy check gives
+
+
+# ---- The routes --------------------------------------------------------------
 
 
 class CounterHandler(SessionRequestHandler):
-    """The demo's routes. Every reply is short plain text."""
+    """The demo's routes: short plain text, or a small HTML page for a browser."""
 
     protocol_version = "HTTP/1.1"  # keep-alive, as Node's server does
     head_only = False  # answering a HEAD: headers as for GET, no body
+    route_path = ""  # the route being answered, for the HTML view's notes
+    status: int | None = None  # the status sent, for the trace
+    filed = False  # this request's visit is in the history (and traced)
 
     def do_GET(self) -> None:
-        """Route the request to one of the demo's pages (ROUTES.md)."""
+        """Answer the route, then (for the demo's own server) end the session and file what it did."""
+        self.route()
+        if self.filing():
+            # The adapter ends the session after do_GET in any case (a second end
+            # does nothing); ending it here lets the visit be filed and traced
+            # before the response goes out, so the browser's next page has it.
+            self.server.session_middleware.end(self.session_state)
+            self.file_visit()
+
+    def route(self) -> None:
+        """Route the request to one of the demo's pages."""
         url = urllib.parse.urlsplit(self.request_target())
         query = urllib.parse.parse_qs(url.query)
         # Express's router ignores letter case and one trailing slash.
@@ -58,6 +91,7 @@ class CounterHandler(SessionRequestHandler):
             "/forget": self.forget,
             "/whoami": self.whoami,
         }
+        self.route_path = path
         route = routes.get(path)
         if route is None:
             self.reply(404, "Not Found")
@@ -128,7 +162,10 @@ class CounterHandler(SessionRequestHandler):
         self.reply(200, f"user: {user if user is not None else 'none'}")
 
     def reply(self, status: int, text: str) -> None:
-        """Send a short plain-text answer with a Content-Length, so the connection can be kept."""
+        """Send a short answer: the HTML view to a browser, otherwise plain text as Express sends it."""
+        if self.wants_html():
+            self.reply_html(status, text)
+            return
         body = text.encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", "text/plain; charset=utf-8")
@@ -137,6 +174,373 @@ class CounterHandler(SessionRequestHandler):
         if not self.head_only:
             self.wfile.write(body)
 
+    def wants_html(self) -> bool:
+        """Did the client ask for HTML (a browser's Accept: text/html)?"""
+        return "text/html" in (self.headers.get("Accept") or "").lower()
+
+    def reply_html(self, status: int, text: str) -> None:
+        """Send ``text`` in the HTML view, with the panel of what the session layer did.
+
+        The page shows this response's Set-Cookie decision, which is made as
+        the headers go out; so the headers go first and the page, whose
+        length is known only then, follows as one chunk (HTTP/1.1) or up to
+        the end of the connection (HTTP/1.0).
+        """
+        chunked = self.request_version == "HTTP/1.1"
+        self.send_response(status)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()  # the Set-Cookie decision is logged, and recorded, here
+        if self.head_only:
+            return
+        body = render_page(text, self.panel()).encode("utf-8")
+        if chunked:
+            body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+        self.wfile.write(body)
+
+    def panel(self) -> Panel:
+        """Gather what the session layer did for this request, for the HTML view."""
+        options = self.server.session_middleware.options
+        state = self.session_state
+        history: DecisionHistory | None = getattr(self.server, "history", None)
+        earlier = history.earlier(state.cookie_id) if history and state and state.cookie_id else []
+        now = [record.getMessage() for record in RECORDER.current()]
+        return Panel(
+            cookie=describe_cookie(self.request_info().cookie_header, options.name, options.secrets),
+            session=describe_session(state, now),
+            session_id=str(short_id(state.session_id)) if state else None,
+            stored=stored_text(options.store, state.session_id) if state else None,
+            note=ROUTE_NOTES.get(self.route_path),
+            now=Visit(self.requestline, None, now),
+            earlier=earlier,
+        )
+
+    # -- what the session layer did, per request: the history and --trace --
+
+    def handle_one_request(self) -> None:
+        """Serve one request while collecting its session records.
+
+        A plain SessionHTTPServer (the benchmark's) keeps no history: then
+        this is SessionRequestHandler's own.
+        """
+        if getattr(self.server, "history", None) is None:
+            super().handle_one_request()
+            return
+        self.status = None
+        self.filed = False
+        with RECORDER.collecting():
+            super().handle_one_request()
+            if self.raw_requestline and not self.filed:
+                self.file_visit()  # a request that do_GET did not finish (an error, a 501)
+
+    def filing(self) -> bool:
+        """Does this server keep what the session layer did (the demo's own server does)?"""
+        return getattr(self.server, "history", None) is not None and not self.filed
+
+    def file_visit(self) -> None:
+        """Keep this request's records in the history, under the id the browser will send next; trace them."""
+        self.filed = True
+        visit = Visit(self.requestline, self.status, [r.getMessage() for r in RECORDER.current()])
+        state = self.session_state
+        if state is not None:
+            cookie_sent = any(line.startswith("set-cookie: yes") for line in visit.decisions)
+            next_id = state.session_id if cookie_sent else state.cookie_id
+            self.server.history.add(state.cookie_id, next_id if isinstance(next_id, str) else None,
+                                    visit)
+        if self.server.trace is not None:
+            self.server.print_trace(trace_block(visit))
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        """Remember the status; log the access line unless --trace prints it in its block."""
+        self.status = int(code) if str(code).isdigit() else None
+        if getattr(self.server, "trace", None) is None:
+            super().log_request(code, size)
+
+
+# ---- What the session layer did: records, history, --trace --------------------
+#
+# session_demo logs every decision (logger "session_demo", DEBUG). The recorder
+# keeps the records of the request the current thread serves; the HTML view
+# shows them, the history keeps the last few per browser (the save, touch or
+# destroy comes after the page is written), and --trace prints them.
+
+
+class DecisionRecorder(logging.Handler):
+    """A logging handler that collects the "session_demo" records of the current thread's request."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self._local = threading.local()
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        """Keep the record if this thread is collecting (no lock: each thread has its own list)."""
+        records = getattr(self._local, "records", None)
+        if records is not None:
+            records.append(record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.handle(record)
+
+    @contextlib.contextmanager
+    def collecting(self) -> Iterator[list[logging.LogRecord]]:
+        """Collect this thread's records until the block ends."""
+        self.install()
+        outer = getattr(self._local, "records", None)
+        records: list[logging.LogRecord] = []
+        self._local.records = records
+        try:
+            yield records
+        finally:
+            self._local.records = outer
+
+    def current(self) -> list[logging.LogRecord]:
+        """The records collected so far for this thread's request."""
+        return list(getattr(self._local, "records", None) or [])
+
+    def install(self) -> None:
+        """Attach to the "session_demo" logger and let its DEBUG records be made.
+
+        Records only reach other handlers if they want DEBUG: without
+        --trace nothing more is printed.
+        """
+        logger = logging.getLogger("session_demo")
+        if self not in logger.handlers:
+            logger.addHandler(self)
+        if logger.getEffectiveLevel() > logging.DEBUG:
+            logger.setLevel(logging.DEBUG)
+
+
+RECORDER = DecisionRecorder()
+
+
+@dataclass
+class Visit:
+    """One request as the session layer saw it: the request line, the status, its log lines."""
+
+    request_line: str
+    status: int | None
+    decisions: list[str] = field(default_factory=list)
+
+
+class DecisionHistory:
+    """The last few visits of each browser, in bounded memory, keyed by the id its cookie carries.
+
+    A visit is filed under the id the browser will send next, and the
+    visits before it move along: after /login (a new id) or /logout (the
+    same cookie, a destroyed session) the page still shows what came before.
+    """
+
+    def __init__(self, browsers: int = 256, visits: int = 5) -> None:
+        self.browsers = browsers
+        self.visits = visits
+        self._history: OrderedDict[str, deque[Visit]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def earlier(self, session_id: str) -> list[Visit]:
+        """The visits filed under this id, newest first."""
+        with self._lock:
+            return list(self._history.get(session_id, ()))
+
+    def add(self, sent_id: str | None, next_id: str | None, visit: Visit) -> None:
+        """File ``visit``, and the visits filed under ``sent_id``, under ``next_id``."""
+        with self._lock:
+            visits = self._history.pop(sent_id, None) if sent_id else None
+            if next_id is None:
+                return  # the browser keeps no cookie: nothing will find these again
+            if visits is None:
+                visits = self._history.pop(next_id, None) or deque(maxlen=self.visits)
+            visits.appendleft(visit)
+            self._history[next_id] = visits
+            while len(self._history) > self.browsers:
+                self._history.popitem(last=False)
+
+
+def printable(text: str) -> str:
+    """Text safe to print on a terminal: control characters shown as escapes."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def trace_block(visit: Visit) -> str:
+    """One request for --trace: the request line and status, then its session lines, indented."""
+    status = f" -> {visit.status}" if visit.status is not None else ""
+    lines = [printable(visit.request_line) + status]
+    lines += ["    " + printable(line) for line in visit.decisions]
+    return "\n".join(lines) + "\n"
+
+
+# ---- The HTML view (ours, not express's) -------------------------------------
+
+
+LESSON_FOR: list[tuple[str, str]] = [
+    # (words in a log line, the title of the lesson in LESSONS.md that explains it);
+    # the first match wins, so the more specific words come first.
+    ("unsigned", "Tampering"),
+    ("signature invalid", "Tampering"),
+    ("no SID sent", "What a session is"),
+    ("session found", "The store"),
+    ("fetching", "The store"),
+    ("saving", "The store"),
+    ("save_uninitialized", "save_uninitialized"),
+    ("new session", "save_uninitialized"),
+    ("secure", "HTTPS, proxies, secure and same_site"),
+    ("expiry", "Expiry and rolling"),
+    ("browser-session cookie", "Expiry and rolling"),
+    ("rolling", "Expiry and rolling"),
+    ("unset", "Logout, and unset"),
+    ("destroy", "Logout, and unset"),
+    ("no session", "Logout, and unset"),
+    ("save", "resave and touch"),
+    ("touch", "resave and touch"),
+]
+
+ROUTE_NOTES: dict[str, tuple[str, str]] = {
+    "/login": ("regenerate() destroyed the old session in the store and gave you a new id.",
+               "Login and session fixation"),
+    "/logout": ("destroy() removed the session from the store; your browser keeps a cookie "
+                "that no longer finds it.", "Logout, and unset"),
+    "/forget": ("the session was unset for this request (express: req.session = null).",
+                "Logout, and unset"),
+    "/remember": ("the cookie now has a max_age, so it outlives the browser session.", "Expiry and rolling"),
+    "/peek": ("read only: nothing changed, so nothing is saved.", "resave and touch"),
+}
+
+
+def lesson_for(line: str) -> str:
+    """The title of the lesson that explains this log line."""
+    for words, title in LESSON_FOR:
+        if words in line:
+            return title
+    return "The decisions, and why"
+
+
+@dataclass
+class Panel:
+    """What the HTML view's panel shows; every field is plain text, escaped when rendered."""
+
+    cookie: str
+    session: str
+    session_id: str | None
+    stored: str | None
+    note: tuple[str, str] | None
+    now: Visit
+    earlier: list[Visit]
+
+
+def describe_cookie(cookie_header: str | None, name: str, secrets: Sequence[bytes | str]) -> str:
+    """The session cookie the browser sent, cut short, and whether (and with which secret) it checks."""
+    raw = parse_cookie_header(cookie_header).get(name) if cookie_header else None
+    if not raw:
+        return f"Your browser sent no {name} cookie."
+    shown = raw[:8] + "..." if len(raw) > 8 else raw  # s: and six characters of the id, as in the logs
+    if not raw.startswith("s:"):
+        return f"Your browser sent {name}={shown}: not signed (no s: in front), so it is ignored."
+    for index, secret in enumerate(secrets):
+        if unsign(raw[2:], secret) is not None:
+            which = "the first, which signs new cookies" if index == 0 else "an older one"
+            return f"Your browser sent {name}={shown}; its signature checks with secret {index} ({which})."
+    return f"Your browser sent {name}={shown}; its signature checks with none of the secrets."
+
+
+def describe_session(state: RequestState | None, lines: Sequence[str]) -> str:
+    """The request's session id (shortened) and whether the store had the one the browser named."""
+    if state is None:
+        return "This request has no session (outside the cookie's path, or the store is down)."
+    session = f"Session {short_id(state.session_id)}"
+    if "session found" in lines and state.session_id != state.cookie_id:
+        return f"{session}: new; the store had {short_id(state.cookie_id)}, the one your cookie names."
+    if "session found" in lines:
+        return f"{session}: the store had it."
+    if state.cookie_id:
+        return (f"{session}: new; the store had no session {short_id(state.cookie_id)} "
+                "(expired, destroyed or never issued).")
+    return f"{session}: new, since no valid cookie came with the request."
+
+
+def stored_text(store: Store, session_id: Any) -> str | None:
+    """What the store holds under this id now, as JSON; None when it holds nothing."""
+    sessions = getattr(store, "sessions", None)
+    if isinstance(sessions, Mapping) and isinstance(sessions.get(session_id), str):
+        return sessions[session_id]  # MemoryStore's own text, read without expiring it
+    try:
+        data = store.get(session_id)
+    except Exception:
+        return "(the store could not be read)"
+    return None if data is None else stringify(data)
+
+
+_STYLE = """\
+body { font: 16px/1.45 system-ui, sans-serif; max-width: 46em; margin: 2em auto; padding: 0 1em; }
+nav a, form { margin-right: 1em; } form { display: inline; }
+section { border: 1px solid #bbb; background: #f7f7f4; padding: 0 1em 1em; margin-top: 1.5em; }
+pre { white-space: pre-wrap; word-break: break-all; } .why { color: #666; font-size: 90%; }"""
+
+_LINKS = [("/", "Count a view"), ("/peek", "Peek"), ("/whoami", "Who am I"), ("/logout", "Log out"),
+          ("/remember?ms=60000", "Remember me for 60 s"), ("/forget", "Forget")]
+
+
+def render_page(sentence: str, panel: Panel) -> str:
+    """The HTML view: the route's sentence, links to every route, and the panel."""
+    e = html.escape
+    links = " ".join(f'<a href="{e(href)}">{e(label)}</a>' for href, label in _LINKS)
+    stored = panel.stored if panel.stored is not None else "(nothing)"
+    note = ""
+    if panel.note is not None:
+        note = f"<p>{e(panel.note[0])} {_why(panel.note[1])}</p>\n"
+    visits = [_render_visit("This response", panel.now, "save, touch or destroy come after the page")]
+    visits += [_render_visit("Before", visit, "") for visit in panel.earlier[:4]]
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{e(sentence)}</title>
+<link rel="icon" href="data:,"><style>
+{_STYLE}
+</style></head><body>
+<p>{e(sentence)}</p>
+<nav>{links}
+<form action="/login" method="get"><label>Name <input name="user" placeholder="ann"></label>
+<button>Log in</button></form></nav>
+<section id="session-layer"><h2>What the session layer did</h2>
+<p>{e(panel.cookie)}</p>
+<p>{e(panel.session)}</p>
+{note}<p>The store holds, for {e(panel.session_id or "no session")}, as this page is written
+(this request's save or touch comes after it):</p>
+<pre>{e(stored)}</pre>
+<h3>Decisions, newest first</h3>
+<ol>
+{"".join(visits)}</ol>
+<p class="why">This page is server.py's own view; curl gets the plain text that express's demo sends.</p>
+</section>
+</body></html>
+"""
+
+
+def _render_visit(label: str, visit: Visit, aside: str) -> str:
+    """One request in the panel: its request line, then each log line with its "why"."""
+    e = html.escape
+    status = f" &rarr; {visit.status}" if visit.status is not None else ""
+    aside = f' <span class="why">({e(aside)})</span>' if aside else ""
+    items = "".join(f"<li><code>{e(line)}</code><br>{_why(lesson_for(line))}</li>\n"
+                    for line in visit.decisions)
+    return (f"<li><b>{e(label)}</b>: <code>{e(visit.request_line)}</code>{status}{aside}\n"
+            f"<ul>\n{items}</ul></li>\n")
+
+
+def _why(title: str) -> str:
+    return f'<span class="why">why: see &quot;{html.escape(title)}&quot; in LESSONS.md</span>'
+
+
+# ---- Flags and secrets ------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line of error (and exit status 2), not the whole usage."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"error: {message} (see python3 server.py --help)\n")
+
 
 def _yes_no(*, default: bool, help: str) -> dict[str, Any]:
     """argparse settings for a --flag / --no-flag pair."""
@@ -144,12 +548,19 @@ def _yes_no(*, default: bool, help: str) -> dict[str, Any]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The flags of ROUTES.md; each maps onto one session option."""
-    parser = argparse.ArgumentParser(description="The express-session view counter, in Python.")
+    """The demo's flags; each maps onto one session option."""
+    parser = _Parser(
+        description="The express-session view counter, in Python.",
+        epilog=f"The secret comes from --secret-file, else --secret, else ${SECRET_ENVIRONMENT_VARIABLE}, "
+               f"else the demo secret {DEMO_SECRET!r} (with a warning).")
     parser.add_argument("--port", type=int, default=3000, help="port to listen on (3000)")
-    parser.add_argument("--secret", action="append",
-                        help="signing secret; repeat it to rotate: the first signs, all verify "
-                             f"(default: {DEMO_SECRET!r})")
+    secret = parser.add_mutually_exclusive_group()
+    secret.add_argument("--secret", action="append",
+                        help="signing secret; repeat it to rotate: the first signs, all verify. "
+                             "Other local users can read it in the process list: prefer "
+                             f"--secret-file or ${SECRET_ENVIRONMENT_VARIABLE}")
+    secret.add_argument("--secret-file", metavar="PATH",
+                        help="read the secrets from a file, one a line: the first signs, all verify")
     parser.add_argument("--name", default="connect.sid", help="cookie name (connect.sid)")
     parser.add_argument("--resave", **_yes_no(default=False,
                         help="save unmodified sessions back to the store (default: no)"))
@@ -171,10 +582,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="HttpOnly attribute (default: yes)"))
     parser.add_argument("--path", default="/", help="cookie path (/)")
     parser.add_argument("--domain", default=None, help="cookie domain (not set)")
-    parser.add_argument("--trace", action="store_true", help="print each request's session decisions")
+    parser.add_argument("--trace", action="store_true",
+                        help="print each request's session decisions, one block per request")
     parser.add_argument("--tour", action="store_true",
                         help="print a narrated tour of a few requests, run in-process, and exit")
-    # Beyond express-session (see session_demo.py, sections 11 and 13):
+    # Beyond express-session (the extras package):
     parser.add_argument("--store", type=_store_spec, default="memory",
                         metavar="memory|bounded|sqlite:PATH|redis://HOST:PORT[/DB]",
                         help="where sessions live: express's MemoryStore (default), a bounded memory "
@@ -199,6 +611,55 @@ def _store_spec(text: str) -> str:
             raise argparse.ArgumentTypeError(str(exc)) from None
         return text
     raise argparse.ArgumentTypeError("expected memory, bounded, sqlite:PATH or redis://HOST:PORT[/DB]")
+
+
+def read_secrets(args: argparse.Namespace,
+                 environ: Mapping[str, str] = os.environ) -> tuple[list[str], str]:
+    """The signing secrets and where they came from, in order of preference.
+
+    --secret-file (one secret a line, blank lines skipped), then --secret,
+    then the SESSION_SECRET environment variable, then the demo secret.
+    Raises ValueError for a file that cannot be read or holds no secret.
+    """
+    if args.secret_file is not None:
+        try:
+            with open(args.secret_file, encoding="utf-8") as file:
+                secrets = [line.strip() for line in file if line.strip()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"cannot read --secret-file {args.secret_file}: "
+                             f"{getattr(exc, 'strerror', None) or exc}") from None
+        if not secrets:
+            raise ValueError(f"--secret-file {args.secret_file} holds no secret")
+        return secrets, "--secret-file"
+    if args.secret:
+        return list(args.secret), "--secret"
+    if environ.get(SECRET_ENVIRONMENT_VARIABLE):
+        return [environ[SECRET_ENVIRONMENT_VARIABLE]], f"${SECRET_ENVIRONMENT_VARIABLE}"
+    return [DEMO_SECRET], "the demo secret"
+
+
+def startup_warnings(args: argparse.Namespace, secret_source: str) -> list[str]:
+    """One line for each flag that makes a browser refuse the cookie, or the secret weak."""
+    found: list[str] = []
+    if secret_source == "the demo secret":
+        found.append(f"signing with the demo secret {DEMO_SECRET!r}; pass --secret-file, "
+                     f"${SECRET_ENVIRONMENT_VARIABLE} or --secret to use your own")
+    else:
+        for index, secret in enumerate(args.secret or []):
+            if len(secret) < SHORT_SECRET:
+                found.append(f"secret {index} from {secret_source} has {len(secret)} characters; "
+                             f"use {SHORT_SECRET} or more random ones")
+    behind_tls_proxy = args.proxy == "true"
+    if args.secure == "true" and not behind_tls_proxy:
+        found.append("--secure true over plain HTTP: browsers will not send the cookie back, so "
+                     "every visit is a new session (use --secure auto, or --proxy true behind HTTPS)")
+    if args.same_site == "none" and not (args.secure == "true" or (args.secure == "auto" and behind_tls_proxy)):
+        found.append("--same-site none without --secure true: browsers refuse such a cookie, so "
+                     "every visit is a new session")
+    return found
+
+
+# ---- Building the server ------------------------------------------------------
 
 
 def make_store(spec: str) -> Store:
@@ -247,31 +708,39 @@ def make_middleware(args: argparse.Namespace) -> SessionMiddleware:
     return SessionMiddleware(options)
 
 
-def make_server(args: argparse.Namespace, host: str = "127.0.0.1") -> SessionHTTPServer:
-    """Build the demo server for these flags (port 0 picks a free port)."""
-    return SessionHTTPServer((host, args.port), CounterHandler, make_middleware(args))
+class DemoServer(SessionHTTPServer):
+    """The demo's SessionHTTPServer: it also keeps each browser's recent decisions, and traces them."""
+
+    def __init__(self, address: tuple[str, int], handler: type[SessionRequestHandler],
+                 middleware: SessionMiddleware, *, trace: TextIO | None = None) -> None:
+        self.history = DecisionHistory()
+        self.trace = trace
+        self._trace_lock = threading.Lock()
+        RECORDER.install()
+        super().__init__(address, handler, middleware)
+
+    def print_trace(self, block: str) -> None:
+        """Print one request's block at once, so that two threads' blocks never interleave."""
+        with self._trace_lock:
+            assert self.trace is not None
+            self.trace.write(block)
+            self.trace.flush()
+
+
+def make_server(args: argparse.Namespace, host: str = "127.0.0.1") -> DemoServer:
+    """Build the demo server for these flags (port 0 picks a free port); --trace prints on stderr."""
+    return DemoServer((host, args.port), CounterHandler, make_middleware(args),
+                      trace=sys.stderr if args.trace else None)
 
 
 # ---- The tour: python3 server.py --tour ------------------------------------
 #
-# Lessons 1 to 8 of LESSONS.md on one screen: a few requests run in-process,
-# each with the cookie the browser sends, the decisions and their reasons,
-# the Set-Cookie and what the store holds.
+# A few requests on one screen, run in-process with server.py's default
+# options: for each, the cookie the browser sends, the session layer's log
+# lines (the same records --trace prints), the Set-Cookie and the store.
 
-_TOUR_START = 1_800_000_000.0  # Fri 15 Jan 2027, 08:00:00 UTC
-
-
-class _TourClock:
-    """The tour's clock: it stands still until the tour moves it, so every run prints the same."""
-
-    def __init__(self, now: float = _TOUR_START) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+_TOUR_START = 1_800_000_000.0  # Fri 15 Jan 2027, 08:00:00 UTC; the tour's clock stands still
+_TOUR_HIDDEN = ("fetching ", "saving ")  # store calls: the decisions already say them
 
 
 def _count_views(state: RequestState) -> None:
@@ -284,127 +753,94 @@ def _only_read(state: RequestState) -> None:
     state.session.get("views")
 
 
-def _tour_request(middleware: SessionMiddleware, clock: _TourClock, out: TextIO, title: str,
-                  cookie: str | None, handler: Callable[[RequestState], None]) -> str | None:
-    """Run one request in-process and narrate it; return what the browser sends back next time.
+def _tour_request(middleware: SessionMiddleware, out: TextIO, title: str, cookie: str | None,
+                  handler: Callable[[RequestState], None]) -> str | None:
+    """Run one request in-process and narrate it; return the cookie the browser sends next time.
 
     The three moments of SessionMiddleware, as a server adapter runs them:
-    begin (load or create), then the headers (should_set_cookie), then the
-    end (should_save, and should_touch when there is nothing to save).
+    begin (load or create), the headers (Set-Cookie), the end (save or touch).
     """
-    minutes, seconds = divmod(int(clock() - _TOUR_START), 60)
-    print(f"\n[08:{minutes:02d}:{seconds:02d}] {title}", file=out)
-    print(f"    Cookie:      {cookie or '(none)'}", file=out)
-
-    state = middleware.begin(RequestInfo(url="/", cookie_header=cookie))
-    assert state is not None and state.session is not None
-    handler(state)
-
-    # The headers go out: should_set_cookie decides, set_cookie_header acts.
-    decision = should_set_cookie(state)
-    print(f"    set-cookie:  {'yes' if decision else 'no '}  {decision.reason}", file=out)
-    set_cookie = middleware.set_cookie_header(state)
-
-    # The end of the request: save, or else perhaps touch.
-    save = should_save(state)
-    print(f"    save:        {'yes' if save else 'no '}  {save.reason}", file=out)
-    if not save:
-        touch = should_touch(state)
-        print(f"    touch:       {'yes' if touch else 'no '}  {touch.reason}", file=out)
-    middleware.end(state)
-
-    print(f"    Set-Cookie:  {set_cookie or '(none)'}", file=out)
-    _show_store(middleware.options.store, out)
+    print(f"\n{title}", file=out)
+    print(f"  {'Cookie:':<11} {cookie or '(none)'}", file=out)
+    with RECORDER.collecting() as records:
+        state = middleware.begin(RequestInfo(url="/", cookie_header=cookie))
+        assert state is not None and state.session is not None
+        handler(state)
+        set_cookie = middleware.set_cookie_header(state)
+        middleware.end(state)
+    lines = [record.getMessage() for record in records]
+    for number, line in enumerate(line for line in lines if not line.startswith(_TOUR_HIDDEN)):
+        print(f"  {'log:' if number == 0 else '':<11} {line}", file=out)
     if set_cookie is None:
+        print("  Set-Cookie: (none)", file=out)
         return cookie  # the browser keeps what it had
-    return set_cookie.split(";", 1)[0]
+    pair, _, attributes = set_cookie.partition("; ")
+    print(f"  Set-Cookie: {pair}\n  {'':<11} {attributes}", file=out)
+    return pair
 
 
-def _show_store(store: Store, out: TextIO) -> None:
-    """Print what a MemoryStore holds: the raw JSON text under each id."""
-    entries = getattr(store, "sessions", {})
-    if not entries:
-        print("    store:       (empty)", file=out)
-    for number, (sid, text) in enumerate(entries.items()):
-        label = "store:" if number == 0 else ""
-        print(f"    {label:<12} {sid} = {text}", file=out)
+def _show_store(store: MemoryStore, out: TextIO) -> None:
+    """Print what the MemoryStore holds: the JSON under each id, its cookie part left out."""
+    for number, (sid, text) in enumerate(store.sessions.items()):
+        cookie_end = text.index("}") + 1  # the first object inside is the cookie
+        shown = '{"cookie":{...}' + text[cookie_end:]
+        print(f"  {'store:' if number == 0 else '':<11} {sid} = {shown}", file=out)
 
 
 def tour(out: TextIO = sys.stdout) -> None:
-    """Print a narrated tour of a few requests: lessons 1 to 8 of LESSONS.md on one screen.
+    """Print a narrated tour of a few requests, with server.py's default options.
 
-    No sockets: each request runs in-process through SessionMiddleware,
-    with a clock that moves only when the tour says so and ids sid1, sid2,
-    ... instead of random ones. For each request it shows the Cookie the
-    browser sends, the decisions and their reasons, the Set-Cookie, and the
-    store's contents.
+    No sockets: each request runs in-process through SessionMiddleware, with
+    a clock that stands still and ids sid1, sid2, ... instead of random ones.
     """
-    clock = _TourClock()
     ids = itertools.count(1)
+    clock = lambda: _TOUR_START  # noqa: E731 - a clock that stands still
     store = MemoryStore(clock=clock)
     middleware = session_middleware(
-        secret="keyboard cat", resave=False, save_uninitialized=False, rolling=False,
-        cookie={"max_age": 60_000}, store=store, clock=clock,
-        genid=lambda request: f"sid{next(ids)}",
-    )
-    print("A tour of session_demo (express-session 1.19.0): a view counter, one request at a time.",
-          file=out)
-    print("Options: secret='keyboard cat', resave=False, save_uninitialized=False, "
-          "cookie max_age=60000 ms.", file=out)
+        secret=DEMO_SECRET, resave=False, save_uninitialized=True, store=store, clock=clock,
+        genid=lambda request: f"sid{next(ids)}")
+    print("A tour of session_demo, express-session 1.19.0 in Python, one request at a time.\n"
+          "Options as server.py's: secret 'keyboard cat', resave=False,\n"
+          "save_uninitialized=True, no max_age. Ids are sid1, sid2, ... (real ones are\n"
+          "32 random characters); the store's JSON is shown without its cookie part.", file=out)
 
-    browser = _tour_request(middleware, clock, out, "A first visit: no cookie; the page counts a view.",
+    browser = _tour_request(middleware, out, "1. A first visit, no cookie: the page counts a view.",
                             None, _count_views)
-    clock.advance(10)
-    browser = _tour_request(middleware, clock, out,
-                            "The browser sends its signed cookie back; another view.",
-                            browser, _count_views)
-    clock.advance(10)
-    browser = _tour_request(middleware, clock, out,
-                            "A request that only reads: nothing to save, so the store is touched "
-                            "(expires moves).", browser, _only_read)
-    assert browser is not None
-    forged = browser.replace("sid1", "sid7")
-    _tour_request(middleware, clock, out,
-                  "A forged cookie (sid1 changed to sid7): a new session; it only reads, so "
-                  "nothing is kept.",
-                  forged, _only_read)
-
-    clock.advance(120)
-    print("\nTwo minutes later, sid1 has expired, but MemoryStore removes it only when it is read:",
-          file=out)
     _show_store(store, out)
-    _tour_request(middleware, clock, out, "sid1's cookie again: the store finds sid1 expired, deletes it; a new session.",
-                  browser, _count_views)
+    browser = _tour_request(middleware, out, "2. The browser sends the cookie back; another view.",
+                            browser, _count_views)
+    _show_store(store, out)
+    browser = _tour_request(middleware, out, "3. A page that only reads (/peek): nothing to save.",
+                            browser, _only_read)
+    assert browser is not None
+    forged = browser.replace("sid1", "sid9")
+    _tour_request(middleware, out, "4. A forged cookie: sid1 changed to sid9, same signature.",
+                  forged, _only_read)
+    _show_store(store, out)
+    print("\nThe store was never asked for sid9: its signature failed, so the forger got a\n"
+          "new session, sid2. More in LESSONS.md; in a browser: python3 server.py", file=out)
 
-    # Without max_age: a browser-session cookie, as server.py gives by default.
-    print("\nNow with no max_age (a browser-session cookie, server.py's default):", file=out)
-    store.clear()
-    middleware = session_middleware(
-        secret="keyboard cat", resave=False, save_uninitialized=False,
-        store=store, clock=clock, genid=lambda request: f"sid{next(ids)}",
-    )
-    browser = _tour_request(middleware, clock, out, "A first visit.", None, _count_views)
-    _tour_request(middleware, clock, out,
-                  "A second view: saved, but the cookie is not sent again.", browser, _count_views)
-    print("\nMore in LESSONS.md; every decision with its reason: python3 server.py --trace", file=out)
+
+# ---- main --------------------------------------------------------------------
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the demo until Ctrl+C; 0 when stopped, 2 when the flags are wrong."""
+    """Run the demo until Ctrl+C; 0 when stopped, 2 when a flag is wrong or the port is taken."""
     args = parse_args(argv)
     if args.tour:
         tour()
         return 0
-    if args.trace:
-        logging.basicConfig(level=logging.WARNING, format="%(message)s")
-        logging.getLogger("session_demo").setLevel(logging.DEBUG)
-    if not args.secret:
-        print(f"warning: signing with the demo secret {DEMO_SECRET!r}; "
-              "pass --secret to use your own", file=sys.stderr)
     try:
+        args.secret, source = read_secrets(args)
+        for warning in startup_warnings(args, source):
+            print(f"warning: {warning}", file=sys.stderr)
         server = make_server(args)
     except (TypeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        reason = "it is in use; pass --port N" if exc.errno == errno.EADDRINUSE else exc.strerror or exc
+        print(f"error: cannot listen on port {args.port}: {reason}", file=sys.stderr)
         return 2
     host, port = server.server_address[:2]
     print(f"Serving the view counter on http://{host}:{port}/ (Ctrl+C to stop)", flush=True)

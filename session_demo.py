@@ -160,7 +160,13 @@ class SessionMiddleware:
         return header
 
     def end(self, state: RequestState) -> None:
-        """Save, touch or destroy the session in the store (the wrapped ``res.end``); store errors are logged."""
+        """Save, touch or destroy the session in the store (the wrapped ``res.end``); store errors are logged.
+
+        A second call does nothing, as a second ``res.end`` does in express.
+        """
+        if state.ended:
+            return
+        state.ended = True
         options = self.options
         store = options.store
         try:
@@ -239,6 +245,7 @@ class RequestState:
         self.original_hash: str | None = None
         self.saved_hash: str | None = None
         self.touched = False
+        self.ended = False
 
     def generate(self) -> None:
         """Start a new session and remember how it began (express's ``generate``)."""

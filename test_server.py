@@ -6,10 +6,13 @@ Run with ``python3 -m unittest -v`` from the top folder, with the rest of the su
 from __future__ import annotations
 
 import ast
+import base64
 import contextlib
 import doctest
 import errno
 import functools
+import html
+import html.parser
 import http.client
 import http.cookies
 import importlib
@@ -20,6 +23,8 @@ import os
 import random
 import re
 import shlex
+import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -37,7 +42,6 @@ from unittest import mock
 import server
 import session_demo as sd
 from extras.bounded_store import BoundedMemoryStore
-from extras.sqlite_store import SQLiteStore
 from server import tour
 from session_demo import MemoryStore
 from test_session import (
@@ -186,6 +190,8 @@ class TestServerDemoCase(SessionAssertions):
             build = functools.partial(sd.SessionOptions, store=store, clock=self.clock)
             with mock.patch.object(server, "SessionOptions", build):
                 demo = server.make_server(args)
+        if demo.trace is not None:
+            demo.trace = io.StringIO()  # --trace: the blocks go here, not to the test's stderr
         thread = threading.Thread(target=demo.serve_forever, kwargs={"poll_interval": 0.05},
                                   daemon=True)
         thread.start()
@@ -873,11 +879,103 @@ class TestServerMain(TestServerDemoCase):
         self.assertIn("--secret", warnings_[0])
         self.assertNotIn("warning", out)
 
-    def test_main_does_not_warn_with_a_secret(self):
-        """With --secret there is no demo-secret warning."""
-        status, _, err = self.run_main("--secret", "my own")
+    def test_main_does_not_warn_with_a_long_secret(self):
+        """With a --secret of 32 characters or more there is no warning."""
+        status, _, err = self.run_main("--secret", "x" * 32)
         self.assertEqual(status, 0)
         self.assertNotIn("warning", err)
+
+    def test_main_warns_once_about_a_short_secret(self):
+        """A secret shorter than 32 characters gets one warning line, as Django's deploy check gives."""
+        status, _, err = self.run_main("--secret", "my own")
+        self.assertEqual(status, 0)
+        warnings_ = [line for line in err.splitlines() if line.startswith("warning:")]
+        self.assertEqual(len(warnings_), 1, err)
+        self.assertIn("6 characters", warnings_[0])
+        self.assertIn("32", warnings_[0])
+        self.assertNotIn("my own", err, "a warning never repeats the secret")
+
+    def test_main_reads_the_secrets_from_a_file(self):
+        """--secret-file PATH: one secret a line; the first signs, every one verifies."""
+        directory = tempfile.TemporaryDirectory()
+        self.addCleanup(directory.cleanup)
+        path = os.path.join(directory.name, "secret")
+        with open(path, "w", encoding="utf-8") as file:
+            file.write("n" * 32 + "\n\n" + "o" * 32 + "\n")
+        args = server.parse_args(["--secret-file", path])
+        self.assertEqual(server.read_secrets(args, {}), (["n" * 32, "o" * 32], "--secret-file"))
+        status, _, err = self.run_main("--secret-file", path)
+        self.assertEqual((status, err), (0, "\nstopped\n"))
+
+    def test_main_reads_the_secret_from_the_environment(self):
+        """Without --secret or --secret-file, $SESSION_SECRET is the secret; --secret wins over it."""
+        environ = {"SESSION_SECRET": "e" * 40}
+        self.assertEqual(server.read_secrets(server.parse_args([]), environ),
+                         (["e" * 40], "$SESSION_SECRET"))
+        self.assertEqual(server.read_secrets(server.parse_args(["--secret", "flag"]), environ),
+                         (["flag"], "--secret"))
+        self.assertEqual(server.read_secrets(server.parse_args([]), {}),
+                         ([server.DEMO_SECRET], "the demo secret"))
+        with mock.patch.dict(os.environ, environ):
+            status, _, err = self.run_main()
+        self.assertEqual((status, err), (0, "\nstopped\n"))
+
+    def test_main_refuses_a_secret_file_it_cannot_use_in_one_line(self):
+        """A missing or empty --secret-file ends with one error line and status 2."""
+        directory = tempfile.TemporaryDirectory()
+        self.addCleanup(directory.cleanup)
+        empty = os.path.join(directory.name, "empty")
+        open(empty, "w").close()
+        for path in (os.path.join(directory.name, "missing"), empty):
+            with self.subTest(path=path):
+                status, out, err = self.run_main("--secret-file", path)
+                self.assertEqual(status, 2)
+                self.assertEqual(len(err.splitlines()), 1, err)
+                self.assertTrue(err.startswith("error: "), err)
+                self.assertEqual(self.serve_calls, 0)
+
+    def test_help_names_every_way_to_give_the_secret(self):
+        """--help mentions --secret, --secret-file and $SESSION_SECRET."""
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), self.assertRaises(SystemExit):
+            server.parse_args(["--help"])
+        text = " ".join(out.getvalue().split())
+        for words in ("--secret SECRET", "--secret-file PATH", "$SESSION_SECRET"):
+            self.assertIn(words, text)
+
+    def test_main_warns_when_browsers_would_refuse_the_cookie(self):
+        """One warning line for --secure true over plain HTTP, one for --same-site none without --secure true."""
+        long_secret = ("--secret", "x" * 32)
+        cases = {
+            ("--secure", "true"): ["--secure true"],
+            ("--same-site", "none"): ["--same-site none"],
+            ("--secure", "true", "--same-site", "none"): ["--secure true"],
+            ("--secure", "true", "--proxy", "true"): [],  # behind a TLS proxy
+            ("--secure", "auto", "--proxy", "true", "--same-site", "none"): [],
+            ("--secure", "auto", "--same-site", "none"): ["--same-site none"],
+            ("--same-site", "lax"): [],
+        }
+        for flags, expected in cases.items():
+            with self.subTest(flags=flags):
+                status, _, err = self.run_main(*long_secret, *flags)
+                self.assertEqual(status, 0)
+                warnings_ = [line for line in err.splitlines() if line.startswith("warning:")]
+                self.assertEqual([w.split()[1:3] for w in warnings_],
+                                 [e.split() for e in expected], err)
+
+    def test_main_exits_2_with_one_line_when_the_port_is_in_use(self):
+        """A port already in use: one error line naming it, no traceback, status 2."""
+        busy = socket.socket()
+        self.addCleanup(busy.close)
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            status = server.main(["--secret", "x" * 32, "--port", str(port)])
+        self.assertEqual(status, 2)
+        self.assertEqual(err.getvalue(), f"error: cannot listen on port {port}: it is in use; "
+                                         "pass --port N\n")
 
     def test_main_returns_2_when_the_middleware_rejects_a_flag(self):
         """A flag value the session layer refuses (bad --domain, --path, --name) is an error, status 2."""
@@ -889,43 +987,500 @@ class TestServerMain(TestServerDemoCase):
                 self.assertEqual(self.serve_calls, 0)
                 self.assertNotIn("Serving", out)
 
-    def test_main_exits_2_for_an_invalid_flag(self):
-        """main() lets argparse reject an invalid value: SystemExit with status 2."""
-        with self.assertRaises(SystemExit) as caught:
-            self.run_main("--secure", "maybe")
-        self.assertEqual(caught.exception.code, 2)
+    def test_main_exits_2_with_one_line_for_an_invalid_flag(self):
+        """A bad flag: argparse's SystemExit with status 2, and one line of error, not the usage."""
+        for argv in (["--secure", "maybe"], ["--max-age", "soon"], ["--no-such-flag"]):
+            with self.subTest(argv=argv):
+                err = io.StringIO()
+                with self.assertRaises(SystemExit) as caught, contextlib.redirect_stderr(err):
+                    server.main(argv)
+                self.assertEqual(caught.exception.code, 2)
+                self.assertEqual(len(err.getvalue().splitlines()), 1, err.getvalue())
+                self.assertTrue(err.getvalue().startswith("error: "), err.getvalue())
 
-    def test_main_trace_sets_the_logger_to_debug(self):
-        """--trace sets the 'session_demo' logger to DEBUG."""
+    def test_main_leaves_the_root_logging_handlers_alone(self):
+        """With or without --trace, main() adds no handler to the root logger (the trace is its own)."""
         self.keep_logging_as_it_is()
-        logging.getLogger("session_demo").setLevel(logging.NOTSET)
-        self.run_main("--secret", "s3", "--trace")
-        self.assertEqual(logging.getLogger("session_demo").level, logging.DEBUG)
-
-    def test_main_without_trace_leaves_logging_alone(self):
-        """Without --trace, main() does not change the logger's level or the root handlers."""
-        self.keep_logging_as_it_is()
-        logging.getLogger("session_demo").setLevel(logging.NOTSET)
         handlers = list(logging.getLogger().handlers)
-        self.run_main("--secret", "s3")
-        self.assertEqual(logging.getLogger("session_demo").level, logging.NOTSET)
-        self.assertEqual(logging.getLogger().handlers, handlers)
+        for flags in ((), ("--trace",)):
+            with self.subTest(flags=flags):
+                self.run_main("--secret", "x" * 32, *flags)
+                self.assertEqual(logging.getLogger().handlers, handlers)
 
-    def test_main_trace_prints_decisions_on_stderr(self):
-        """After main() --trace, a request's session decisions are printed on stderr."""
-        self.keep_logging_as_it_is()
-        logging.getLogger().handlers[:] = []  # let basicConfig install its stderr handler
-        self.run_main("--secret", "s3", "--trace")
-        # The handler main() installed writes to the stderr it saw (captured above);
-        # point it at a fresh buffer and serve one request.
-        traced = io.StringIO()
-        installed = [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler)]
-        self.assertEqual(len(installed), 1)
-        installed[0].setStream(traced)
-        demo = self.start_demo("--secret", "s3")
-        self.browser(demo).get("/")
-        self.assertIn("set-cookie: yes (new session, save_uninitialized)", traced.getvalue())
-        self.assertIn("save: yes (new session)", traced.getvalue())
+    def test_trace_goes_to_stderr(self):
+        """--trace: the server prints its blocks on the stderr it was started with; without it, none."""
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            traced = server.make_server(server.parse_args(["--trace", "--port", "0"]))
+            quiet = server.make_server(server.parse_args(["--port", "0"]))
+        for demo in (traced, quiet):
+            self.addCleanup(demo.server_close)
+        self.assertIs(traced.trace, err)
+        self.assertIsNone(quiet.trace)
+
+
+class TestServerTrace(TestServerDemoCase):
+    """--trace: one block per request, headed by its request line, its session lines indented under it."""
+
+    def blocks(self, demo: server.SessionHTTPServer) -> list[list[str]]:
+        """The trace so far, cut into blocks: each a header line and its indented lines."""
+        blocks: list[list[str]] = []
+        for line in demo.trace.getvalue().splitlines():
+            if line.startswith("    "):
+                blocks[-1].append(line[4:])
+            else:
+                blocks.append([line])
+        return blocks
+
+    def test_each_request_is_one_block_headed_by_its_request_line(self):
+        """Three requests, three blocks: the request line and status, then that request's decisions."""
+        demo = self.start_demo("--trace")
+        browser = self.browser(demo)
+        browser.get("/")
+        browser.get("/")
+        browser.get("/peek")
+        blocks = self.blocks(demo)
+        self.assertEqual([block[0] for block in blocks],
+                         ["GET / HTTP/1.1 -> 200", "GET / HTTP/1.1 -> 200", "GET /peek HTTP/1.1 -> 200"])
+        self.assertEqual(blocks[0][1:4], ["no SID sent, generating session",
+                                          "set-cookie: yes (new session, save_uninitialized)",
+                                          "save: yes (new session)"])
+        self.assertIn("save: yes (modified)", blocks[1])
+        self.assertIn("touch: yes (unmodified session the browser sent)", blocks[2])
+
+    def test_the_trace_replaces_the_access_log(self):
+        """With --trace the status is in the block's header; no separate access-log line is written."""
+        demo = self.start_demo("--trace")
+        with mock.patch.object(server.SessionRequestHandler, "log_request") as access_log:
+            self.browser(demo).get("/")
+        access_log.assert_not_called()
+
+    def test_a_block_shows_control_characters_as_escapes(self):
+        """A request line with an escape character prints it as \\x1b, not raw."""
+        self.assertEqual(server.trace_block(server.Visit("GET /\x1b[2J HTTP/1.1", 404, ["a\tb"])),
+                         "GET /\\x1b[2J HTTP/1.1 -> 404\n    a\\tb\n")
+
+
+# ==== The HTML view (ours, not express's) ==================================
+#
+# A client whose Accept has text/html gets a page: the same sentence in <p>, links
+# to every route, and the panel "What the session layer did". Everyone else gets
+# the plain text above, byte for byte (TestServerRoutes and the rest pin it).
+
+BROWSER_ACCEPT = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+
+
+class ServerPage(html.parser.HTMLParser):
+    """One HTML view, parsed: its tags, links, forms, paragraphs and the panel's decisions."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.links: list[str] = []
+        self.forms: list[dict[str, Any]] = []
+        self.paragraphs: list[str] = []
+        self.visits: list[dict[str, Any]] = []  # the panel's <ol>: label, request line, lines, whys
+        self._text: list[str] | None = None
+        self._li_depth = 0
+        self._code: list[str] | None = None
+        self._in_label = False
+        self._in_why = False
+        self.feed(text)
+        self.close()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        self.tags.append((tag, attributes))
+        if tag == "a":
+            self.links.append(attributes.get("href") or "")
+        elif tag == "form":
+            self.forms.append({"action": attributes.get("action"), "method": attributes.get("method"),
+                               "inputs": []})
+        elif tag == "input" and self.forms:
+            self.forms[-1]["inputs"].append(attributes.get("name"))
+        elif tag == "p":
+            self._text = []
+        elif tag == "li":
+            self._li_depth += 1
+            if self._li_depth == 1:
+                self.visits.append({"label": "", "request": "", "lines": [], "whys": []})
+        elif tag == "code" and self._li_depth:
+            self._code = []
+        elif tag == "b" and self._li_depth == 1:
+            self._in_label = True
+        elif tag == "span" and attributes.get("class") == "why" and self._li_depth == 2:
+            self._in_why = True
+            self.visits[-1]["whys"].append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "p" and self._text is not None:
+            self.paragraphs.append("".join(self._text))
+            self._text = None
+        elif tag == "li":
+            self._li_depth -= 1
+        elif tag == "code" and self._code is not None:
+            text = "".join(self._code)
+            if self._li_depth == 1:
+                self.visits[-1]["request"] = text
+            else:
+                self.visits[-1]["lines"].append(text)
+            self._code = None
+        elif tag == "b":
+            self._in_label = False
+        elif tag == "span":
+            self._in_why = False
+
+    def handle_data(self, data: str) -> None:
+        for sink in (self._text, self._code):
+            if sink is not None:
+                sink.append(data)
+        if self._in_label:
+            self.visits[-1]["label"] += data
+        if self._in_why:
+            self.visits[-1]["whys"][-1] += data
+
+
+class TestServerHTMLView(TestServerDemoCase):
+    """The HTML view: a browser sees the sentence, every route, and what the session layer did."""
+
+    def page(self, browser: TestServerBrowser, path: str = "/") -> tuple[Response, ServerPage]:
+        response = browser.get(path, headers=BROWSER_ACCEPT)
+        return response, ServerPage(response.body)
+
+    def test_a_browser_gets_the_sentence_in_an_html_page(self):
+        """Accept: text/html gets text/html; charset=utf-8, with the route's sentence as the first <p>."""
+        demo = self.start_demo()
+        browser = self.browser(demo)
+        for path, status, sentence in (("/", 200, FIRST_VISIT), ("/", 200, "Number of views: 2"),
+                                       ("/peek", 200, "views: 2"), ("/nope", 404, "Not Found")):
+            with self.subTest(path=path, sentence=sentence):
+                response, page = self.page(browser, path)
+                self.assertEqual(response.status, status)
+                self.assertEqual(response.headers["Content-Type"], "text/html; charset=utf-8")
+                self.assertEqual(page.paragraphs[0], sentence)
+
+    def test_other_clients_get_the_plain_text(self):
+        """No text/html in Accept (curl's */*, JSON, none at all): the plain-text answer, as Express sends it."""
+        demo = self.start_demo()
+        for accept in ("*/*", "application/json", None):
+            with self.subTest(accept=accept):
+                headers = {"Accept": accept} if accept else {}
+                response = self.browser(demo).get("/", headers=headers)
+                self.assertEqual(response.headers["Content-Type"], "text/plain; charset=utf-8")
+                self.assertEqual(response.raw_body, FIRST_VISIT.encode())  # type: ignore[attr-defined]
+                self.assertEqual(response.headers["Content-Length"], str(len(FIRST_VISIT)))
+
+    def test_status_and_set_cookie_are_those_of_the_plain_answer(self):
+        """A browser and curl doing the same visits get the same statuses and the same Set-Cookie attributes."""
+        demo = self.start_demo("--max-age", "60000")
+        html_browser, text_browser = self.browser(demo), self.browser(demo)
+        for path in ("/", "/", "/peek", "/login?user=ann", "/whoami", "/remember?ms=5000",
+                     "/remember?ms=x", "/logout", "/forget", "/nope"):
+            with self.subTest(path=path):
+                as_html = html_browser.get(path, headers=BROWSER_ACCEPT)
+                as_text = text_browser.get(path)
+                self.assertEqual(as_html.status, as_text.status)
+                self.assertEqual([c.split(";", 1)[1] for c in as_html.set_cookies],
+                                 [c.split(";", 1)[1] for c in as_text.set_cookies])
+                self.assertEqual(ServerPage(as_html.body).paragraphs[0], as_text.body)
+
+    def test_links_and_a_form_reach_every_route(self):
+        """The page links to the counter, peek, whoami, logout, remember (60 s), forget; a form logs in."""
+        _, page = self.page(self.browser(self.start_demo()))
+        for href in ("/", "/peek", "/whoami", "/logout", "/remember?ms=60000", "/forget"):
+            self.assertIn(href, page.links)
+        self.assertEqual(page.forms, [{"action": "/login", "method": "get", "inputs": ["user"]}])
+
+    def test_the_page_needs_no_script_and_no_other_resource(self):
+        """No <script>, and nothing fetched from elsewhere: the only link-like attributes are the routes."""
+        _, page = self.page(self.browser(self.start_demo()))
+        self.assertNotIn("script", [tag for tag, _ in page.tags])
+        sources = [value for _, attrs in page.tags for name, value in attrs.items()
+                   if name in ("src", "href") and value is not None]
+        self.assertTrue(all(value.startswith("/") or value == "data:," for value in sources), sources)
+
+    def test_the_panel_shows_the_cookie_the_session_and_the_store(self):
+        """Second visit: the cookie sent, cut short and checked with secret 0; the id shortened; the stored JSON."""
+        demo = self.start_demo()
+        browser = self.browser(demo)
+        self.page(browser)
+        response, page = self.page(browser)
+        session_id = self.session_id_in(browser.jar["connect.sid"])
+        self.assertIn(("section", {"id": "session-layer"}), page.tags)
+        text = "\n".join(page.paragraphs)
+        self.assertIn(f"connect.sid=s:{session_id[:6]}...; its signature checks with secret 0", text)
+        self.assertIn(f"Session '{session_id[:6]}...': the store had it.", text)
+        stored = response.body.split("<pre>", 1)[1].split("</pre>", 1)[0]
+        self.assertEqual(json.loads(html.unescape(stored))["views"], 1, "the store, before this save")
+        self.assertNotIn(session_id, response.body, "never a full id in a page")
+
+    def test_the_panel_names_the_secret_that_checked(self):
+        """A cookie signed with an older secret checks with secret 1."""
+        demo = self.start_demo("--secret", "new", "--secret", "old")
+        old = self.start_demo("--secret", "old")
+        browser = self.browser(old)
+        browser.get("/")
+        browser.port = demo.server_address[1]
+        _, page = self.page(browser, "/peek")
+        self.assertIn("checks with secret 1 (an older one)", "\n".join(page.paragraphs))
+
+    def test_the_panel_says_when_no_cookie_or_a_bad_one_came(self):
+        """No cookie, an unsigned one, a forged one: each said in words, each a new session."""
+        demo = self.start_demo()
+        cases = {None: "sent no connect.sid cookie", "connect.sid=abc": "not signed",
+                 "connect.sid=s%3Aabc.def": "checks with none of the secrets"}
+        for cookie, words in cases.items():
+            with self.subTest(cookie=cookie):
+                response = self.browser(demo).get("/peek", headers=BROWSER_ACCEPT,
+                                                  cookie_lines=[cookie] if cookie else [])
+                text = "\n".join(ServerPage(response.body).paragraphs)
+                self.assertIn(words, text)
+                self.assertIn(": new, since no valid cookie came with the request.", text)
+
+    def test_decisions_shown_are_those_of_the_trace(self):
+        """This response shows its decisions so far; the visits before show all of theirs, as --trace prints them."""
+        demo = self.start_demo("--trace")
+        browser = self.browser(demo)
+        pages = [self.page(browser, path)[1] for path in ("/", "/", "/peek", "/login?user=ann", "/logout", "/")]
+        blocks = [block.splitlines() for block in re.split(r"(?m)^(?=\S)", demo.trace.getvalue()) if block]
+        traced = [(block[0].rsplit(" -> ", 1)[0], [line.strip() for line in block[1:]]) for block in blocks]
+        for number, page in enumerate(pages):
+            with self.subTest(request=traced[number][0], number=number):
+                now, *before = page.visits
+                self.assertEqual(now["label"], "This response")
+                self.assertEqual(now["request"], traced[number][0])
+                lines = traced[number][1]
+                self.assertEqual(now["lines"], lines[:len(now["lines"])])
+                self.assertTrue(now["lines"][-1].startswith("set-cookie: "), now["lines"])
+                expected_before = [traced[i] for i in range(number - 1, max(-1, number - 5), -1)]
+                self.assertEqual([(visit["request"], visit["lines"]) for visit in before], expected_before)
+
+    def test_each_decision_has_a_why_naming_a_lesson(self):
+        """Every decision line has a 'why' that names a lesson heading of LESSONS.md."""
+        titles = {match.group(1) for match in re.finditer(r"^## \d+\. (.+)$", LessonsFile.text(), re.MULTILINE)}
+        for title in {t for _, t in server.LESSON_FOR} | {t for _, t in server.ROUTE_NOTES.values()}:
+            with self.subTest(title=title):
+                self.assertIn(title, titles)
+        demo = self.start_demo()
+        browser = self.browser(demo)
+        self.page(browser)
+        _, page = self.page(browser, "/logout")
+        for visit in page.visits:
+            self.assertEqual(len(visit["whys"]), len(visit["lines"]))
+            for why in visit["whys"]:
+                self.assertRegex(why, r'^why: see "(.+)" in LESSONS\.md$')
+                self.assertIn(why.split('"')[1], titles)
+
+    def test_a_hostile_user_name_shows_as_text(self):
+        """/login?user=<script>... and an attribute-breaking name: no markup of theirs reaches the page."""
+        demo = self.start_demo()
+        for name in ("<script>alert(1)</script>", '"><img src=x onerror=alert(1)>', "' onmouseover='x"):
+            with self.subTest(name=name):
+                browser = self.browser(demo)
+                login, login_page = self.page(browser, "/login?user=" + urllib.parse.quote(name))
+                whoami, whoami_page = self.page(browser, "/whoami")
+                self.assertEqual(login_page.paragraphs[0], f"Logged in as {name}")
+                self.assertEqual(whoami_page.paragraphs[0], f"user: {name}")
+                stored = whoami.body.split("<pre>", 1)[1].split("</pre>", 1)[0]
+                self.assertEqual(json.loads(html.unescape(stored))["user"], name)
+                for page in (login_page, whoami_page):
+                    self.assertNotIn("script", [tag for tag, _ in page.tags])
+                    self.assertNotIn("img", [tag for tag, _ in page.tags])
+                    self.assertFalse([a for _, attrs in page.tags for a in attrs if a.startswith("on")])
+
+    def test_head_sends_the_headers_of_the_page_without_it(self):
+        """HEAD with Accept: text/html: the page's status and headers, no body."""
+        demo = self.start_demo()
+        connection = http.client.HTTPConnection("127.0.0.1", demo.server_address[1], timeout=10)
+        self.addCleanup(connection.close)
+        connection.request("HEAD", "/", headers=BROWSER_ACCEPT)
+        answer = connection.getresponse()
+        self.assertEqual((answer.status, answer.read()), (200, b""))
+        self.assertEqual(answer.getheader("Content-Type"), "text/html; charset=utf-8")
+        self.assertIsNotNone(answer.getheader("Set-Cookie"))
+
+
+class TestDecisionHistory(unittest.TestCase):
+    """The panel's memory of earlier requests: a few per browser, for a bounded number of browsers."""
+
+    def test_keeps_a_few_visits_per_browser_newest_first(self):
+        """Five visits kept, the newest first."""
+        history = server.DecisionHistory(browsers=3, visits=5)
+        for number in range(8):
+            history.add("a", "a", server.Visit(f"GET /{number} HTTP/1.1", 200))
+        self.assertEqual([v.request_line for v in history.earlier("a")],
+                         [f"GET /{n} HTTP/1.1" for n in (7, 6, 5, 4, 3)])
+
+    def test_keeps_a_bounded_number_of_browsers(self):
+        """Past ``browsers`` ids the oldest one is forgotten."""
+        history = server.DecisionHistory(browsers=3, visits=5)
+        for number in range(10):
+            history.add(None, f"id{number}", server.Visit("GET / HTTP/1.1", 200))
+        self.assertEqual([bool(history.earlier(f"id{n}")) for n in range(10)], [False] * 7 + [True] * 3)
+
+    def test_follows_the_browser_to_its_new_id(self):
+        """After a login (a new id), the earlier visits are found under the new id, not the old."""
+        history = server.DecisionHistory()
+        history.add(None, "old", server.Visit("GET / HTTP/1.1", 200))
+        history.add("old", "new", server.Visit("GET /login?user=ann HTTP/1.1", 200))
+        self.assertEqual(history.earlier("old"), [])
+        self.assertEqual(len(history.earlier("new")), 2)
+
+
+class DevToolsSocket:
+    """Just enough of a WebSocket client (RFC 6455) to speak Chrome's DevTools Protocol to one page."""
+
+    def __init__(self, url: str) -> None:
+        target = urllib.parse.urlsplit(url)
+        self.socket = socket.create_connection((target.hostname, target.port), timeout=30)
+        key = base64.b64encode(os.urandom(16)).decode("ascii")
+        self.socket.sendall((f"GET {target.path} HTTP/1.1\r\nHost: {target.netloc}\r\n"
+                             "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                             f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        self.file = self.socket.makefile("rb")
+        status = self.file.readline()
+        if b" 101 " not in status:
+            raise ConnectionError(f"no WebSocket: {status!r}")
+        while self.file.readline() not in (b"\r\n", b""):
+            pass
+        self.calls = 0
+        self.events: list[dict[str, Any]] = []
+
+    def close(self) -> None:
+        self.file.close()
+        self.socket.close()
+
+    def send_text(self, text: str) -> None:
+        """One masked text frame, as a client must send it."""
+        data = text.encode("utf-8")
+        size = len(data)
+        if size < 126:
+            header = bytes([0x81, 0x80 | size])
+        elif size < 1 << 16:
+            header = bytes([0x81, 0x80 | 126]) + size.to_bytes(2, "big")
+        else:
+            header = bytes([0x81, 0x80 | 127]) + size.to_bytes(8, "big")
+        mask = os.urandom(4)
+        self.socket.sendall(header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
+
+    def receive_text(self) -> str:
+        """The next whole text message (the server's frames are not masked)."""
+        message = b""
+        while True:
+            first, second = self.file.read(2)
+            size = second & 0x7F
+            if size >= 126:
+                size = int.from_bytes(self.file.read(2 if size == 126 else 8), "big")
+            payload = self.file.read(size)
+            opcode = first & 0x0F
+            if opcode == 0x8:
+                raise ConnectionError("DevTools closed the connection")
+            if opcode in (0x0, 0x1):
+                message += payload
+                if first & 0x80:
+                    return message.decode("utf-8")
+
+    def call(self, method: str, **params: Any) -> dict[str, Any]:
+        """Send a command and return its result; events that come first are kept."""
+        self.calls += 1
+        self.send_text(json.dumps({"id": self.calls, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.receive_text())
+            if message.get("id") == self.calls:
+                if "error" in message:
+                    raise RuntimeError(f"{method}: {message['error']}")
+                return message["result"]
+            self.events.append(message)
+
+    def wait_for(self, event: str) -> None:
+        """Wait for an event (the page's load), whether it came already or not."""
+        while not any(message.get("method") == event for message in self.events):
+            self.events.append(json.loads(self.receive_text()))
+        self.events.clear()
+
+
+class HeadlessChromium:
+    """Chromium without a screen, driven over DevTools: visit a page, run a line in it, read its text."""
+
+    FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run",
+             "--remote-debugging-port=0"]
+
+    def __init__(self, profile: str) -> None:
+        self.process = subprocess.Popen(
+            ["chromium", *self.FLAGS, f"--user-data-dir={profile}", "about:blank"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        url = None
+        for line in self.process.stderr:  # type: ignore[union-attr]
+            match = re.search(r"DevTools listening on (ws://\S+)", line)
+            if match:
+                url = match.group(1)
+                break
+        if url is None:
+            self.process.wait(10)
+            raise RuntimeError("chromium did not start its DevTools server")
+        # Keep reading its stderr, so that a full pipe never stops the browser.
+        self.drain = threading.Thread(target=self.process.stderr.read, daemon=True)  # type: ignore[union-attr]
+        self.drain.start()
+        connection = http.client.HTTPConnection("127.0.0.1", urllib.parse.urlsplit(url).port, timeout=30)
+        connection.request("GET", "/json/list")
+        pages = json.loads(connection.getresponse().read())
+        connection.close()
+        self.page = DevToolsSocket(next(p for p in pages if p["type"] == "page")["webSocketDebuggerUrl"])
+        self.page.call("Page.enable")
+
+    def close(self) -> None:
+        self.page.close()
+        self.process.terminate()
+        self.process.wait(30)
+        self.drain.join(10)
+        self.process.stderr.close()  # type: ignore[union-attr]
+
+    def run(self, expression: str) -> Any:
+        """Evaluate an expression in the page and return its value."""
+        return self.page.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
+
+    def visit(self, url: str) -> str:
+        """Go to ``url``, wait until it has loaded, return the page's first paragraph."""
+        self.page.call("Page.navigate", url=url)
+        self.page.wait_for("Page.loadEventFired")
+        return self.run("document.querySelector('p').textContent")
+
+    def follow(self, expression: str) -> str:
+        """Run a line that leaves the page (a click, a form submission); return the next page's first paragraph."""
+        self.run(expression)
+        self.page.wait_for("Page.loadEventFired")
+        return self.run("document.querySelector('p').textContent")
+
+
+@unittest.skipUnless(shutil.which("chromium"), "chromium is not installed (apt-get install chromium)")
+class TestServerInChromium(TestServerDemoCase):
+    """A real browser: headless Chromium counts, logs in through the form, logs out through the link."""
+
+    def test_counts_logs_in_and_logs_out_in_a_real_browser(self):
+        """Three visits count 1, 2, 3; the form logs in; the link logs out; the panel is there throughout."""
+        demo = self.start_demo(as_shipped=True)
+        profile = tempfile.TemporaryDirectory()
+        self.addCleanup(profile.cleanup)
+        chromium = HeadlessChromium(profile.name)
+        self.addCleanup(chromium.close)
+        home = f"http://127.0.0.1:{demo.server_address[1]}/"
+        self.assertEqual(chromium.visit(home), FIRST_VISIT)
+        self.assertEqual(chromium.visit(home), "Number of views: 2")
+        self.assertEqual(chromium.follow("location.reload()"), "Number of views: 3")
+        self.assertEqual(chromium.run("document.querySelector('h2').textContent"), "What the session layer did")
+        self.assertEqual(chromium.follow("document.querySelector('input[name=user]').value = '<b>ann</b>';"
+                                         " document.querySelector('form').submit()"),
+                         "Logged in as <b>ann</b>")
+        self.assertEqual(chromium.run("document.querySelector('p').children.length"), 0,
+                         "the name is text, not markup")
+        self.assertEqual(chromium.follow("[...document.links].find(a => a.textContent == 'Who am I').click()"),
+                         "user: <b>ann</b>")
+        self.assertEqual(chromium.follow("[...document.links].find(a => a.textContent == 'Log out').click()"),
+                         "Logged out")
+        self.assertIn("destroy() removed the session", chromium.run("document.body.textContent"))
+        self.assertEqual(chromium.visit(home + "whoami"), "user: none")
+        self.assertEqual(chromium.visit(home), FIRST_VISIT)
 
 
 # ==== Bad cookies ===========================================================
@@ -1692,56 +2247,66 @@ class TestLessonsWalkthroughs(LessonsReplayCase):
         self.assertTrue(server.parse_args(["--trace"]).trace)
 
 
-class TestLessonsTour(unittest.TestCase):
-    """python3 session_demo.py prints the tour: lessons 1 to 8 on one screen."""
+class TestLessonsTour(TestServerDemoCase):
+    """python3 server.py --tour: a few requests with server.py's defaults, on one 80-column screen."""
 
     def tour_lines(self) -> list[str]:
         out = io.StringIO()
         tour(out=out)
         return out.getvalue().splitlines()
 
-    def test_fits_on_one_screen(self):
-        """The tour is 40 to 60 lines long."""
-        self.assertTrue(40 <= len(self.tour_lines()) <= 60, len(self.tour_lines()))
+    def test_fits_on_one_screen_of_80_columns(self):
+        """The tour is at most 45 lines, none wider than 80 characters."""
+        lines = self.tour_lines()
+        self.assertLessEqual(len(lines), 45)
+        self.assertLessEqual(max(len(line) for line in lines), 80)
 
     def test_prints_the_same_every_time(self):
-        """A fixed clock and numbered ids: two runs print the same text."""
+        """A clock that stands still and numbered ids: two runs print the same text."""
         self.assertEqual(self.tour_lines(), self.tour_lines())
 
-    def test_shows_the_signed_cookie_the_middleware_sets(self):
-        """The first Set-Cookie shown is sid1 signed with 'keyboard cat', with a 60 s Expires."""
-        value = sd.encode_uri_component("s:" + sd.sign("sid1", SECRET))
-        expected = (f"Set-Cookie:  connect.sid={value}; Path=/; "
-                    "Expires=Fri, 15 Jan 2027 08:01:00 GMT; HttpOnly")
-        self.assertIn(expected, [line.strip() for line in self.tour_lines()])
-
-    def test_narrates_each_decision_with_its_reason(self):
-        """The decisions shown carry the reasons of should_set_cookie, should_save and should_touch."""
-        lines = [" ".join(line.split()) for line in self.tour_lines()]
-        for line in ("set-cookie: yes new session, modified",
-                     "set-cookie: yes modified, and the cookie has an expiry",
-                     "save: no the store already holds it as it is",
-                     "touch: yes unmodified session the browser sent",
-                     "save: no new session, unmodified, save_uninitialized=False",
-                     "set-cookie: no browser-session cookie the browser already has"):
-            with self.subTest(line=line):
-                self.assertIn(line, lines)
-
-    def test_shows_the_store_as_json_and_the_touch_moving_expires(self):
-        """The store lines are the MemoryStore's JSON; the read-only request moves expires by 10 s."""
-        store_lines = [line for line in self.tour_lines() if "sid1 = " in line]
-        stored = [json.loads(line.split(" = ", 1)[1]) for line in store_lines]
-        expires = [data["cookie"]["expires"] for data in stored]
-        self.assertEqual(expires[:3], ["2027-01-15T08:01:00.000Z", "2027-01-15T08:01:10.000Z",
-                                       "2027-01-15T08:01:20.000Z"])
-        self.assertEqual([data["views"] for data in stored[:3]], [1, 2, 2])
-
-    def test_the_expired_session_stays_until_read(self):
-        """After two minutes the expired sid1 is still listed, then reading it gives a new session."""
+    def test_decides_as_server_py_does_with_its_defaults(self):
+        """The first three requests log what server.py --trace logs for /, / and /peek (store calls aside)."""
+        demo = self.start_demo("--trace")
+        browser = self.browser(demo)
+        for path in ("/", "/", "/peek"):
+            browser.get(path)
+        hidden = ("fetching ", "saving ")
+        traced = [[line.strip() for line in block.splitlines()[1:] if not line.strip().startswith(hidden)]
+                  for block in demo.trace.getvalue().split("GET ")[1:]]
         text = "\n".join(self.tour_lines())
-        later = text.split("Two minutes later", 1)[1]
-        self.assertIn("sid1 = ", later.split("[08:02:20]", 1)[0])
-        self.assertIn("connect.sid=s%3Asid3.", later)
+        for number, expected in enumerate(traced, start=1):
+            with self.subTest(request=number):
+                block = text.split(f"\n{number}. ", 1)[1].split("\n\n", 1)[0]
+                logged = [line.split(None, 1)[1] if line.startswith("log:") else line
+                          for line in (line.strip() for line in block.splitlines())
+                          if line and not line.startswith(("Cookie:", "Set-Cookie:", "Path=", "store:"))
+                          and " = {" not in line][1:]
+                self.assertEqual(logged, expected)
+
+    def test_shows_the_signed_cookie_without_an_expiry(self):
+        """The first Set-Cookie is sid1 signed with 'keyboard cat': a browser-session cookie, no Expires."""
+        value = sd.encode_uri_component("s:" + sd.sign("sid1", SECRET))
+        lines = [line.strip() for line in self.tour_lines()]
+        first = lines.index(f"Set-Cookie: connect.sid={value}")
+        self.assertEqual(lines[first + 1], "Path=/; HttpOnly")
+        self.assertNotIn("Expires", "\n".join(lines))
+
+    def test_the_forged_id_is_not_one_the_server_hands_out(self):
+        """The forged cookie names sid9; the forger gets the next new id, sid2; sid9 is never stored."""
+        text = "\n".join(self.tour_lines())
+        forged = text.split("\n4. ", 1)[1]
+        self.assertIn("s%3Asid9.", forged)
+        self.assertIn("cookie signature invalid", forged)
+        self.assertIn("Set-Cookie: connect.sid=s%3Asid2.", forged)
+        self.assertNotIn("sid9 = ", text)
+
+    def test_shows_the_store_as_json(self):
+        """Each store line is the MemoryStore's JSON with its cookie part left out: views 1, then 2."""
+        stored = [line.split(" = ", 1) for line in self.tour_lines() if " = {" in line]
+        self.assertEqual([(sid.split()[-1], json.loads(text.replace("{...}", "{}")).get("views"))
+                          for sid, text in stored],
+                         [("sid1", 1), ("sid1", 2), ("sid1", 2), ("sid2", None)])
 
 
 class TestHostileCookieHeader(TestServerDemoCase):
