@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import session_demo as sd
-from extras.bounded_store import BoundedMemoryStore, StoreFullError
+from extras.bounded_store import BoundedMemoryStore, SessionTooLargeError
 from extras.sqlite_store import SQLiteStore
 from session_demo import Cookie, MemoryStore, RequestInfo, SessionMiddleware
 from extras.test_concurrency import with_concurrency
@@ -379,14 +379,15 @@ class TestBoundedMemoryStoreSweep(_StoreHelpers, unittest.TestCase):
 
 
 class TestBoundedMemoryStoreBounds(_StoreHelpers, unittest.TestCase):
-    """max_sessions and max_bytes hold; eviction takes LRU anonymous sessions, never established ones."""
+    """max_sessions and max_bytes hold; eviction takes LRU anonymous sessions first, then LRU established ones."""
 
     def setUp(self) -> None:
         self.clock = FrozenClock()
 
     def establish(self, store: BoundedMemoryStore, sid: str) -> None:
-        """Save a session, then save it again with changed data: it is established."""
+        """Save a session, then read it back as a returning browser's request does: it is established."""
         store.set(sid, self.stored(self.clock, views=1))
+        store.get(sid)
         store.set(sid, self.stored(self.clock, views=2))
 
     def test_a_churn_of_new_anonymous_sessions_never_exceeds_max_sessions(self) -> None:
@@ -433,16 +434,15 @@ class TestBoundedMemoryStoreBounds(_StoreHelpers, unittest.TestCase):
                 store.set("d", self.stored(self.clock))
                 self.assertEqual(set(store.all()), {"a", "c", "d"})
 
-    def test_refuses_a_new_session_when_only_established_sessions_remain(self) -> None:
-        """A full store of established sessions raises StoreFullError for a new one and keeps them all."""
+    def test_a_store_full_of_established_sessions_evicts_the_least_recently_used_one(self) -> None:
+        """A new session is never refused: with only established sessions left, the LRU one goes."""
         store = BoundedMemoryStore(clock=self.clock, max_sessions=2)
         self.establish(store, "x")
         self.establish(store, "y")
-        with self.assertRaises(StoreFullError):
-            store.set("z", self.stored(self.clock))
-        self.assertIsNone(store.get("z"))
-        self.assertEqual(set(store.all()), {"x", "y"})
-        self.assertEqual(store.stats()["evicted"], 0)
+        store.get("x")  # x is now more recently used than y
+        store.set("z", self.stored(self.clock))
+        self.assertEqual(set(store.all()), {"x", "z"})
+        self.assertEqual((store.stats()["evicted"], store.stats()["evicted_established"]), (1, 1))
 
     def test_expired_sessions_make_room_before_any_eviction(self) -> None:
         """When full, an expired session is removed first, even if a live anonymous one could go."""
@@ -455,25 +455,29 @@ class TestBoundedMemoryStoreBounds(_StoreHelpers, unittest.TestCase):
         self.assertEqual(set(store.all()), {"live", "new"})
         self.assertEqual((store.stats()["expired"], store.stats()["evicted"]), (1, 0))
 
-    def test_a_session_becomes_established_only_when_its_data_changes(self) -> None:
-        """Re-saving the same data (a new cookie expiry) keeps a session anonymous; changed data establishes it for good."""
-        store = BoundedMemoryStore(clock=self.clock)
-        store.set("s", self.stored(self.clock, views=1))
-        self.clock.advance(seconds=1)
-        store.set("s", self.stored(self.clock, views=1))
-        self.assertEqual((store.stats()["anonymous"], store.stats()["established"]), (1, 0))
-        store.set("s", self.stored(self.clock, views=2))
-        store.set("s", self.stored(self.clock, views=1))
-        self.assertEqual((store.stats()["anonymous"], store.stats()["established"]), (0, 1))
+    def test_a_session_becomes_established_when_a_later_request_reads_it(self) -> None:
+        """Writes alone, even with changed data, keep a session anonymous; a get, get_versioned or touch establishes it."""
+        for label, read in [("get", lambda store: store.get("s")),
+                            ("get_versioned", lambda store: store.get_versioned("s")),
+                            ("touch", lambda store: store.touch("s", self.stored(self.clock)))]:
+            with self.subTest(label):
+                store = BoundedMemoryStore(clock=self.clock)
+                store.set("s", self.stored(self.clock, views=1))
+                store.set("s", self.stored(self.clock, views=2))
+                self.assertEqual((store.stats()["anonymous"], store.stats()["established"]), (1, 0))
+                read(store)
+                store.set("s", self.stored(self.clock, views=3))
+                self.assertEqual((store.stats()["anonymous"], store.stats()["established"]), (0, 1))
 
     def test_is_established_marks_a_session_from_its_first_write(self) -> None:
-        """With is_established, a login saved under a regenerated id is established at once."""
-        store = BoundedMemoryStore(clock=self.clock, max_sessions=1,
+        """With is_established, a login saved under a regenerated id is established at once: anonymous ones go first."""
+        store = BoundedMemoryStore(clock=self.clock, max_sessions=2,
                                    is_established=lambda data: "user" in data)
         store.set("logged-in", self.stored(self.clock, user="ana"))
-        with self.assertRaises(StoreFullError):
-            store.set("bot", self.stored(self.clock))
-        self.assertEqual(store.get("logged-in")["user"], "ana")
+        store.set("bot-1", self.stored(self.clock))
+        store.set("bot-2", self.stored(self.clock))
+        self.assertEqual(set(store.all()), {"logged-in", "bot-2"})
+        self.assertEqual(store.stats()["evicted_established"], 0)
 
     def test_an_established_session_growing_evicts_anonymous_ones(self) -> None:
         """An established session that grows past max_bytes evicts anonymous sessions to fit."""
@@ -486,29 +490,42 @@ class TestBoundedMemoryStoreBounds(_StoreHelpers, unittest.TestCase):
         self.assertEqual(store.get("user")["views"], 3)
         self.assertLessEqual(store.stats()["bytes"], small * 4)
         self.assertGreaterEqual(store.stats()["evicted"], 1)
+        self.assertEqual(store.stats()["evicted_established"], 0)
 
-    def test_an_established_session_that_cannot_grow_is_refused_and_kept(self) -> None:
-        """With only established sessions left, a write that would pass max_bytes raises and changes nothing."""
+    def test_a_session_growing_with_only_established_ones_left_evicts_the_lru_one(self) -> None:
+        """With only established sessions left, a write that would pass max_bytes evicts the LRU other one."""
         small = len(json.dumps(self.stored(self.clock, views=1), separators=(",", ":")))
         store = BoundedMemoryStore(clock=self.clock, max_bytes=small * 3)
         self.establish(store, "a")
         self.establish(store, "b")
-        with self.assertRaises(StoreFullError):
-            store.set("a", self.stored(self.clock, views=3, cart="x" * small * 2))
-        self.assertEqual(store.get("a")["views"], 2)
+        store.set("a", self.stored(self.clock, views=3, cart="x" * small))
+        self.assertEqual(store.get("a")["views"], 3)
+        self.assertIsNone(store.get("b"))
+        self.assertLessEqual(store.stats()["bytes"], small * 3)
 
-    def test_a_session_larger_than_max_bytes_is_refused(self) -> None:
-        """A single session bigger than max_bytes raises StoreFullError, evicting nothing."""
-        store = BoundedMemoryStore(clock=self.clock, max_bytes=500)
+    def test_a_session_larger_than_max_session_bytes_is_refused_with_a_clear_error(self) -> None:
+        """A single session over max_session_bytes raises SessionTooLargeError; nothing is evicted, the stored copy stays."""
+        store = BoundedMemoryStore(clock=self.clock, max_session_bytes=500)
         store.set("small", self.stored(self.clock))
-        with self.assertRaises(StoreFullError):
+        store.set("growing", self.stored(self.clock, views=1))
+        with self.assertRaisesRegex(SessionTooLargeError, r"bytes of JSON, more than max_session_bytes=500"):
             store.set("huge", self.stored(self.clock, blob="x" * 500))
-        self.assertEqual(set(store.all()), {"small"})
+        with self.assertRaises(SessionTooLargeError):
+            store.set("growing", self.stored(self.clock, blob="x" * 500))
+        self.assertEqual(set(store.all()), {"small", "growing"})
+        self.assertEqual(store.get("growing")["views"], 1)
+        self.assertEqual(store.stats()["evicted"], 0)
+
+    def test_max_session_bytes_defaults_to_one_mebibyte_or_max_bytes(self) -> None:
+        """The per-session cap is 1 MiB, or max_bytes when that is smaller."""
+        self.assertEqual(BoundedMemoryStore().max_session_bytes, 1024 * 1024)
+        self.assertEqual(BoundedMemoryStore(max_bytes=1000).max_session_bytes, 1000)
 
     def test_the_constructor_rejects_bad_bounds(self) -> None:
-        """max_sessions and max_bytes must be whole numbers >= 1."""
+        """max_sessions and max_bytes must be whole numbers >= 1; max_session_bytes from 1 to max_bytes."""
         for options in [{"max_sessions": 0}, {"max_sessions": 1.5}, {"max_sessions": True},
-                        {"max_bytes": 0}, {"max_bytes": "64M"}]:
+                        {"max_bytes": 0}, {"max_bytes": "64M"}, {"max_session_bytes": 0},
+                        {"max_bytes": 100, "max_session_bytes": 101}, {"max_session_bytes": 1.5}]:
             with self.subTest(options):
                 with self.assertRaises(ValueError):
                     BoundedMemoryStore(**options)
@@ -534,6 +551,84 @@ class TestBoundedMemoryStoreBounds(_StoreHelpers, unittest.TestCase):
         self.assertEqual(stats["anonymous"] + stats["established"], stats["live"])
         self.assertEqual(stats["bytes"], sum(len(json.dumps(data, separators=(",", ":")).encode())
                                              for data in live.values()))
+
+
+class TestBoundedMemoryStoreFlood(SessionAssertions):
+    """Issue 12's flood, scaled to max_sessions: a victim who logs in and keeps visiting stays logged in.
+
+    The flood: 1.02 x max_sessions cookieless requests (each stores a new
+    session: save_uninitialized, and the counter changes it), then 1.01 x
+    max_sessions sessions that each visit twice (each comes back once).
+    """
+
+    MAX_SESSIONS = 200
+
+    def setUp(self) -> None:
+        self.clock = FrozenClock()
+
+    def middleware(self, **store_options: Any) -> SessionMiddleware:
+        """server.py's settings (resave off, save_uninitialized on) on a BoundedMemoryStore."""
+        self.store = BoundedMemoryStore(clock=self.clock, max_sessions=self.MAX_SESSIONS, **store_options)
+        return SessionMiddleware(make_options(store=self.store, clock=self.clock, resave=False,
+                                              cookie={"max_age": 3_600_000}))
+
+    @staticmethod
+    def count_view(state: sd.RequestState) -> None:
+        state.session["views"] = state.session.get("views", 0) + 1
+
+    def log_in(self, middleware: SessionMiddleware, user: str) -> str:
+        """A first visit, then /login: regenerate and remember the user; returns the new cookie."""
+        header, _ = run_request(middleware, None, self.count_view)
+        header, _ = run_request(middleware, cookie_pair(header),
+                                lambda state: state.session.regenerate().update(user=user))
+        return cookie_pair(header)
+
+    def who(self, middleware: SessionMiddleware, cookie: str) -> Any:
+        """/whoami: read the user, change nothing."""
+        _, state = run_request(middleware, cookie, lambda state: None)
+        return state.session.get("user")
+
+    def flood(self, middleware: SessionMiddleware, on_every: Callable[[], None], every: int) -> None:
+        """The two floods; ``on_every()`` runs after each ``every`` flood requests."""
+        sent = 0
+        for _ in range(self.MAX_SESSIONS * 102 // 100):
+            run_request(middleware, None, self.count_view)
+            sent += 1
+            if sent % every == 0:
+                on_every()
+        for _ in range(self.MAX_SESSIONS * 101 // 100):
+            header, _ = run_request(middleware, None, self.count_view)
+            run_request(middleware, cookie_pair(header), self.count_view)
+            sent += 2
+            if sent % every < 2:
+                on_every()
+
+    def test_a_victim_who_keeps_visiting_stays_logged_in_through_the_flood(self) -> None:
+        """Visiting once every max_sessions/4 flood requests, the victim reads its user every time."""
+        middleware = self.middleware()
+        victim = self.log_in(middleware, "victim")
+        seen: list[Any] = []
+        self.flood(middleware, lambda: seen.append(self.who(middleware, victim)), self.MAX_SESSIONS // 4)
+        seen.append(self.who(middleware, victim))
+        self.assertGreater(len(seen), 10)
+        self.assertEqual(set(seen), {"victim"})
+        self.assertLessEqual(self.store.stats()["live"], self.MAX_SESSIONS)
+
+    def test_a_login_after_the_flood_is_stored_and_read_back(self) -> None:
+        """Once the store is full of sessions that came back, a new login is still stored, not refused."""
+        middleware = self.middleware()
+        self.flood(middleware, lambda: None, self.MAX_SESSIONS)
+        self.assertEqual(self.store.stats()["established"], self.MAX_SESSIONS)
+        late = self.log_in(middleware, "late")
+        self.assertEqual(self.who(middleware, late), "late")
+
+    def test_with_is_established_a_login_survives_the_flood_before_its_first_return(self) -> None:
+        """With is_established, a victim who logs in and comes back only after the cookieless flood is still logged in."""
+        middleware = self.middleware(is_established=lambda data: "user" in data)
+        victim = self.log_in(middleware, "victim")
+        for _ in range(self.MAX_SESSIONS * 102 // 100):
+            run_request(middleware, None, self.count_view)
+        self.assertEqual(self.who(middleware, victim), "victim")
 
 
 class TestSQLiteStoreFile(_StoreHelpers, unittest.TestCase):
@@ -866,17 +961,18 @@ class TestBoundedMemoryStoreBehindAServer(_BehindAServer, SessionAssertions):
     def make_store(self, clock: FrozenClock) -> BoundedMemoryStore:
         return BoundedMemoryStore(clock=clock, max_sessions=2)
 
-    def test_a_full_store_still_answers_and_logs_the_error(self) -> None:
-        """When only established sessions remain, a new visitor is answered; the refusal is logged."""
+    def test_a_full_store_evicts_and_stores_the_new_visitor(self) -> None:
+        """When only established sessions remain, a new visitor is stored and counts on; the LRU user goes."""
         server = TestServer(self, self.counter_app, store=self.store, clock=self.clock)
+        cookies = []
         for _ in range(2):
-            cookie = self.assert_sets_cookie(server.get())
-            server.get(cookie=cookie)  # views 2: established
-        with self.assertLogs("session_demo", "ERROR") as logs:
-            response = server.get()
-        self.assertEqual((response.status, response.body), (200, "views: 1"))
-        self.assertIn("StoreFullError", "\n".join(logs.output))
-        self.assertEqual(self.store.stats()["established"], 2)
+            cookies.append(self.assert_sets_cookie(server.get()))
+            server.get(cookie=cookies[-1])  # views 2: read back, established
+        newcomer = self.assert_sets_cookie(server.get())
+        self.assertEqual(server.get(cookie=newcomer).body, "views: 2")
+        self.assertEqual(server.get(cookie=cookies[1]).body, "views: 3")
+        self.assertEqual(server.get(cookie=cookies[0]).body, "views: 1")  # evicted: starts again
+        self.assertEqual(self.store.stats()["live"], 2)
 
 
 class TestSQLiteStoreBehindAServer(_BehindAServer, SessionAssertions):
