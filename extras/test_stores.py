@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -693,6 +694,98 @@ class TestSQLiteStoreFile(_StoreHelpers, unittest.TestCase):
         self.run_threads(work)
         self.assertEqual(store.length(), 8)
 
+    def test_the_file_and_its_wal_and_shm_are_owner_only_whatever_the_umask(self) -> None:
+        """Under umask 000 (and 022), a new database, its -wal and its -shm get mode 0600."""
+        for umask in (0o000, 0o022):
+            with self.subTest(umask=oct(umask)):
+                path = self.sqlite_path()
+                previous = os.umask(umask)
+                try:
+                    store = self.sqlite_store(self.clock, path)
+                    store.set("sid-1", self.stored(self.clock, views=1))
+                finally:
+                    os.umask(previous)
+                for suffix in ("", "-wal", "-shm"):
+                    self.assertEqual(oct(os.stat(path + suffix).st_mode & 0o777), oct(0o600), suffix)
+
+    def test_an_existing_readable_file_is_kept_and_warned_about(self) -> None:
+        """A file others can read is not chmod-ed behind the user's back; a warning says so."""
+        path = self.sqlite_path()
+        self.sqlite_store(self.clock, path).close()
+        os.chmod(path, 0o644)
+        with self.assertLogs("session_demo", "WARNING") as logs:
+            self.sqlite_store(self.clock, path)
+        self.assertIn("mode 644", "\n".join(logs.output))
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o644)
+
+
+class TestSQLiteStoreFailures(_StoreHelpers, unittest.TestCase):
+    """No silent loss: a write the file cannot take raises out of the store; it is never swallowed."""
+
+    def setUp(self) -> None:
+        self.clock = FrozenClock()
+        self.path = self.sqlite_path()
+        self.store = self.sqlite_store(self.clock, self.path, busy_timeout=50)
+        self.store.set("sid-1", self.stored(self.clock, views=1))
+
+    def writes(self) -> list[tuple[str, Callable[[], Any]]]:
+        session = self.stored(self.clock, views=2, pad="x" * 20000)
+        return [("set", lambda: self.store.set("sid-1", session)),
+                ("set_if_version", lambda: self.store.set_if_version("sid-1", session, 1)),
+                ("touch", lambda: self.store.touch("sid-1", session)),
+                ("destroy", lambda: self.store.destroy("sid-1"))]
+
+    def assert_every_write_raises(self, message: str) -> None:
+        for name, write in self.writes():
+            with self.subTest(name), self.assertRaisesRegex(sqlite3.OperationalError, message):
+                write()
+        self.assertEqual(self.store.get("sid-1")["views"], 1)
+
+    def test_a_file_locked_by_another_process_raises_after_busy_timeout(self) -> None:
+        """Another connection holding the write lock: each write waits busy_timeout ms, then raises."""
+        other = self.raw(self.path)
+        other.execute("BEGIN IMMEDIATE")
+        self.addCleanup(other.execute, "ROLLBACK")
+        self.assert_every_write_raises("locked")
+
+    def test_a_full_disk_raises(self) -> None:
+        """SQLITE_FULL (max_page_count reached, as a full disk answers) raises from set and set_if_version."""
+        connection = self.store._connection()
+        pages = connection.execute("PRAGMA page_count").fetchone()[0]
+        connection.execute(f"PRAGMA max_page_count = {pages}")
+        for name, write in self.writes()[:2]:
+            with self.subTest(name), self.assertRaisesRegex(sqlite3.OperationalError, "full"):
+                write()
+        self.assertEqual(self.store.get("sid-1")["views"], 1)
+
+    @unittest.skipIf(hasattr(os, "geteuid") and os.geteuid() == 0, "root can write a read-only file")
+    def test_a_read_only_file_raises(self) -> None:
+        """A store opened on a read-only file raises on every write."""
+        self.store.close()
+        os.chmod(self.path, 0o400)
+        self.addCleanup(os.chmod, self.path, 0o600)
+        self.store = self.sqlite_store(self.clock, self.path)
+        self.assert_every_write_raises("readonly")
+
+    def test_a_read_only_connection_raises(self) -> None:
+        """PRAGMA query_only (a read-only database as SQLite sees it, even for root) makes every write raise."""
+        self.store._connection().execute("PRAGMA query_only = 1")
+        self.assert_every_write_raises("readonly")
+
+    def test_a_failed_sweep_after_a_successful_write_is_logged_not_raised(self) -> None:
+        """The opportunistic sweep is not the write: if it fails, the stored session stands and a warning says why."""
+        self.clock.advance(seconds=120)
+        original = self.store.sweep
+
+        def failing_sweep() -> int:
+            raise sqlite3.OperationalError("database is locked")
+
+        self.store.sweep = failing_sweep  # type: ignore[method-assign]
+        self.addCleanup(setattr, self.store, "sweep", original)
+        with self.assertLogs("session_demo", "WARNING"):
+            self.store.set("sid-2", self.stored(self.clock, views=5))
+        self.assertEqual(self.store.get("sid-2")["views"], 5)
+
 
 class TestSQLiteStoreExpiry(_StoreHelpers, unittest.TestCase):
     """Expired rows go when read, and by a sweep that writes trigger at most once per sweep_interval."""
@@ -741,11 +834,16 @@ class TestSQLiteStoreExpiry(_StoreHelpers, unittest.TestCase):
         self.assertIn("USING INDEX", " ".join(str(step[-1]) for step in plan))
 
 
+DEEP_JSON = '{"cookie":{"expires":null},"x":' + "[" * 1500 + "]" * 1500 + "}"
+"""Valid JSON that Python's parser refuses with RecursionError (its limit is about 1,000 levels)."""
+
+
 class TestSQLiteStoreCorruptRows(_StoreHelpers, SessionAssertions):
     """A corrupt row is logged, deleted, and reads as no session: the visitor gets a new one, not a 500."""
 
     CORRUPT = [("not JSON", "{views: 1"), ("a JSON list", "[1, 2]"), ("a JSON string", '"text"'),
-               ("no cookie", '{"views": 1}'), ("a cookie that is not an object", '{"cookie": 5}')]
+               ("no cookie", '{"views": 1}'), ("a cookie that is not an object", '{"cookie": 5}'),
+               ("valid JSON nested 1,500 deep", DEEP_JSON)]
 
     def setUp(self) -> None:
         self.clock = FrozenClock()
@@ -779,13 +877,16 @@ class TestSQLiteStoreCorruptRows(_StoreHelpers, SessionAssertions):
     def test_a_request_with_a_corrupt_session_gets_a_new_one(self) -> None:
         """A cookie whose stored session is corrupt gets a fresh session and a new cookie, not a 500."""
         server = TestServer(self, self.counter_app, store=self.store, clock=self.clock)
-        cookie = self.assert_sets_cookie(server.get())
-        sid = sd.unsign(sd.decode_uri_component(cookie.split("=", 1)[1])[2:], SECRET)
-        self.corrupt(sid, "{not json")
-        with self.assertLogs("session_demo", "WARNING"):
-            response = server.get(cookie=cookie)
-        self.assertEqual((response.status, response.body), (200, "views: 1"))
-        self.assertNotEqual(self.assert_sets_cookie(response), cookie)
+        for label, text in [("not JSON", "{not json"), ("nested 1,500 deep", DEEP_JSON)]:
+            with self.subTest(label):
+                cookie = self.assert_sets_cookie(server.get())
+                sid = sd.unsign(sd.decode_uri_component(cookie.split("=", 1)[1])[2:], SECRET)
+                self.corrupt(sid, text)
+                with self.assertLogs("session_demo", "WARNING"):
+                    response = server.get(cookie=cookie)
+                self.assertEqual((response.status, response.body), (200, "views: 1"))
+                self.assertNotEqual(self.assert_sets_cookie(response), cookie)
+                self.assertIsNone(self.store.get(sid))
 
 
 class TestSQLiteStoreLocks(_StoreHelpers, unittest.TestCase):
@@ -848,6 +949,76 @@ class TestSQLiteStoreLocks(_StoreHelpers, unittest.TestCase):
         self.assertEqual(self.raw(self.path).execute("SELECT COUNT(*) FROM locks").fetchone()[0], 0)
 
 
+class TestSQLiteStoreLockOwners(_StoreHelpers, unittest.TestCase):
+    """A lock row names its owner host:pid:token; the lease is short and renewed while held."""
+
+    def setUp(self) -> None:
+        self.clock = FrozenClock()
+        self.path = self.sqlite_path()
+        self.store = self.sqlite_store(self.clock, self.path)
+        self.raw_db = self.raw(self.path)
+
+    def plant(self, owner: str) -> None:
+        """A lock row with a lease of 30 s from now, as another store would have left it."""
+        self.raw_db.execute("INSERT INTO locks VALUES ('sid-1', ?, ?)",
+                            (owner, sd.clock_ms(self.clock) + 30000))
+
+    def dead_pid(self) -> int:
+        """The pid of a child process that has exited and been reaped."""
+        process = subprocess.Popen([sys.executable, "-c", "pass"])
+        process.wait(SUBPROCESS_TIMEOUT)
+        return process.pid
+
+    def test_the_owner_is_host_pid_and_a_token_and_the_lease_is_five_seconds(self) -> None:
+        """The row holds socket.gethostname():os.getpid():token and expires lock_lease (5 s) from now."""
+        self.store.acquire("sid-1", 0)
+        owner, expires_ms = self.raw_db.execute("SELECT owner, expires_ms FROM locks").fetchone()
+        host, pid, token = owner.rsplit(":", 2)
+        self.assertEqual((host, int(pid)), (socket.gethostname(), os.getpid()))
+        self.assertEqual(len(token), 16)
+        self.assertEqual(expires_ms, sd.clock_ms(self.clock) + 5000)
+
+    def test_held_leases_are_renewed_and_released_ones_are_not(self) -> None:
+        """renew_leases() (the renewer thread's step) pushes back a held lease; after release() it leaves the row alone."""
+        other = self.sqlite_store(self.clock, self.path)
+        self.store.acquire("sid-1", 0)
+        for _ in range(3):
+            self.clock.advance(seconds=4)
+            self.store.renew_leases()
+            self.assertFalse(other.acquire("sid-1", 0))
+        self.store.release("sid-1")
+        self.store.renew_leases()
+        self.assertTrue(other.acquire("sid-1", 0))
+
+    def test_one_renewer_thread_runs_while_locks_are_taken_and_close_stops_it(self) -> None:
+        """The first acquire starts a daemon renewer; later ones reuse it; close() ends it."""
+        self.store.acquire("sid-1", 0)
+        self.store.acquire("sid-2", 0)
+        renewer = self.store._renewer
+        self.assertTrue(renewer is not None and renewer.daemon and renewer.is_alive())
+        self.store.close()
+        self.assertFalse(renewer.is_alive())
+
+    def test_a_dead_process_on_this_host_loses_its_lock_at_once(self) -> None:
+        """A row whose pid is no longer a process here is taken over although its lease runs 30 s more."""
+        self.plant(f"{socket.gethostname()}:{self.dead_pid()}:0123456789abcdef")
+        with self.assertLogs("session_demo", "WARNING"):
+            self.assertTrue(self.store.acquire("sid-1", 0))
+
+    def test_a_live_process_or_another_host_keeps_its_lock_until_the_lease_ends(self) -> None:
+        """A live pid here, or any pid on another host (it cannot be checked), holds until its lease runs out."""
+        for owner in (f"{socket.gethostname()}:{os.getppid()}:0123456789abcdef",
+                      f"elsewhere.example:{self.dead_pid()}:0123456789abcdef",
+                      "a pre-upgrade owner-7f3a"):
+            with self.subTest(owner):
+                self.raw_db.execute("DELETE FROM locks")
+                self.plant(owner)
+                self.assertFalse(self.store.acquire("sid-1", 0))
+                self.clock.advance(seconds=30)
+                self.assertTrue(self.store.acquire("sid-1", 0))
+                self.store.release("sid-1")
+
+
 class TestSQLiteStoreProcesses(_StoreHelpers, unittest.TestCase):
     """Two processes share one SQLite file: they see each other's sessions, versions and locks."""
 
@@ -901,18 +1072,33 @@ class TestSQLiteStoreProcesses(_StoreHelpers, unittest.TestCase):
             self.finish(process)
         self.assertEqual(store.get("counter")["n"], 200)
 
-    def test_a_crashed_process_lock_blocks_until_its_lease_runs_out(self) -> None:
-        """A lock taken by a process that exits without releasing it is held until its lease ends, then taken over."""
+    def test_a_crashed_process_lock_is_taken_over_at_once(self) -> None:
+        """A lock left by a process of this host that has exited is taken over at once, with a warning."""
         path = self.sqlite_path()
-        clock = FrozenClock(time.time())
-        store = self.sqlite_store(clock, path)
+        store = self.sqlite_store(FrozenClock(time.time()), path)
         self.finish(self.child(path, """
             assert store.acquire("sid-1", 0)
             os._exit(0)  # crash: no release, no close
         """))
-        self.assertFalse(store.acquire("sid-1", 0))
-        clock.advance(seconds=store.lock_lease + 60)  # the child's lease was taken on its own clock
-        self.assertTrue(store.acquire("sid-1", 0))
+        with self.assertLogs("session_demo", "WARNING") as logs:
+            self.assertTrue(store.acquire("sid-1", 0))
+        self.assertIn("which is gone", "\n".join(logs.output))
+
+    def test_a_lock_of_a_process_killed_with_sigkill_is_taken_over_at_once(self) -> None:
+        """kill -9 while a lock is held: the restarted process takes the lock at its first try, not after the lease."""
+        path = self.sqlite_path()
+        store = self.sqlite_store(FrozenClock(time.time()), path, lock_lease=30)
+        process = self.child(path, """
+            assert store.acquire("sid-1", 0)
+            print("held", flush=True)
+            import time; time.sleep(60)
+        """)
+        self.assertEqual(process.stdout.readline().strip(), "held")
+        self.assertFalse(store.acquire("sid-1", 0))  # alive: its lock holds
+        process.kill()  # SIGKILL
+        process.wait(SUBPROCESS_TIMEOUT)  # reaped, as the crashed server's parent would
+        with self.assertLogs("session_demo", "WARNING"):
+            self.assertTrue(store.acquire("sid-1", 0))
 
 
 class _BehindAServer(_StoreHelpers):
