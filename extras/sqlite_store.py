@@ -65,7 +65,21 @@ ON CONFLICT (sid) DO UPDATE SET owner = excluded.owner, expires_ms = excluded.ex
 WHERE locks.owner = excluded.owner OR locks.expires_ms IS NULL OR locks.expires_ms <= ?
 """
 
-_HOST = socket.gethostname()
+def _host_identity() -> str:
+    """This host as lock owners name it: the hostname, plus the pid namespace where there is one.
+
+    Two containers may share a hostname and a database file but not their
+    pids; the namespace keeps one from taking a live process of the other
+    for dead.
+    """
+    name = socket.gethostname()
+    try:
+        return f"{name}#pidns{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return name
+
+
+_HOST = _host_identity()
 
 
 def _lock_owner_pid(owner: str) -> int | None:
@@ -144,7 +158,7 @@ class SQLiteStore(Store):
       does not. Versions are per row and restart at 1 after a deletion.
     - Locks (``acquire``, ``release``) for ``concurrency='lock'`` across
       processes. The owner, ``host:pid:token``, is this store object in
-      this thread of this process. A lock row carries a short lease
+      this thread of this process (host: the hostname and pid namespace). A lock row carries a short lease
       (``lock_lease``, 5 s) that a daemon thread renews every third of it
       while the lock is held, so a long request keeps its lock and a
       crashed one does not keep it long. A lock whose owner is a process of

@@ -18,7 +18,7 @@ from typing import Any
 
 import session_demo as sd
 from extras.bounded_store import BoundedMemoryStore, SessionTooLargeError
-from extras.sqlite_store import SQLiteStore
+from extras.sqlite_store import SQLiteStore, _HOST as SQLITE_HOST
 from session_demo import Cookie, MemoryStore, RequestInfo, SessionMiddleware
 from extras.test_concurrency import with_concurrency
 from test_session import (
@@ -970,11 +970,12 @@ class TestSQLiteStoreLockOwners(_StoreHelpers, unittest.TestCase):
         return process.pid
 
     def test_the_owner_is_host_pid_and_a_token_and_the_lease_is_five_seconds(self) -> None:
-        """The row holds socket.gethostname():os.getpid():token and expires lock_lease (5 s) from now."""
+        """The row holds host:pid:token (host: the hostname, and pid namespace) and expires lock_lease (5 s) from now."""
         self.store.acquire("sid-1", 0)
         owner, expires_ms = self.raw_db.execute("SELECT owner, expires_ms FROM locks").fetchone()
         host, pid, token = owner.rsplit(":", 2)
-        self.assertEqual((host, int(pid)), (socket.gethostname(), os.getpid()))
+        self.assertEqual((host, int(pid)), (SQLITE_HOST, os.getpid()))
+        self.assertTrue(host.startswith(socket.gethostname()))
         self.assertEqual(len(token), 16)
         self.assertEqual(expires_ms, sd.clock_ms(self.clock) + 5000)
 
@@ -1001,14 +1002,15 @@ class TestSQLiteStoreLockOwners(_StoreHelpers, unittest.TestCase):
 
     def test_a_dead_process_on_this_host_loses_its_lock_at_once(self) -> None:
         """A row whose pid is no longer a process here is taken over although its lease runs 30 s more."""
-        self.plant(f"{socket.gethostname()}:{self.dead_pid()}:0123456789abcdef")
+        self.plant(f"{SQLITE_HOST}:{self.dead_pid()}:0123456789abcdef")
         with self.assertLogs("session_demo", "WARNING"):
             self.assertTrue(self.store.acquire("sid-1", 0))
 
     def test_a_live_process_or_another_host_keeps_its_lock_until_the_lease_ends(self) -> None:
         """A live pid here, or any pid on another host (it cannot be checked), holds until its lease runs out."""
-        for owner in (f"{socket.gethostname()}:{os.getppid()}:0123456789abcdef",
+        for owner in (f"{SQLITE_HOST}:{os.getppid()}:0123456789abcdef",
                       f"elsewhere.example:{self.dead_pid()}:0123456789abcdef",
+                      f"{socket.gethostname()}#pidns1:{self.dead_pid()}:0123456789abcdef",
                       "a pre-upgrade owner-7f3a"):
             with self.subTest(owner):
                 self.raw_db.execute("DELETE FROM locks")
