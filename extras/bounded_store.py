@@ -4,8 +4,9 @@ express-session's MemoryStore (session_demo's too, faithfully) keeps an
 expired session until someone reads it, and nothing limits how many
 sessions a stream of cookieless requests can create. BoundedMemoryStore
 keeps the same JSON strings, sweeps expired ones as it is used, and is
-bounded in sessions and bytes. It also keeps a version per session, for
-extras.concurrency's merge.
+bounded in sessions and bytes: when full it evicts the least recently used
+session, anonymous ones first, as Redis and memcached evict rather than
+refuse. It also keeps a version per session, for extras.concurrency's merge.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from session_demo import (
-    Clock, Session, Store, expiry_ms, hash_session, clock_ms, parse_json, session_json, short_id,
+    Clock, Session, Store, expiry_ms, clock_ms, parse_json, session_json, short_id,
     stored_cookie, stringify,
 )
 
-__all__ = ["BoundedMemoryStore", "StoreFullError"]
+__all__ = ["BoundedMemoryStore", "SessionTooLargeError"]
 
 _log = logging.getLogger("session_demo.extras")
 
@@ -35,36 +36,40 @@ _log = logging.getLogger("session_demo.extras")
 # keeps the same JSON strings, but
 #   - a heap of (expiry, id) lets every request remove a few expired sessions
 #     that nobody will read again (amortized: no full scan, no timer thread);
-#   - max_sessions and max_bytes bound the whole store, and when a bound is
-#     reached the store evicts the least recently used *anonymous* session:
-#     one whose data never changed since it was first saved (a visitor who
-#     did nothing). Sessions whose data changed later (a login, a counter
-#     that went up) are "established" and are never evicted; when only they
-#     remain, a new session is refused with StoreFullError.
+#   - max_sessions and max_bytes bound the whole store. When a bound is
+#     reached the store never refuses the write: it evicts the least
+#     recently used *anonymous* session (one no later request has come back
+#     for: a cookieless visit, a bot), and only when none is left the least
+#     recently used *established* one (a browser that came back: it sent
+#     the cookie again and the session was read). A flood of new sessions
+#     therefore pushes out other flood sessions first, and a user who keeps
+#     visiting stays at the recent end of the queue.
+#   - max_session_bytes caps one session, so that no single session can
+#     push out everyone else; a bigger one is refused with
+#     SessionTooLargeError.
 
 
-class StoreFullError(Exception):
-    """A bounded store cannot take this session without evicting one that is established.
+class SessionTooLargeError(ValueError):
+    """One session is larger than ``BoundedMemoryStore.max_session_bytes``: it is not stored.
 
-    Raised by ``BoundedMemoryStore.set`` (and ``touch``/``set_if_version``).
-    At the end of a request the middleware logs it and the response still
-    completes: the visitor gets a session that is not stored, so the next
-    request starts a new one.
+    Raised by ``set`` and ``set_if_version``; nothing is evicted and the
+    stored copy, if any, is kept. The store never refuses a session for
+    lack of room (it evicts instead); only a session too large on its own.
     """
 
 
 class _Entry:
     """One stored session: its JSON text and the store's bookkeeping about it."""
 
-    __slots__ = ("text", "size", "expires_ms", "version", "first_hash")
+    __slots__ = ("text", "size", "expires_ms", "version", "established")
 
     def __init__(self, text: str, size: int, expires_ms: int | None, version: int,
-                 first_hash: str | None) -> None:
+                 established: bool) -> None:
         self.text = text
         self.size = size                  # bytes of text in UTF-8
         self.expires_ms = expires_ms      # None: never expires by time
         self.version = version            # bumped by every set(), not by touch()
-        self.first_hash = first_hash      # data hash of the first set(); None once established
+        self.established = established    # read back by a later request (or is_established said so)
 
 
 class BoundedMemoryStore(Store):
@@ -84,17 +89,29 @@ class BoundedMemoryStore(Store):
     - ``max_sessions`` and ``max_bytes`` bound the store. ``bytes`` counts
       the UTF-8 length of each stored JSON text only: not the ids, not
       Python's own overhead per entry (a few hundred bytes, bounded by
-      ``max_sessions``).
-    - Eviction is fair to real users. A session is *anonymous* while its
-      data (everything but the cookie) is what it was on its first
-      ``set()``; once a later ``set()`` changes the data it is
-      *established* for good. To make room the store first drops expired
-      sessions, then evicts the least recently used anonymous session
-      (``get``, ``set`` and ``touch`` count as use). It never evicts an
-      established one: if only established sessions remain, the write is
-      refused with StoreFullError. ``is_established(data)``, if given,
-      marks a session established from its first write (e.g.
-      ``lambda data: "user" in data`` for a login that regenerates the id).
+      ``max_sessions``). ``max_session_bytes`` (1 MiB, or ``max_bytes`` if
+      smaller) caps one session: a larger one raises SessionTooLargeError.
+    - A write is never refused for lack of room; the store evicts instead,
+      as Redis and memcached do. To make room it drops expired sessions,
+      then the least recently used *anonymous* session, and only when no
+      other anonymous one is left the least recently used *established*
+      one (``get``, ``set`` and ``touch`` count as use).
+    - A session is *established* once the store is asked for it again after
+      its first write (``get``/``get_versioned``, or ``touch``): a browser
+      kept the cookie and came back. Until then it is *anonymous*, whatever
+      it holds: a cookieless flood (even one whose requests change data,
+      like a view counter's first visit) never comes back, so it only
+      evicts itself. A login that regenerates the id is anonymous for one
+      request, then established at the first request that sends the new
+      cookie. ``is_established(data)``, if given, marks a session
+      established at its write (e.g. ``lambda data: "user" in data``, so a
+      login counts at once).
+    - What this guarantees: a flood of new sessions, or of sessions that
+      come back, never refuses a login, and a user is evicted only if
+      ``max_sessions`` other sessions were used (or ``max_bytes`` written)
+      since that user's last request. It is not a rate limit: a flood
+      fast enough to cycle the whole store between two visits of a user
+      still evicts that user. Size the store for that.
     - Versions (``get_versioned``, ``set_if_version``) for
       ``concurrency='merge'``: every set() bumps the version; touch() does
       not. Versions are per id and restart at 1 after a session is
@@ -108,17 +125,24 @@ class BoundedMemoryStore(Store):
     """How many heap entries a single get/set/touch/destroy may pop."""
 
     def __init__(self, *, clock: Clock = time.time, max_sessions: int = 10_000,
-                 max_bytes: int = 64 * 1024 * 1024,
+                 max_bytes: int = 64 * 1024 * 1024, max_session_bytes: int | None = None,
                  is_established: Callable[[Mapping[str, Any]], bool] | None = None) -> None:
         if isinstance(max_sessions, bool) or not isinstance(max_sessions, int) or max_sessions < 1:
             raise ValueError(f"max_sessions must be a whole number >= 1, not {max_sessions!r}")
         if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
             raise ValueError(f"max_bytes must be a whole number of bytes >= 1, not {max_bytes!r}")
+        if max_session_bytes is None:
+            max_session_bytes = min(1024 * 1024, max_bytes)
+        if (isinstance(max_session_bytes, bool) or not isinstance(max_session_bytes, int)
+                or not 1 <= max_session_bytes <= max_bytes):
+            raise ValueError(f"max_session_bytes must be a whole number of bytes from 1 to "
+                             f"max_bytes={max_bytes}, not {max_session_bytes!r}")
         if is_established is not None and not callable(is_established):
             raise TypeError("is_established must be a callable taking the stored data, or None")
         self._clock = clock
         self.max_sessions = max_sessions
         self.max_bytes = max_bytes
+        self.max_session_bytes = max_session_bytes
         self._is_established = is_established
         self._lock = threading.Lock()
         self._anonymous: OrderedDict[str, _Entry] = OrderedDict()    # least recently used first
@@ -127,6 +151,7 @@ class BoundedMemoryStore(Store):
         self._bytes = 0
         self._expired = 0
         self._evicted = 0
+        self._evicted_established = 0
 
     # -- bookkeeping; every method below with a leading underscore needs the lock --
 
@@ -158,8 +183,11 @@ class BoundedMemoryStore(Store):
                 self._remove(sid)
                 self._expired += 1
 
-    def _live(self, sid: str, now_ms: int, *, use: bool) -> _Entry | None:
-        """The entry for sid unless it has expired (then it is removed); ``use`` refreshes its LRU place."""
+    def _live(self, sid: str, now_ms: int, *, returning: bool) -> _Entry | None:
+        """The entry for sid unless it has expired (then it is removed), made the most recently used.
+
+        ``returning``: a request came back for it (get, touch), so it is established from now on.
+        """
         entry = self._entry(sid)
         if entry is None:
             return None
@@ -167,8 +195,11 @@ class BoundedMemoryStore(Store):
             self._remove(sid)
             self._expired += 1
             return None
-        if use:
-            (self._anonymous if entry.first_hash is not None else self._established).move_to_end(sid)
+        if returning and not entry.established:
+            entry.established = True
+            del self._anonymous[sid]
+            self._established[sid] = entry
+        (self._established if entry.established else self._anonymous).move_to_end(sid)
         return entry
 
     def _schedule(self, sid: str, entry: _Entry) -> None:
@@ -180,53 +211,57 @@ class BoundedMemoryStore(Store):
                                  for s, e in od.items() if e.expires_ms is not None]
             heapq.heapify(self._expiry_heap)
 
+    def _least_recently_used(self, sid: str) -> str | None:
+        """The session to evict: the LRU anonymous one, else the LRU established one; never sid."""
+        for entries in (self._anonymous, self._established):
+            # sid was just moved to the end of its queue: the first other id is the LRU.
+            victim = next((other for other in entries if other != sid), None)
+            if victim is not None:
+                return victim
+        return None
+
     def _make_room(self, sid: str, added: int, old_size: int, new_size: int, now_ms: int) -> None:
-        """Drop expired sessions, then evict LRU anonymous ones (never sid), until the write fits."""
+        """Drop expired sessions, then evict least recently used ones (never sid), until the write fits."""
         while (self._count() + added > self.max_sessions
                or self._bytes - old_size + new_size > self.max_bytes):
             if self._expiry_heap and self._expiry_heap[0][0] <= now_ms:
                 self._sweep(now_ms, 1)
                 continue
-            # sid, if anonymous, was just moved to the end: the first other one is the LRU.
-            victim = next((other for other in self._anonymous if other != sid), None)
-            if victim is None:
-                raise StoreFullError(
-                    f"session store full ({self._count()} sessions of max_sessions={self.max_sessions}, "
-                    f"{self._bytes} bytes of max_bytes={self.max_bytes}) and every other session is "
-                    f"established; not storing session {short_id(sid)}")
+            victim = self._least_recently_used(sid)
+            if victim is None:  # sid alone is over max_bytes (a touch that grew it): cannot happen
+                raise SessionTooLargeError(f"session {short_id(sid)} is {new_size} bytes, more than "
+                                           f"max_bytes={self.max_bytes}")
+            established = self._entry(victim).established  # type: ignore[union-attr]
             self._remove(victim)
             self._evicted += 1
-            _log.debug("evicted anonymous session %s to make room", short_id(victim))
+            self._evicted_established += established
+            _log.debug("evicted %s session %s to make room",
+                       "established" if established else "anonymous", short_id(victim))
 
     def _write(self, sid: str, session: Session | Mapping[str, Any], expected: int | None) -> bool:
         """set() and set_if_version(): check the version, make room, store, bump the version."""
         data, text = session_json(session)
         size = len(text.encode("utf-8", "surrogatepass"))
-        fingerprint = hash_session(data)
         expires_ms = expiry_ms(data)
         with self._lock:
             now_ms = clock_ms(self._clock)
             self._sweep(now_ms, self.sweep_batch)
-            entry = self._live(sid, now_ms, use=True)
+            entry = self._live(sid, now_ms, returning=False)
             version = entry.version if entry is not None else 0
             if expected is not None and expected != version:
                 return False
-            if size > self.max_bytes:
-                raise StoreFullError(f"session {short_id(sid)} is {size} bytes, more than "
-                                     f"max_bytes={self.max_bytes}")
-            if entry is None:
-                first_hash: str | None = fingerprint
-            elif entry.first_hash is None or entry.first_hash != fingerprint:
-                first_hash = None  # established already, or its data changed now
-            else:
-                first_hash = entry.first_hash
-            if first_hash is not None and self._is_established is not None and self._is_established(data):
-                first_hash = None
+            if size > self.max_session_bytes:
+                raise SessionTooLargeError(
+                    f"session {short_id(sid)} is {size} bytes of JSON, more than "
+                    f"max_session_bytes={self.max_session_bytes}; not storing it")
+            established = entry is not None and entry.established
+            if not established and self._is_established is not None and self._is_established(data):
+                established = True
             self._make_room(sid, 0 if entry is not None else 1,
                             entry.size if entry is not None else 0, size, now_ms)
             self._remove(sid)
-            new = _Entry(text, size, expires_ms, version + 1, first_hash)
-            (self._anonymous if first_hash is not None else self._established)[sid] = new
+            new = _Entry(text, size, expires_ms, version + 1, established)
+            (self._established if established else self._anonymous)[sid] = new
             self._bytes += size
             self._schedule(sid, new)
             return True
@@ -238,10 +273,9 @@ class BoundedMemoryStore(Store):
         return self.get_versioned(sid)[0]
 
     def set(self, sid: str, session: Session | Mapping[str, Any]) -> None:
-        """Store the session as JSON, evicting anonymous sessions if a bound is reached.
+        """Store the session as JSON, evicting least recently used sessions if a bound is reached.
 
-        Raises StoreFullError if it does not fit without evicting an
-        established session, or if it alone is larger than ``max_bytes``.
+        Raises SessionTooLargeError if it alone is larger than ``max_session_bytes``.
         """
         self._write(sid, session, None)
 
@@ -257,7 +291,7 @@ class BoundedMemoryStore(Store):
         with self._lock:
             now_ms = clock_ms(self._clock)
             self._sweep(now_ms, self.sweep_batch)
-            entry = self._live(sid, now_ms, use=True)
+            entry = self._live(sid, now_ms, returning=True)
             if entry is None:
                 return
             data = parse_json(entry.text)
@@ -298,7 +332,7 @@ class BoundedMemoryStore(Store):
         with self._lock:
             now_ms = clock_ms(self._clock)
             self._sweep(now_ms, self.sweep_batch)
-            entry = self._live(sid, now_ms, use=True)
+            entry = self._live(sid, now_ms, returning=True)
             if entry is None:
                 return None, 0
             return parse_json(entry.text), entry.version
@@ -306,7 +340,7 @@ class BoundedMemoryStore(Store):
     def set_if_version(self, sid: str, session: Session | Mapping[str, Any], version: int) -> bool:
         """Store the session only if its version is still ``version`` (0: only if there is none).
 
-        Returns False, writing nothing, on a mismatch. May raise StoreFullError as set() does.
+        Returns False, writing nothing, on a mismatch. May raise SessionTooLargeError as set() does.
         """
         return self._write(sid, session, version)
 
@@ -314,14 +348,15 @@ class BoundedMemoryStore(Store):
 
     def stats(self) -> dict[str, int]:
         """A snapshot, without sweeping: live (entries held; an expired one not yet swept
-        still counts), expired and evicted (removed so far), bytes (UTF-8 length of the
-        stored JSON texts), anonymous, established.
+        still counts), expired and evicted (removed so far; evicted_established of them
+        established), bytes (UTF-8 length of the stored JSON texts), anonymous, established.
         """
         with self._lock:
             return {
                 "live": self._count(),
                 "expired": self._expired,
                 "evicted": self._evicted,
+                "evicted_established": self._evicted_established,
                 "bytes": self._bytes,
                 "anonymous": len(self._anonymous),
                 "established": len(self._established),

@@ -12,7 +12,9 @@ import contextlib
 import logging
 import os
 import secrets
+import socket
 import sqlite3
+import stat
 import threading
 import time
 import weakref
@@ -63,6 +65,62 @@ ON CONFLICT (sid) DO UPDATE SET owner = excluded.owner, expires_ms = excluded.ex
 WHERE locks.owner = excluded.owner OR locks.expires_ms IS NULL OR locks.expires_ms <= ?
 """
 
+def _host_identity() -> str:
+    """This host as lock owners name it: the hostname, plus the pid namespace where there is one.
+
+    Two containers may share a hostname and a database file but not their
+    pids; the namespace keeps one from taking a live process of the other
+    for dead.
+    """
+    name = socket.gethostname()
+    try:
+        return f"{name}#pidns{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return name
+
+
+_HOST = _host_identity()
+
+
+def _lock_owner_pid(owner: str) -> int | None:
+    """The pid in a lock owner ``host:pid:token`` if host is this host; None otherwise."""
+    parts = owner.rsplit(":", 2)
+    if len(parts) != 3 or parts[0] != _HOST or not parts[1].isdigit():
+        return None
+    return int(parts[1])
+
+
+def _process_is_alive(pid: int) -> bool:
+    """Does a process with this pid exist on this host? (A zombie, not yet reaped, still counts.)"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, it is just not ours to signal
+    return True
+
+
+def _create_owner_only(path: str) -> None:
+    """Create the database file with mode 0600 if it does not exist, whatever the umask.
+
+    SQLite gives the -wal and -shm files it creates the database file's
+    permissions, so they are owner-only too. An existing file is left as it
+    is (it may be shared on purpose); a warning says if others can read it.
+    """
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        if mode & 0o077:
+            _log.warning("SQLiteStore: %s has mode %o: other users can read every session id "
+                         "in it; chmod 600 it unless it is shared on purpose", path, mode)
+        return
+    try:
+        os.fchmod(descriptor, 0o600)  # the umask may have taken owner bits away
+    finally:
+        os.close(descriptor)
+
 
 class _Connection(sqlite3.Connection):
     """A sqlite3 connection that can be weakly referenced, so close() can reach every thread's."""
@@ -86,6 +144,8 @@ class SQLiteStore(Store):
 
     - ``path`` is a file path. ``':memory:'`` is refused: every thread has
       its own connection, and each would see a different empty database.
+      A new file is created owner-only (0600, whatever the umask), and so
+      are its ``-wal`` and ``-shm`` files: they hold every full session id.
     - The file is in WAL mode; each thread opens its own connection on
       first use (with ``busy_timeout`` ms of waiting for another writer);
       every read-modify-write is one ``BEGIN IMMEDIATE`` transaction.
@@ -97,13 +157,28 @@ class SQLiteStore(Store):
       ``concurrency='merge'``: every set() bumps the row's version; touch()
       does not. Versions are per row and restart at 1 after a deletion.
     - Locks (``acquire``, ``release``) for ``concurrency='lock'`` across
-      processes. The owner is this store object in this thread. A lock
-      row carries a lease of ``lock_lease`` seconds, so the lock of a
-      crashed process is taken over once the lease runs out; acquiring a
-      lock you hold renews it (one release frees it). ``acquire`` polls.
-    - A corrupt row (data that is not JSON, not an object, or without a
-      cookie object) is logged as a warning and deleted, and reads as None:
-      the visitor gets a new session instead of a 500 on every request.
+      processes. The owner, ``host:pid:token``, is this store object in
+      this thread of this process (host: the hostname and pid namespace). A lock row carries a short lease
+      (``lock_lease``, 5 s) that a daemon thread renews every third of it
+      while the lock is held, so a long request keeps its lock and a
+      crashed one does not keep it long. A lock whose owner is a process of
+      this host that no longer exists (``kill -9``) is taken over at once;
+      one from another host, or whose pid was reused, when its lease runs
+      out. Acquiring a lock you hold renews it (one release frees it).
+      ``acquire`` polls every ``lock_poll`` seconds.
+    - A corrupt row (data that is not JSON, nested too deep for Python's
+      parser, not an object, or without a cookie object) is logged as a
+      warning and deleted, and reads as None: the visitor gets a new
+      session instead of a 500 on every request.
+    - Every call is bounded: a file locked by another process is waited for
+      at most ``busy_timeout`` ms, then the call raises
+      ``sqlite3.OperationalError`` ("database is locked"); a lock at most
+      for the middleware's ``lock_timeout``.
+    - Failures are never swallowed: a write that fails (a read-only or
+      locked file, a full disk) raises ``sqlite3.Error`` out of ``set``,
+      ``touch``, ``destroy`` and ``set_if_version``, so the middleware can
+      tell the client. Only the opportunistic sweep after a successful
+      write logs its failure instead (the session is stored).
     - JSON only, never pickle: a row is data, never code.
 
     Call ``close()`` when done; it closes every thread's connection.
@@ -114,7 +189,7 @@ class SQLiteStore(Store):
 
     def __init__(self, path: str | os.PathLike[str], *, clock: Clock = time.time,
                  sweep_interval: float = 60.0, busy_timeout: int = 5000,
-                 lock_lease: float = 30.0) -> None:
+                 lock_lease: float = 5.0) -> None:
         path = os.fspath(path)
         if not isinstance(path, str) or path in ("", ":memory:") or path.startswith("file:"):
             raise ValueError(f"SQLiteStore needs a file path, not {path!r}: each thread has its "
@@ -135,6 +210,10 @@ class SQLiteStore(Store):
         self._mutex = threading.Lock()  # guards _connections, _closed and _last_sweep_ms
         self._closed = False
         self._last_sweep_ms: int | None = None  # None: the first write sweeps
+        self._held: dict[tuple[str, str], None] = {}  # (sid, owner) of the locks held in this process
+        self._renewer: threading.Thread | None = None
+        self._stop_renewing = threading.Event()
+        _create_owner_only(path)
         connection = self._connection()
         mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
@@ -168,23 +247,28 @@ class SQLiteStore(Store):
         try:
             yield connection
         except BaseException:
-            connection.execute("ROLLBACK")
+            if connection.in_transaction:  # SQLite itself rolls back on some errors (SQLITE_FULL)
+                connection.execute("ROLLBACK")
             raise
         connection.execute("COMMIT")
 
     def _owner(self) -> str:
-        """Who holds a lock: this store object, in this thread."""
+        """Who holds a lock: ``host:pid:token``, for this store object in this thread."""
         owner = getattr(self._local, "owner", None)
         if owner is None:
-            owner = self._local.owner = f"{os.getpid()}-{secrets.token_hex(8)}"
+            owner = self._local.owner = f"{_HOST}:{os.getpid()}:{secrets.token_hex(8)}"
         return owner
 
     def close(self) -> None:
-        """Close every thread's connection; the store cannot be used afterwards."""
+        """Close every thread's connection and stop renewing leases; the store cannot be used afterwards."""
+        self._stop_renewing.set()
         with self._mutex:
             self._closed = True
             connections = list(self._connections)
             self._connections = weakref.WeakSet()
+            renewer = self._renewer
+        if renewer is not None and renewer is not threading.current_thread():
+            renewer.join(5)
         for connection in connections:
             connection.close()
 
@@ -195,7 +279,7 @@ class SQLiteStore(Store):
         """Parse a row's data; a corrupt row is logged, deleted, and reads as None."""
         try:
             data = parse_json(text)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):  # RecursionError: valid JSON, too deep
             data = None
         if isinstance(data, dict) and isinstance(data.get("cookie"), dict):
             return data
@@ -239,7 +323,12 @@ class SQLiteStore(Store):
             if due:
                 self._last_sweep_ms = now_ms  # claim it, so one thread sweeps
         if due:
-            self.sweep()
+            try:
+                self.sweep()
+            except sqlite3.Error as exc:  # the write itself succeeded; the next one sweeps again
+                with self._mutex:
+                    self._last_sweep_ms = last
+                _log.warning("SQLiteStore: sweeping expired sessions failed: %s", exc)
 
     # -- the Store interface --
 
@@ -320,22 +409,74 @@ class SQLiteStore(Store):
     def acquire(self, sid: str, timeout: float) -> bool:
         """Take the lock for sid, waiting up to ``timeout`` seconds; True if this caller now holds it.
 
-        Free locks, our own (renewed) and those whose lease has run out are
-        taken at once; otherwise it polls every ``lock_poll`` seconds.
+        Free locks, our own (renewed), those whose lease has run out and
+        those of a dead process on this host are taken at once; otherwise
+        it polls every ``lock_poll`` seconds.
         """
         owner = self._owner()
         deadline = time.monotonic() + max(0.0, timeout)
         while True:
-            now_ms = clock_ms(self._clock)
-            taken = self._connection().execute(
-                _TAKE_LOCK, (sid, owner, now_ms + round(self.lock_lease * 1000), now_ms)).rowcount
-            if taken == 1:
+            if self._try_lock(sid, owner):
+                with self._mutex:
+                    self._held[(sid, owner)] = None
+                self._start_renewing()
                 return True
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
             time.sleep(min(self.lock_poll, remaining))
 
+    def _try_lock(self, sid: str, owner: str) -> bool:
+        """One attempt: take a free, own or expired lock, or one whose owner process is dead."""
+        connection = self._connection()
+        now_ms = clock_ms(self._clock)
+        lease_end = now_ms + round(self.lock_lease * 1000)
+        if connection.execute(_TAKE_LOCK, (sid, owner, lease_end, now_ms)).rowcount == 1:
+            return True
+        row = connection.execute("SELECT owner FROM locks WHERE sid = ?", (sid,)).fetchone()
+        if row is None or not isinstance(row[0], str):
+            return False
+        pid = _lock_owner_pid(row[0])
+        if pid is None or pid == os.getpid() or _process_is_alive(pid):
+            return False
+        taken = connection.execute("UPDATE locks SET owner = ?, expires_ms = ? WHERE sid = ? AND owner = ?",
+                                   (owner, lease_end, sid, row[0])).rowcount == 1
+        if taken:
+            _log.warning("SQLiteStore: took over the lock of session %s from process %d, "
+                         "which is gone", short_id(sid), pid)
+        return taken
+
     def release(self, sid: str) -> None:
         """Let go of the lock for sid if this caller holds it (a lock taken over meanwhile is not touched)."""
-        self._connection().execute("DELETE FROM locks WHERE sid = ? AND owner = ?", (sid, self._owner()))
+        owner = self._owner()
+        with self._mutex:
+            self._held.pop((sid, owner), None)
+        self._connection().execute("DELETE FROM locks WHERE sid = ? AND owner = ?", (sid, owner))
+
+    def renew_leases(self) -> None:
+        """Push back the lease of every lock this process holds by ``lock_lease`` (the renewer calls it)."""
+        with self._mutex:
+            held = list(self._held)
+        if not held:
+            return
+        lease_end = clock_ms(self._clock) + round(self.lock_lease * 1000)
+        with self._transaction() as connection:
+            connection.executemany("UPDATE locks SET expires_ms = ? WHERE sid = ? AND owner = ?",
+                                   [(lease_end, sid, owner) for sid, owner in held])
+
+    def _start_renewing(self) -> None:
+        """Start the daemon thread that renews held leases, once per store."""
+        with self._mutex:
+            if self._renewer is not None or self._closed:
+                return
+            self._renewer = threading.Thread(target=self._renew_while_open, daemon=True,
+                                             name="SQLiteStore lease renewer")
+        self._renewer.start()
+
+    def _renew_while_open(self) -> None:
+        """Every third of a lease, renew the leases held, until close()."""
+        while not self._stop_renewing.wait(self.lock_lease / 3):
+            try:
+                self.renew_leases()
+            except sqlite3.Error as exc:  # a busy file: the next round tries again
+                _log.warning("SQLiteStore: renewing lock leases failed: %s", exc)

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import http.client
 import http.cookies
+import os
+import sqlite3
+import tempfile
 import threading
 import unittest
 from typing import Any
+from unittest import mock
 
 from extras.bounded_store import BoundedMemoryStore
-from extras.concurrency import LockingSessionMiddleware, MergingSessionMiddleware
+from extras.concurrency import (
+    LockingSessionMiddleware, MergingSessionMiddleware, SessionConflictError, TombstoneStore,
+)
+from extras.sqlite_store import SQLiteStore
 from session_demo import MemoryStore, RequestInfo, SessionMiddleware
 from test_session import (
     AppHandler, CountingStore, FrozenClock, SessionAssertions, TestHostileHelpers, TestServer,
@@ -130,7 +137,8 @@ class TestConcurrencyLock(SessionAssertions):
         self.addCleanup(slow.join, 10)
         self.addCleanup(release.set)
         self.assertTrue(inside.wait(10))
-        busy = server.get("/", cookie)
+        with self.assertLogs("session_demo", "ERROR"):
+            busy = server.get("/", cookie)
         self.assertEqual(busy.status, 503)
         self.assert_no_set_cookie(busy)
         release.set()
@@ -231,8 +239,8 @@ class TestConcurrencyMerge(SessionAssertions):
             middleware.end(late)
         self.assertIsNone(store.get(state.session_id))
 
-    def test_gives_up_after_merge_attempts_and_logs_it(self):
-        """A store that always reports a conflict: after merge_attempts tries, an error is logged."""
+    def test_gives_up_after_merge_attempts_logs_it_and_raises(self):
+        """A store that always reports a conflict: after merge_attempts tries, SessionConflictError (no silent loss)."""
         class AlwaysConflicting(BoundedMemoryStore):
             def set_if_version(self, sid, session, version):
                 super().set(sid, session)  # someone else always wrote first
@@ -240,9 +248,144 @@ class TestConcurrencyMerge(SessionAssertions):
 
         store = AlwaysConflicting()
         middleware = with_concurrency("merge", store=store, merge_attempts=2)
+        state = middleware.begin(RequestInfo())
+        state.session["a"] = 1
         with self.assertLogs("session_demo", "ERROR") as logs:
-            run_request(middleware, app=lambda s: s.session.update(a=1))
+            with self.assertRaisesRegex(SessionConflictError, "2 save attempts"):
+                middleware.save(state)
         self.assertIn("after 2 attempts", "\n".join(logs.output))
+
+    def test_two_increments_of_one_key_lose_one(self):
+        """What merge does not protect: two requests computing views + 1 from the same views keep only one increment."""
+        store = BoundedMemoryStore()
+        middleware = with_concurrency("merge", store=store, resave=False)
+        first, state = run_request(middleware, app=lambda s: s.session.update(views=1))
+        tabs = [middleware.begin(RequestInfo(cookie_header=cookie_pair(first))) for _ in range(2)]
+        for tab in tabs:
+            tab.session["views"] += 1
+        for tab in tabs:
+            middleware.end(tab)
+        self.assertEqual(store.get(state.session_id)["views"], 2)  # not 3: use 'lock' for counters
+
+
+class Abort(BaseException):
+    """A BaseException that is not an Exception, as KeyboardInterrupt is."""
+
+
+class TestConcurrencyLockBaseException(SessionAssertions):
+    """concurrency='lock': a handler raising SystemExit or another BaseException leaves no lock behind."""
+
+    def raising(self, exception: type[BaseException]) -> Any:
+        def app(handler: AppHandler) -> None:
+            if handler.path == "/raise":
+                handler.session["views"] = 1
+                raise exception()
+            handler.reply(200, "ok")
+        return app
+
+    def sqlite(self) -> SQLiteStore:
+        directory = tempfile.TemporaryDirectory()
+        self.addCleanup(directory.cleanup)
+        store = SQLiteStore(os.path.join(directory.name, "sessions.db"))
+        self.addCleanup(store.close)
+        return store
+
+    def test_the_next_request_is_served_after_a_handler_raised_a_base_exception(self):
+        """SystemExit and Abort(BaseException) from a handler: that connection drops, the next request gets 200."""
+        for exception in (SystemExit, Abort):
+            for store_name in ("memory", "sqlite"):
+                with self.subTest(exception=exception.__name__, store=store_name), \
+                        mock.patch("threading.excepthook"):  # the thread's death is expected
+                    store = MemoryStore() if store_name == "memory" else self.sqlite()
+                    middleware = with_concurrency("lock", lock_timeout=0.2, store=store)
+                    server = TestServer(self, self.raising(exception), middleware=middleware)
+                    cookie = self.assert_sets_cookie(server.get("/"))
+                    with self.assertRaises((http.client.HTTPException, ConnectionError)):
+                        server.get("/raise", cookie)
+                    self.assertEqual(server.get("/", cookie).status, 200)
+                    self.assertEqual(middleware._locks, {})
+                    if store_name == "sqlite":
+                        rows = sqlite3.connect(store.path).execute("SELECT COUNT(*) FROM locks").fetchone()
+                        self.assertEqual(rows[0], 0)
+
+
+class TestTombstoneStore(SessionAssertions):
+    """TombstoneStore: a session destroyed by a logout is not written back by a request that loaded it before."""
+
+    def replay_during_logout(self, middleware: SessionMiddleware) -> tuple[str, Any]:
+        """The stolen-cookie race: A loads, B logs out (destroy), A changes the session and ends."""
+        login, _ = run_request(middleware, app=lambda s: s.session.update(user="ann"))
+        cookie = cookie_pair(login)
+        attacker = middleware.begin(RequestInfo(cookie_header=cookie))
+        run_request(middleware, cookie, lambda s: s.session.destroy())  # the victim logs out
+        attacker.session["views"] = 1
+        middleware.set_cookie_header(attacker)
+        middleware.end(attacker)
+        return cookie, attacker.session_id
+
+    def test_without_it_the_replayed_cookie_survives_the_logout(self):
+        """The default (express's behaviour): the late save re-creates the destroyed session."""
+        middleware = SessionMiddleware(make_options(resave=False))
+        cookie, sid = self.replay_during_logout(middleware)
+        self.assertEqual(middleware.options.store.get(sid)["user"], "ann")
+
+    def test_a_late_save_does_not_recreate_a_destroyed_session(self):
+        """With TombstoneStore: the late save writes nothing and is logged; the cookie no longer logs in."""
+        for mode in (None, "merge"):
+            with self.subTest(mode=mode):
+                clock = FrozenClock()
+                store = TombstoneStore(BoundedMemoryStore(clock=clock), clock=clock)
+                options = dict(store=store, clock=clock, resave=False)
+                middleware = (with_concurrency(mode, **options) if mode
+                              else SessionMiddleware(make_options(**options)))
+                with self.assertLogs("session_demo", "WARNING") as logs:
+                    cookie, sid = self.replay_during_logout(middleware)
+                self.assertIn("destroyed", "\n".join(logs.output))
+                self.assertIsNone(store.get(sid))
+                _, later = run_request(middleware, cookie, lambda s: None)
+                self.assertNotEqual(later.session_id, sid)
+                self.assertNotIn("user", later.session)
+
+    def test_login_logout_and_touch_work_as_before(self):
+        """Regenerate (which destroys the old id) and later requests with the new cookie are unaffected."""
+        clock = FrozenClock()
+        store = TombstoneStore(MemoryStore(clock=clock), clock=clock)
+        middleware = SessionMiddleware(make_options(store=store, clock=clock, resave=False))
+        first, _ = run_request(middleware, app=lambda s: s.session.update(views=1))
+        login, state = run_request(middleware, cookie_pair(first),
+                                   lambda s: s.session.regenerate().update(user="ann"))
+        _, again = run_request(middleware, cookie_pair(login), lambda s: None)  # a touch
+        self.assertEqual(again.session["user"], "ann")
+        self.assertTrue(middleware.options.store_implements_touch)
+
+    def test_tombstones_expire_after_ttl_and_are_bounded(self):
+        """After ttl seconds an id can be written again; at most max_tombstones are kept, oldest dropped."""
+        clock = FrozenClock()
+        store = TombstoneStore(MemoryStore(clock=clock), ttl=60, max_tombstones=2, clock=clock)
+        session = {"cookie": {"expires": None}}
+        store.destroy("a")
+        with self.assertLogs("session_demo", "WARNING"):
+            store.set("a", session)
+        self.assertIsNone(store.get("a"))
+        clock.advance(seconds=60)
+        store.set("a", session)
+        self.assertIsNotNone(store.get("a"))
+        for sid in ("b", "c", "d"):
+            store.destroy(sid)
+        store.set("b", session)  # the oldest tombstone went
+        self.assertIsNotNone(store.get("b"))
+
+    def test_optional_methods_are_there_only_if_the_wrapped_store_has_them(self):
+        """A store without touch or versions stays one: the middleware sees the same capabilities."""
+        class Minimal:
+            def get(self, sid): return None
+            def set(self, sid, session): pass
+            def destroy(self, sid): pass
+
+        self.assertFalse(hasattr(TombstoneStore(Minimal()), "touch"))
+        self.assertFalse(hasattr(TombstoneStore(Minimal()), "set_if_version"))
+        with self.assertRaisesRegex(TypeError, "versions"):
+            MergingSessionMiddleware(make_options(store=TombstoneStore(MemoryStore())))
 
 
 class TestConcurrencyOptions(unittest.TestCase):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -16,8 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 import session_demo as sd
-from extras.bounded_store import BoundedMemoryStore, StoreFullError
-from extras.sqlite_store import SQLiteStore
+from extras.bounded_store import BoundedMemoryStore, SessionTooLargeError
+from extras.sqlite_store import SQLiteStore, _HOST as SQLITE_HOST
 from session_demo import Cookie, MemoryStore, RequestInfo, SessionMiddleware
 from extras.test_concurrency import with_concurrency
 from test_session import (
@@ -379,14 +380,15 @@ class TestBoundedMemoryStoreSweep(_StoreHelpers, unittest.TestCase):
 
 
 class TestBoundedMemoryStoreBounds(_StoreHelpers, unittest.TestCase):
-    """max_sessions and max_bytes hold; eviction takes LRU anonymous sessions, never established ones."""
+    """max_sessions and max_bytes hold; eviction takes LRU anonymous sessions first, then LRU established ones."""
 
     def setUp(self) -> None:
         self.clock = FrozenClock()
 
     def establish(self, store: BoundedMemoryStore, sid: str) -> None:
-        """Save a session, then save it again with changed data: it is established."""
+        """Save a session, then read it back as a returning browser's request does: it is established."""
         store.set(sid, self.stored(self.clock, views=1))
+        store.get(sid)
         store.set(sid, self.stored(self.clock, views=2))
 
     def test_a_churn_of_new_anonymous_sessions_never_exceeds_max_sessions(self) -> None:
@@ -433,16 +435,15 @@ class TestBoundedMemoryStoreBounds(_StoreHelpers, unittest.TestCase):
                 store.set("d", self.stored(self.clock))
                 self.assertEqual(set(store.all()), {"a", "c", "d"})
 
-    def test_refuses_a_new_session_when_only_established_sessions_remain(self) -> None:
-        """A full store of established sessions raises StoreFullError for a new one and keeps them all."""
+    def test_a_store_full_of_established_sessions_evicts_the_least_recently_used_one(self) -> None:
+        """A new session is never refused: with only established sessions left, the LRU one goes."""
         store = BoundedMemoryStore(clock=self.clock, max_sessions=2)
         self.establish(store, "x")
         self.establish(store, "y")
-        with self.assertRaises(StoreFullError):
-            store.set("z", self.stored(self.clock))
-        self.assertIsNone(store.get("z"))
-        self.assertEqual(set(store.all()), {"x", "y"})
-        self.assertEqual(store.stats()["evicted"], 0)
+        store.get("x")  # x is now more recently used than y
+        store.set("z", self.stored(self.clock))
+        self.assertEqual(set(store.all()), {"x", "z"})
+        self.assertEqual((store.stats()["evicted"], store.stats()["evicted_established"]), (1, 1))
 
     def test_expired_sessions_make_room_before_any_eviction(self) -> None:
         """When full, an expired session is removed first, even if a live anonymous one could go."""
@@ -455,25 +456,29 @@ class TestBoundedMemoryStoreBounds(_StoreHelpers, unittest.TestCase):
         self.assertEqual(set(store.all()), {"live", "new"})
         self.assertEqual((store.stats()["expired"], store.stats()["evicted"]), (1, 0))
 
-    def test_a_session_becomes_established_only_when_its_data_changes(self) -> None:
-        """Re-saving the same data (a new cookie expiry) keeps a session anonymous; changed data establishes it for good."""
-        store = BoundedMemoryStore(clock=self.clock)
-        store.set("s", self.stored(self.clock, views=1))
-        self.clock.advance(seconds=1)
-        store.set("s", self.stored(self.clock, views=1))
-        self.assertEqual((store.stats()["anonymous"], store.stats()["established"]), (1, 0))
-        store.set("s", self.stored(self.clock, views=2))
-        store.set("s", self.stored(self.clock, views=1))
-        self.assertEqual((store.stats()["anonymous"], store.stats()["established"]), (0, 1))
+    def test_a_session_becomes_established_when_a_later_request_reads_it(self) -> None:
+        """Writes alone, even with changed data, keep a session anonymous; a get, get_versioned or touch establishes it."""
+        for label, read in [("get", lambda store: store.get("s")),
+                            ("get_versioned", lambda store: store.get_versioned("s")),
+                            ("touch", lambda store: store.touch("s", self.stored(self.clock)))]:
+            with self.subTest(label):
+                store = BoundedMemoryStore(clock=self.clock)
+                store.set("s", self.stored(self.clock, views=1))
+                store.set("s", self.stored(self.clock, views=2))
+                self.assertEqual((store.stats()["anonymous"], store.stats()["established"]), (1, 0))
+                read(store)
+                store.set("s", self.stored(self.clock, views=3))
+                self.assertEqual((store.stats()["anonymous"], store.stats()["established"]), (0, 1))
 
     def test_is_established_marks_a_session_from_its_first_write(self) -> None:
-        """With is_established, a login saved under a regenerated id is established at once."""
-        store = BoundedMemoryStore(clock=self.clock, max_sessions=1,
+        """With is_established, a login saved under a regenerated id is established at once: anonymous ones go first."""
+        store = BoundedMemoryStore(clock=self.clock, max_sessions=2,
                                    is_established=lambda data: "user" in data)
         store.set("logged-in", self.stored(self.clock, user="ana"))
-        with self.assertRaises(StoreFullError):
-            store.set("bot", self.stored(self.clock))
-        self.assertEqual(store.get("logged-in")["user"], "ana")
+        store.set("bot-1", self.stored(self.clock))
+        store.set("bot-2", self.stored(self.clock))
+        self.assertEqual(set(store.all()), {"logged-in", "bot-2"})
+        self.assertEqual(store.stats()["evicted_established"], 0)
 
     def test_an_established_session_growing_evicts_anonymous_ones(self) -> None:
         """An established session that grows past max_bytes evicts anonymous sessions to fit."""
@@ -486,29 +491,42 @@ class TestBoundedMemoryStoreBounds(_StoreHelpers, unittest.TestCase):
         self.assertEqual(store.get("user")["views"], 3)
         self.assertLessEqual(store.stats()["bytes"], small * 4)
         self.assertGreaterEqual(store.stats()["evicted"], 1)
+        self.assertEqual(store.stats()["evicted_established"], 0)
 
-    def test_an_established_session_that_cannot_grow_is_refused_and_kept(self) -> None:
-        """With only established sessions left, a write that would pass max_bytes raises and changes nothing."""
+    def test_a_session_growing_with_only_established_ones_left_evicts_the_lru_one(self) -> None:
+        """With only established sessions left, a write that would pass max_bytes evicts the LRU other one."""
         small = len(json.dumps(self.stored(self.clock, views=1), separators=(",", ":")))
         store = BoundedMemoryStore(clock=self.clock, max_bytes=small * 3)
         self.establish(store, "a")
         self.establish(store, "b")
-        with self.assertRaises(StoreFullError):
-            store.set("a", self.stored(self.clock, views=3, cart="x" * small * 2))
-        self.assertEqual(store.get("a")["views"], 2)
+        store.set("a", self.stored(self.clock, views=3, cart="x" * small))
+        self.assertEqual(store.get("a")["views"], 3)
+        self.assertIsNone(store.get("b"))
+        self.assertLessEqual(store.stats()["bytes"], small * 3)
 
-    def test_a_session_larger_than_max_bytes_is_refused(self) -> None:
-        """A single session bigger than max_bytes raises StoreFullError, evicting nothing."""
-        store = BoundedMemoryStore(clock=self.clock, max_bytes=500)
+    def test_a_session_larger_than_max_session_bytes_is_refused_with_a_clear_error(self) -> None:
+        """A single session over max_session_bytes raises SessionTooLargeError; nothing is evicted, the stored copy stays."""
+        store = BoundedMemoryStore(clock=self.clock, max_session_bytes=500)
         store.set("small", self.stored(self.clock))
-        with self.assertRaises(StoreFullError):
+        store.set("growing", self.stored(self.clock, views=1))
+        with self.assertRaisesRegex(SessionTooLargeError, r"bytes of JSON, more than max_session_bytes=500"):
             store.set("huge", self.stored(self.clock, blob="x" * 500))
-        self.assertEqual(set(store.all()), {"small"})
+        with self.assertRaises(SessionTooLargeError):
+            store.set("growing", self.stored(self.clock, blob="x" * 500))
+        self.assertEqual(set(store.all()), {"small", "growing"})
+        self.assertEqual(store.get("growing")["views"], 1)
+        self.assertEqual(store.stats()["evicted"], 0)
+
+    def test_max_session_bytes_defaults_to_one_mebibyte_or_max_bytes(self) -> None:
+        """The per-session cap is 1 MiB, or max_bytes when that is smaller."""
+        self.assertEqual(BoundedMemoryStore().max_session_bytes, 1024 * 1024)
+        self.assertEqual(BoundedMemoryStore(max_bytes=1000).max_session_bytes, 1000)
 
     def test_the_constructor_rejects_bad_bounds(self) -> None:
-        """max_sessions and max_bytes must be whole numbers >= 1."""
+        """max_sessions and max_bytes must be whole numbers >= 1; max_session_bytes from 1 to max_bytes."""
         for options in [{"max_sessions": 0}, {"max_sessions": 1.5}, {"max_sessions": True},
-                        {"max_bytes": 0}, {"max_bytes": "64M"}]:
+                        {"max_bytes": 0}, {"max_bytes": "64M"}, {"max_session_bytes": 0},
+                        {"max_bytes": 100, "max_session_bytes": 101}, {"max_session_bytes": 1.5}]:
             with self.subTest(options):
                 with self.assertRaises(ValueError):
                     BoundedMemoryStore(**options)
@@ -534,6 +552,84 @@ class TestBoundedMemoryStoreBounds(_StoreHelpers, unittest.TestCase):
         self.assertEqual(stats["anonymous"] + stats["established"], stats["live"])
         self.assertEqual(stats["bytes"], sum(len(json.dumps(data, separators=(",", ":")).encode())
                                              for data in live.values()))
+
+
+class TestBoundedMemoryStoreFlood(SessionAssertions):
+    """Issue 12's flood, scaled to max_sessions: a victim who logs in and keeps visiting stays logged in.
+
+    The flood: 1.02 x max_sessions cookieless requests (each stores a new
+    session: save_uninitialized, and the counter changes it), then 1.01 x
+    max_sessions sessions that each visit twice (each comes back once).
+    """
+
+    MAX_SESSIONS = 200
+
+    def setUp(self) -> None:
+        self.clock = FrozenClock()
+
+    def middleware(self, **store_options: Any) -> SessionMiddleware:
+        """server.py's settings (resave off, save_uninitialized on) on a BoundedMemoryStore."""
+        self.store = BoundedMemoryStore(clock=self.clock, max_sessions=self.MAX_SESSIONS, **store_options)
+        return SessionMiddleware(make_options(store=self.store, clock=self.clock, resave=False,
+                                              cookie={"max_age": 3_600_000}))
+
+    @staticmethod
+    def count_view(state: sd.RequestState) -> None:
+        state.session["views"] = state.session.get("views", 0) + 1
+
+    def log_in(self, middleware: SessionMiddleware, user: str) -> str:
+        """A first visit, then /login: regenerate and remember the user; returns the new cookie."""
+        header, _ = run_request(middleware, None, self.count_view)
+        header, _ = run_request(middleware, cookie_pair(header),
+                                lambda state: state.session.regenerate().update(user=user))
+        return cookie_pair(header)
+
+    def who(self, middleware: SessionMiddleware, cookie: str) -> Any:
+        """/whoami: read the user, change nothing."""
+        _, state = run_request(middleware, cookie, lambda state: None)
+        return state.session.get("user")
+
+    def flood(self, middleware: SessionMiddleware, on_every: Callable[[], None], every: int) -> None:
+        """The two floods; ``on_every()`` runs after each ``every`` flood requests."""
+        sent = 0
+        for _ in range(self.MAX_SESSIONS * 102 // 100):
+            run_request(middleware, None, self.count_view)
+            sent += 1
+            if sent % every == 0:
+                on_every()
+        for _ in range(self.MAX_SESSIONS * 101 // 100):
+            header, _ = run_request(middleware, None, self.count_view)
+            run_request(middleware, cookie_pair(header), self.count_view)
+            sent += 2
+            if sent % every < 2:
+                on_every()
+
+    def test_a_victim_who_keeps_visiting_stays_logged_in_through_the_flood(self) -> None:
+        """Visiting once every max_sessions/4 flood requests, the victim reads its user every time."""
+        middleware = self.middleware()
+        victim = self.log_in(middleware, "victim")
+        seen: list[Any] = []
+        self.flood(middleware, lambda: seen.append(self.who(middleware, victim)), self.MAX_SESSIONS // 4)
+        seen.append(self.who(middleware, victim))
+        self.assertGreater(len(seen), 10)
+        self.assertEqual(set(seen), {"victim"})
+        self.assertLessEqual(self.store.stats()["live"], self.MAX_SESSIONS)
+
+    def test_a_login_after_the_flood_is_stored_and_read_back(self) -> None:
+        """Once the store is full of sessions that came back, a new login is still stored, not refused."""
+        middleware = self.middleware()
+        self.flood(middleware, lambda: None, self.MAX_SESSIONS)
+        self.assertEqual(self.store.stats()["established"], self.MAX_SESSIONS)
+        late = self.log_in(middleware, "late")
+        self.assertEqual(self.who(middleware, late), "late")
+
+    def test_with_is_established_a_login_survives_the_flood_before_its_first_return(self) -> None:
+        """With is_established, a victim who logs in and comes back only after the cookieless flood is still logged in."""
+        middleware = self.middleware(is_established=lambda data: "user" in data)
+        victim = self.log_in(middleware, "victim")
+        for _ in range(self.MAX_SESSIONS * 102 // 100):
+            run_request(middleware, None, self.count_view)
+        self.assertEqual(self.who(middleware, victim), "victim")
 
 
 class TestSQLiteStoreFile(_StoreHelpers, unittest.TestCase):
@@ -598,6 +694,98 @@ class TestSQLiteStoreFile(_StoreHelpers, unittest.TestCase):
         self.run_threads(work)
         self.assertEqual(store.length(), 8)
 
+    def test_the_file_and_its_wal_and_shm_are_owner_only_whatever_the_umask(self) -> None:
+        """Under umask 000 (and 022), a new database, its -wal and its -shm get mode 0600."""
+        for umask in (0o000, 0o022):
+            with self.subTest(umask=oct(umask)):
+                path = self.sqlite_path()
+                previous = os.umask(umask)
+                try:
+                    store = self.sqlite_store(self.clock, path)
+                    store.set("sid-1", self.stored(self.clock, views=1))
+                finally:
+                    os.umask(previous)
+                for suffix in ("", "-wal", "-shm"):
+                    self.assertEqual(oct(os.stat(path + suffix).st_mode & 0o777), oct(0o600), suffix)
+
+    def test_an_existing_readable_file_is_kept_and_warned_about(self) -> None:
+        """A file others can read is not chmod-ed behind the user's back; a warning says so."""
+        path = self.sqlite_path()
+        self.sqlite_store(self.clock, path).close()
+        os.chmod(path, 0o644)
+        with self.assertLogs("session_demo", "WARNING") as logs:
+            self.sqlite_store(self.clock, path)
+        self.assertIn("mode 644", "\n".join(logs.output))
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o644)
+
+
+class TestSQLiteStoreFailures(_StoreHelpers, unittest.TestCase):
+    """No silent loss: a write the file cannot take raises out of the store; it is never swallowed."""
+
+    def setUp(self) -> None:
+        self.clock = FrozenClock()
+        self.path = self.sqlite_path()
+        self.store = self.sqlite_store(self.clock, self.path, busy_timeout=50)
+        self.store.set("sid-1", self.stored(self.clock, views=1))
+
+    def writes(self) -> list[tuple[str, Callable[[], Any]]]:
+        session = self.stored(self.clock, views=2, pad="x" * 20000)
+        return [("set", lambda: self.store.set("sid-1", session)),
+                ("set_if_version", lambda: self.store.set_if_version("sid-1", session, 1)),
+                ("touch", lambda: self.store.touch("sid-1", session)),
+                ("destroy", lambda: self.store.destroy("sid-1"))]
+
+    def assert_every_write_raises(self, message: str) -> None:
+        for name, write in self.writes():
+            with self.subTest(name), self.assertRaisesRegex(sqlite3.OperationalError, message):
+                write()
+        self.assertEqual(self.store.get("sid-1")["views"], 1)
+
+    def test_a_file_locked_by_another_process_raises_after_busy_timeout(self) -> None:
+        """Another connection holding the write lock: each write waits busy_timeout ms, then raises."""
+        other = self.raw(self.path)
+        other.execute("BEGIN IMMEDIATE")
+        self.addCleanup(other.execute, "ROLLBACK")
+        self.assert_every_write_raises("locked")
+
+    def test_a_full_disk_raises(self) -> None:
+        """SQLITE_FULL (max_page_count reached, as a full disk answers) raises from set and set_if_version."""
+        connection = self.store._connection()
+        pages = connection.execute("PRAGMA page_count").fetchone()[0]
+        connection.execute(f"PRAGMA max_page_count = {pages}")
+        for name, write in self.writes()[:2]:
+            with self.subTest(name), self.assertRaisesRegex(sqlite3.OperationalError, "full"):
+                write()
+        self.assertEqual(self.store.get("sid-1")["views"], 1)
+
+    @unittest.skipIf(hasattr(os, "geteuid") and os.geteuid() == 0, "root can write a read-only file")
+    def test_a_read_only_file_raises(self) -> None:
+        """A store opened on a read-only file raises on every write."""
+        self.store.close()
+        os.chmod(self.path, 0o400)
+        self.addCleanup(os.chmod, self.path, 0o600)
+        self.store = self.sqlite_store(self.clock, self.path)
+        self.assert_every_write_raises("readonly")
+
+    def test_a_read_only_connection_raises(self) -> None:
+        """PRAGMA query_only (a read-only database as SQLite sees it, even for root) makes every write raise."""
+        self.store._connection().execute("PRAGMA query_only = 1")
+        self.assert_every_write_raises("readonly")
+
+    def test_a_failed_sweep_after_a_successful_write_is_logged_not_raised(self) -> None:
+        """The opportunistic sweep is not the write: if it fails, the stored session stands and a warning says why."""
+        self.clock.advance(seconds=120)
+        original = self.store.sweep
+
+        def failing_sweep() -> int:
+            raise sqlite3.OperationalError("database is locked")
+
+        self.store.sweep = failing_sweep  # type: ignore[method-assign]
+        self.addCleanup(setattr, self.store, "sweep", original)
+        with self.assertLogs("session_demo", "WARNING"):
+            self.store.set("sid-2", self.stored(self.clock, views=5))
+        self.assertEqual(self.store.get("sid-2")["views"], 5)
+
 
 class TestSQLiteStoreExpiry(_StoreHelpers, unittest.TestCase):
     """Expired rows go when read, and by a sweep that writes trigger at most once per sweep_interval."""
@@ -646,11 +834,16 @@ class TestSQLiteStoreExpiry(_StoreHelpers, unittest.TestCase):
         self.assertIn("USING INDEX", " ".join(str(step[-1]) for step in plan))
 
 
+DEEP_JSON = '{"cookie":{"expires":null},"x":' + "[" * 1500 + "]" * 1500 + "}"
+"""Valid JSON that Python's parser refuses with RecursionError (its limit is about 1,000 levels)."""
+
+
 class TestSQLiteStoreCorruptRows(_StoreHelpers, SessionAssertions):
     """A corrupt row is logged, deleted, and reads as no session: the visitor gets a new one, not a 500."""
 
     CORRUPT = [("not JSON", "{views: 1"), ("a JSON list", "[1, 2]"), ("a JSON string", '"text"'),
-               ("no cookie", '{"views": 1}'), ("a cookie that is not an object", '{"cookie": 5}')]
+               ("no cookie", '{"views": 1}'), ("a cookie that is not an object", '{"cookie": 5}'),
+               ("valid JSON nested 1,500 deep", DEEP_JSON)]
 
     def setUp(self) -> None:
         self.clock = FrozenClock()
@@ -684,13 +877,16 @@ class TestSQLiteStoreCorruptRows(_StoreHelpers, SessionAssertions):
     def test_a_request_with_a_corrupt_session_gets_a_new_one(self) -> None:
         """A cookie whose stored session is corrupt gets a fresh session and a new cookie, not a 500."""
         server = TestServer(self, self.counter_app, store=self.store, clock=self.clock)
-        cookie = self.assert_sets_cookie(server.get())
-        sid = sd.unsign(sd.decode_uri_component(cookie.split("=", 1)[1])[2:], SECRET)
-        self.corrupt(sid, "{not json")
-        with self.assertLogs("session_demo", "WARNING"):
-            response = server.get(cookie=cookie)
-        self.assertEqual((response.status, response.body), (200, "views: 1"))
-        self.assertNotEqual(self.assert_sets_cookie(response), cookie)
+        for label, text in [("not JSON", "{not json"), ("nested 1,500 deep", DEEP_JSON)]:
+            with self.subTest(label):
+                cookie = self.assert_sets_cookie(server.get())
+                sid = sd.unsign(sd.decode_uri_component(cookie.split("=", 1)[1])[2:], SECRET)
+                self.corrupt(sid, text)
+                with self.assertLogs("session_demo", "WARNING"):
+                    response = server.get(cookie=cookie)
+                self.assertEqual((response.status, response.body), (200, "views: 1"))
+                self.assertNotEqual(self.assert_sets_cookie(response), cookie)
+                self.assertIsNone(self.store.get(sid))
 
 
 class TestSQLiteStoreLocks(_StoreHelpers, unittest.TestCase):
@@ -753,6 +949,78 @@ class TestSQLiteStoreLocks(_StoreHelpers, unittest.TestCase):
         self.assertEqual(self.raw(self.path).execute("SELECT COUNT(*) FROM locks").fetchone()[0], 0)
 
 
+class TestSQLiteStoreLockOwners(_StoreHelpers, unittest.TestCase):
+    """A lock row names its owner host:pid:token; the lease is short and renewed while held."""
+
+    def setUp(self) -> None:
+        self.clock = FrozenClock()
+        self.path = self.sqlite_path()
+        self.store = self.sqlite_store(self.clock, self.path)
+        self.raw_db = self.raw(self.path)
+
+    def plant(self, owner: str) -> None:
+        """A lock row with a lease of 30 s from now, as another store would have left it."""
+        self.raw_db.execute("INSERT INTO locks VALUES ('sid-1', ?, ?)",
+                            (owner, sd.clock_ms(self.clock) + 30000))
+
+    def dead_pid(self) -> int:
+        """The pid of a child process that has exited and been reaped."""
+        process = subprocess.Popen([sys.executable, "-c", "pass"])
+        process.wait(SUBPROCESS_TIMEOUT)
+        return process.pid
+
+    def test_the_owner_is_host_pid_and_a_token_and_the_lease_is_five_seconds(self) -> None:
+        """The row holds host:pid:token (host: the hostname, and pid namespace) and expires lock_lease (5 s) from now."""
+        self.store.acquire("sid-1", 0)
+        owner, expires_ms = self.raw_db.execute("SELECT owner, expires_ms FROM locks").fetchone()
+        host, pid, token = owner.rsplit(":", 2)
+        self.assertEqual((host, int(pid)), (SQLITE_HOST, os.getpid()))
+        self.assertTrue(host.startswith(socket.gethostname()))
+        self.assertEqual(len(token), 16)
+        self.assertEqual(expires_ms, sd.clock_ms(self.clock) + 5000)
+
+    def test_held_leases_are_renewed_and_released_ones_are_not(self) -> None:
+        """renew_leases() (the renewer thread's step) pushes back a held lease; after release() it leaves the row alone."""
+        other = self.sqlite_store(self.clock, self.path)
+        self.store.acquire("sid-1", 0)
+        for _ in range(3):
+            self.clock.advance(seconds=4)
+            self.store.renew_leases()
+            self.assertFalse(other.acquire("sid-1", 0))
+        self.store.release("sid-1")
+        self.store.renew_leases()
+        self.assertTrue(other.acquire("sid-1", 0))
+
+    def test_one_renewer_thread_runs_while_locks_are_taken_and_close_stops_it(self) -> None:
+        """The first acquire starts a daemon renewer; later ones reuse it; close() ends it."""
+        self.store.acquire("sid-1", 0)
+        self.store.acquire("sid-2", 0)
+        renewer = self.store._renewer
+        self.assertTrue(renewer is not None and renewer.daemon and renewer.is_alive())
+        self.store.close()
+        self.assertFalse(renewer.is_alive())
+
+    def test_a_dead_process_on_this_host_loses_its_lock_at_once(self) -> None:
+        """A row whose pid is no longer a process here is taken over although its lease runs 30 s more."""
+        self.plant(f"{SQLITE_HOST}:{self.dead_pid()}:0123456789abcdef")
+        with self.assertLogs("session_demo", "WARNING"):
+            self.assertTrue(self.store.acquire("sid-1", 0))
+
+    def test_a_live_process_or_another_host_keeps_its_lock_until_the_lease_ends(self) -> None:
+        """A live pid here, or any pid on another host (it cannot be checked), holds until its lease runs out."""
+        for owner in (f"{SQLITE_HOST}:{os.getppid()}:0123456789abcdef",
+                      f"elsewhere.example:{self.dead_pid()}:0123456789abcdef",
+                      f"{socket.gethostname()}#pidns1:{self.dead_pid()}:0123456789abcdef",
+                      "a pre-upgrade owner-7f3a"):
+            with self.subTest(owner):
+                self.raw_db.execute("DELETE FROM locks")
+                self.plant(owner)
+                self.assertFalse(self.store.acquire("sid-1", 0))
+                self.clock.advance(seconds=30)
+                self.assertTrue(self.store.acquire("sid-1", 0))
+                self.store.release("sid-1")
+
+
 class TestSQLiteStoreProcesses(_StoreHelpers, unittest.TestCase):
     """Two processes share one SQLite file: they see each other's sessions, versions and locks."""
 
@@ -806,18 +1074,33 @@ class TestSQLiteStoreProcesses(_StoreHelpers, unittest.TestCase):
             self.finish(process)
         self.assertEqual(store.get("counter")["n"], 200)
 
-    def test_a_crashed_process_lock_blocks_until_its_lease_runs_out(self) -> None:
-        """A lock taken by a process that exits without releasing it is held until its lease ends, then taken over."""
+    def test_a_crashed_process_lock_is_taken_over_at_once(self) -> None:
+        """A lock left by a process of this host that has exited is taken over at once, with a warning."""
         path = self.sqlite_path()
-        clock = FrozenClock(time.time())
-        store = self.sqlite_store(clock, path)
+        store = self.sqlite_store(FrozenClock(time.time()), path)
         self.finish(self.child(path, """
             assert store.acquire("sid-1", 0)
             os._exit(0)  # crash: no release, no close
         """))
-        self.assertFalse(store.acquire("sid-1", 0))
-        clock.advance(seconds=store.lock_lease + 60)  # the child's lease was taken on its own clock
-        self.assertTrue(store.acquire("sid-1", 0))
+        with self.assertLogs("session_demo", "WARNING") as logs:
+            self.assertTrue(store.acquire("sid-1", 0))
+        self.assertIn("which is gone", "\n".join(logs.output))
+
+    def test_a_lock_of_a_process_killed_with_sigkill_is_taken_over_at_once(self) -> None:
+        """kill -9 while a lock is held: the restarted process takes the lock at its first try, not after the lease."""
+        path = self.sqlite_path()
+        store = self.sqlite_store(FrozenClock(time.time()), path, lock_lease=30)
+        process = self.child(path, """
+            assert store.acquire("sid-1", 0)
+            print("held", flush=True)
+            import time; time.sleep(60)
+        """)
+        self.assertEqual(process.stdout.readline().strip(), "held")
+        self.assertFalse(store.acquire("sid-1", 0))  # alive: its lock holds
+        process.kill()  # SIGKILL
+        process.wait(SUBPROCESS_TIMEOUT)  # reaped, as the crashed server's parent would
+        with self.assertLogs("session_demo", "WARNING"):
+            self.assertTrue(store.acquire("sid-1", 0))
 
 
 class _BehindAServer(_StoreHelpers):
@@ -866,17 +1149,18 @@ class TestBoundedMemoryStoreBehindAServer(_BehindAServer, SessionAssertions):
     def make_store(self, clock: FrozenClock) -> BoundedMemoryStore:
         return BoundedMemoryStore(clock=clock, max_sessions=2)
 
-    def test_a_full_store_still_answers_and_logs_the_error(self) -> None:
-        """When only established sessions remain, a new visitor is answered; the refusal is logged."""
+    def test_a_full_store_evicts_and_stores_the_new_visitor(self) -> None:
+        """When only established sessions remain, a new visitor is stored and counts on; the LRU user goes."""
         server = TestServer(self, self.counter_app, store=self.store, clock=self.clock)
+        cookies = []
         for _ in range(2):
-            cookie = self.assert_sets_cookie(server.get())
-            server.get(cookie=cookie)  # views 2: established
-        with self.assertLogs("session_demo", "ERROR") as logs:
-            response = server.get()
-        self.assertEqual((response.status, response.body), (200, "views: 1"))
-        self.assertIn("StoreFullError", "\n".join(logs.output))
-        self.assertEqual(self.store.stats()["established"], 2)
+            cookies.append(self.assert_sets_cookie(server.get()))
+            server.get(cookie=cookies[-1])  # views 2: read back, established
+        newcomer = self.assert_sets_cookie(server.get())
+        self.assertEqual(server.get(cookie=newcomer).body, "views: 2")
+        self.assertEqual(server.get(cookie=cookies[1]).body, "views: 3")
+        self.assertEqual(server.get(cookie=cookies[0]).body, "views: 1")  # evicted: starts again
+        self.assertEqual(self.store.stats()["live"], 2)
 
 
 class TestSQLiteStoreBehindAServer(_BehindAServer, SessionAssertions):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import logging
@@ -15,6 +16,7 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 from wsgiref.util import setup_testing_defaults
 
+import session_demo as sd
 from extras.concurrency import SessionBusyError
 from extras.wsgi import SessionWSGIMiddleware
 from session_demo import MemoryStore, SessionMiddleware, SessionOptions
@@ -493,21 +495,138 @@ class TestWSGIFailures(TestWSGICase):
                 self.assert_sets_cookie(response)
                 self.assertEqual([data["views"] for data in self.stored(server.store).values()], [1])
 
-    def test_an_app_that_raises_after_start_response_is_left_to_the_server_after_the_end(self):
-        """An app raising after start_response: the error reaches the server, and the end ran first."""
-        log: list[tuple[str, Any]] = []
+    def test_an_app_that_raises_after_start_response_gets_a_500_with_the_session_cookie(self):
+        """Raising after start_response, before the headers went out: a 500 that carries Set-Cookie; the session is saved."""
+        def eager(environ, start_response):
+            environ["session_demo.session"]["views"] = 1
+            start_response("200 OK", [("Content-Type", "text/plain"), ("X-Partial", "1")])
+            raise RuntimeError("the app failed")
+
+        def lazy(environ, start_response):
+            environ["session_demo.session"]["views"] = 1
+            start_response("200 OK", [("Content-Type", "text/plain"), ("X-Partial", "1")])
+            raise RuntimeError("the app failed")
+            yield b"never"
+
+        for app in (eager, lazy):
+            with self.subTest(app=app.__name__):
+                server = self.serve(app)
+                with self.assertLogs("session_demo", "ERROR"):
+                    response = server.get("/")
+                self.assertEqual(response.status, 500)
+                self.assertNotIn("the app failed", response.body)
+                self.assertIsNone(response.headers["X-Partial"])
+                self.assertEqual(len(response.set_cookies), 1)
+                cookie = self.assert_sets_cookie(response)
+                self.assertEqual([data["views"] for data in self.stored(server.store).values()], [1])
+                with self.assertLogs("session_demo", "ERROR"):
+                    again = server.get("/", cookie=cookie)
+                self.assertEqual(len(self.stored(server.store)), 1)  # the cookie named the stored session
+                self.assertIsNone(again.session_cookie())
+
+    def test_an_app_that_raises_after_the_headers_went_out_is_left_to_the_server_after_the_end(self):
+        """Raising once the server has sent the headers: the server re-raises the error, after the end ran."""
         store = CountingStore()
-        store.log = log
 
         def app(environ, start_response):
             environ["session_demo.session"]["views"] = 1
-            start_response("200 OK", [])
+            write = start_response("200 OK", [])
+            write(b"early")  # PEP 3333's write(): the headers are out
             raise RuntimeError("the app failed")
 
-        fake = TestWSGIFakeServer(log)
-        with self.assertRaisesRegex(RuntimeError, "the app failed"):
+        fake = TestWSGIFakeServer()
+        with self.assertLogs("session_demo", "ERROR"), self.assertRaisesRegex(RuntimeError, "the app failed"):
             fake.run(SessionWSGIMiddleware(app, SessionMiddleware(make_options(store=store))))
         self.assertEqual(store.calls["set"], 1)
+        self.assertEqual(fake.status, "200 OK")
+
+
+class Abort(BaseException):
+    """A BaseException that is not an Exception, as KeyboardInterrupt and SystemExit are."""
+
+
+class TestWSGIBaseException(TestWSGICase):
+    """A BaseException from the app is not caught, but the end runs: a session lock is released."""
+
+    def locked(self) -> tuple[SessionWSGIMiddleware, str]:
+        """A locking middleware (lock_timeout 0.05 s) and the cookie of a stored session."""
+        middleware = with_concurrency("lock", lock_timeout=0.05)
+        wsgi = SessionWSGIMiddleware(self.routes, middleware)
+        fake = TestWSGIFakeServer()
+        fake.run(wsgi, path="/")
+        return wsgi, cookie_pair(fake.set_cookies[0])
+
+    def test_a_base_exception_in_the_app_call_or_its_body_leaves_no_lock(self):
+        """Abort raised by the app call, or while its body is iterated: it propagates, and the next request is served."""
+        def in_call(environ, start_response):
+            raise Abort()
+
+        def in_body(environ, start_response):
+            start_response("200 OK", [])
+            yield b"part"
+            raise Abort()
+
+        for app in (in_call, in_body):
+            with self.subTest(app=app.__name__):
+                wsgi, cookie = self.locked()
+                failing = SessionWSGIMiddleware(app, wsgi.middleware)
+                with self.assertRaises(Abort):
+                    TestWSGIFakeServer().run(failing, cookie=cookie)
+                fake = TestWSGIFakeServer()
+                fake.run(wsgi, path="/", cookie=cookie)
+                self.assertEqual(fake.status, "200 OK")
+                self.assertEqual(wsgi.middleware._locks, {})
+
+
+class TestWSGIJoinedCookieLines(TestWSGICase):
+    """Two Cookie lines, which wsgiref and gunicorn join with ',', keep the session."""
+
+    def get_with_cookie_lines(self, server: TestWSGIServer, lines: list[str]) -> Any:
+        """GET / sending each of ``lines`` as its own Cookie header line."""
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        self.addCleanup(connection.close)
+        connection.putrequest("GET", "/")
+        for line in lines:
+            connection.putheader("Cookie", line)
+        connection.endheaders()
+        answer = connection.getresponse()
+        return answer.read().decode()
+
+    def test_the_session_survives_two_cookie_lines_in_either_order(self):
+        """'a=1' then the session cookie, or the session cookie then 'b=2': the count goes on."""
+        server = self.serve()
+        cookie = self.assert_sets_cookie(server.get("/"))
+        seen: list[str] = []
+
+        def app(environ, start_response):
+            seen.append(environ["HTTP_COOKIE"])
+            return self.routes(environ, start_response)
+
+        server = self.serve(app, store=server.store)
+        for lines, views in [(["a=1", cookie], "2"), ([cookie, "b=2"], "3")]:
+            with self.subTest(lines=lines):
+                self.assertEqual(self.get_with_cookie_lines(server, lines), f"Number of views: {views}")
+        self.assertEqual(seen, ["a=1," + cookie, cookie + ",b=2"])  # the app's header is as wsgiref made it
+
+    def test_the_comma_reading_is_only_a_fallback(self):
+        """A header whose plain reading finds a signed id is read as it is, even if a comma hides another."""
+        wsgi = SessionWSGIMiddleware(self.routes, SessionMiddleware(make_options()))
+        signed = [self.signed(wsgi, sid) for sid in ("attacker", "victim")]
+        cases = [
+            (f"x=1,{signed[0]}; {signed[1]}", f"x=1,{signed[0]}; {signed[1]}"),  # plain reading: victim
+            (f"prefs=a,b; {signed[1]}", f"prefs=a,b; {signed[1]}"),             # a comma in another value
+            (f"x=1,{signed[1]}", f"x=1;{signed[1]}"),                          # joined lines: split
+            ("x=1,connect.sid=s%3Aforged.sig", "x=1,connect.sid=s%3Aforged.sig"),  # no valid id either way
+        ]
+        for header, expected in cases:
+            with self.subTest(header=header):
+                self.assertEqual(wsgi.session_cookie_header(header), expected)
+
+    @staticmethod
+    def signed(wsgi: SessionWSGIMiddleware, sid: str) -> str:
+        """The session cookie pair for ``sid``, signed with the middleware's secret."""
+        options = wsgi.middleware.options
+        return f"{options.name}=" + sd.encode_uri_component("s:" + sd.sign(sid, options.secrets[0]))
 
 
 class TestWSGIHeaders(TestWSGICase):
@@ -579,7 +698,7 @@ class TestWSGIHeaders(TestWSGICase):
             yield b"never"
 
         fake = TestWSGIFakeServer()
-        with self.assertRaisesRegex(ValueError, "rendering failed"):
+        with self.assertLogs("session_demo", "ERROR"), self.assertRaisesRegex(ValueError, "rendering failed"):
             fake.run(SessionWSGIMiddleware(app, SessionMiddleware(make_options(store=store))))
         self.assertEqual(store.calls["set"], 1)
         self.assertEqual(fake.status, "200 OK")
@@ -646,7 +765,8 @@ class TestWSGIBodyAndEnd(TestWSGICase):
             return body
 
         server = self.serve(app)
-        response = server.get("/")
+        with self.assertLogs("session_demo", "ERROR"):
+            response = server.get("/")
         self.assertEqual(response.status, 200)
         self.assertNotIn("world", response.body)
         self.assertTrue(body.closed.wait(5))

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
-from session_demo import RequestInfo, RequestState, SessionLoadError, SessionMiddleware
+from session_demo import RequestInfo, RequestState, SessionLoadError, SessionMiddleware, read_session_id
 
 __all__ = ["SessionWSGIMiddleware"]
 
@@ -74,9 +74,16 @@ class SessionWSGIMiddleware:
 
     Failures: a session that cannot be loaded gives a 500 whose body does
     not echo the error (the log has it); a busy session (``concurrency='lock'``)
-    a 503; an application that raises before ``start_response`` a 500, and
-    the session's end still runs, as with SessionRequestHandler. An
-    application that raises later is left to the server, after the end ran.
+    a 503. An application that raises (an Exception) gets a 500 with the
+    session's Set-Cookie, and the session's end still runs, as with
+    SessionRequestHandler: before ``start_response``, and after it as long
+    as the server has not sent the headers. For that the middleware calls
+    ``start_response`` again with ``exc_info`` (PEP 3333's way to replace
+    headers not yet sent, so the cookie goes on the error page); if the
+    headers are already out, the server re-raises the error there and it is
+    the server's to handle, after the end ran. A BaseException
+    (SystemExit, KeyboardInterrupt) is never caught, but the end still
+    runs, so a lock (``concurrency='lock'``) is released.
     """
 
     session_key = "session_demo.session"
@@ -112,11 +119,39 @@ class SessionWSGIMiddleware:
             url += "?" + query
         return RequestInfo(
             url=url,
-            cookie_header=environ.get("HTTP_COOKIE") or None,
+            cookie_header=self.session_cookie_header(environ.get("HTTP_COOKIE") or None),
             tls=False,
             forwarded_proto=environ.get("HTTP_X_FORWARDED_PROTO") or None,
             framework_secure=environ.get("wsgi.url_scheme") == "https",
         )
+
+    def session_cookie_header(self, header: str | None) -> str | None:
+        """The Cookie header as the session layer should read it: several ``Cookie:`` lines, undone.
+
+        A browser sends one Cookie line, its pairs joined with ``'; '``. A
+        client (or an HTTP/2 hop) that sends several lines gets them joined
+        by wsgiref and gunicorn with ``','`` (``'a=1,connect.sid=s%3A...'``),
+        which a cookie parser reads as one pair ``a`` whose value runs on.
+        So: if the header as sent carries a validly signed session cookie,
+        it is used as it is (express's reading, first cookie of the name
+        wins). Only if it does not, and it holds a ``','``, it is read again
+        with every ``','`` as a ``';'``, and that reading is used if it
+        finds a validly signed id. A session cookie's own value never holds
+        a ``','`` (it is percent-encoded), and a legitimate ``','`` inside
+        another cookie's value does not matter: the fallback is tried only
+        when the plain reading found no session, and what it finds must
+        still carry our signature. The application's own
+        ``environ['HTTP_COOKIE']`` is left as the server made it.
+        """
+        if not header or "," not in header:
+            return header
+        options = self.middleware.options
+        if read_session_id(header, options.name, options.secrets) is not None:
+            return header
+        split = header.replace(",", ";")
+        if read_session_id(split, options.name, options.secrets) is not None:
+            return split
+        return header
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         """Answer one request: begin, then the application with the headers and end moments wired in."""
@@ -138,10 +173,10 @@ class SessionWSGIMiddleware:
         try:
             chunks = self.app(environ, exchange.start_response)
         except Exception:
-            if exchange.started:
-                exchange.finish()  # as when a handler fails after its headers
-                raise
-            chunks = exchange.internal_error(sys.exc_info())
+            chunks = exchange.error_page(sys.exc_info())
+        except BaseException:  # SystemExit, KeyboardInterrupt: not ours to catch, but end (and unlock)
+            exchange.finish()
+            raise
         return _SessionBody(exchange, chunks)
 
 
@@ -173,11 +208,21 @@ class _SessionExchange:
             headers.append(("Set-Cookie", self._set_cookie))
         return self._start_response(status, headers, exc_info)
 
-    def internal_error(self, exc_info: _ExcInfo) -> list[bytes]:
-        """Answer 500 for an application that failed before start_response (express's error handler)."""
-        _log.error("the application failed before start_response", exc_info=exc_info)
-        return _plain_text(self.start_response, "500 Internal Server Error",
-                           "Internal Server Error\n", exc_info)
+    def error_page(self, exc_info: _ExcInfo) -> list[bytes]:
+        """Answer 500, with the session's Set-Cookie, for an application that raised (express's error handler).
+
+        Through our start_response with ``exc_info``: if the server has
+        already sent the headers it re-raises the application's error here;
+        then the end runs and the error goes on to the server.
+        """
+        when = "after" if self.started else "before"
+        _log.error("the application failed %s start_response", when, exc_info=exc_info)
+        try:
+            return _plain_text(self.start_response, "500 Internal Server Error",
+                               "Internal Server Error\n", exc_info)
+        except BaseException:
+            self.finish()  # too late for an error page: store, then let the server handle it
+            raise
 
     def finish(self) -> None:
         """Save, touch or destroy the session in the store, once (the wrapped ``res.end``)."""
@@ -221,10 +266,7 @@ class _SessionBody:
                 out, held = held, chunk
                 yield out
         except Exception:
-            if exchange.started:
-                exchange.finish()  # as when a handler fails after its headers
-                raise
-            held = exchange.internal_error(sys.exc_info())[0]
+            held = exchange.error_page(sys.exc_info())[0]  # the held chunk, if any, is dropped
         # end: the store operation, before the last chunk goes to the server.
         exchange.finish()
         if held:
