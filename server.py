@@ -665,7 +665,7 @@ def startup_warnings(args: argparse.Namespace, secret_source: str) -> list[str]:
 def make_store(spec: str) -> Store:
     """The store that --store names (memory, bounded, sqlite:PATH or redis://...)."""
     if spec == "bounded":
-        return BoundedMemoryStore()
+        return BoundedMemoryStore(is_established=lambda data: "user" in data)  # a login counts at once
     if spec.startswith("sqlite:"):
         return SQLiteStore(spec[len("sqlite:"):])
     if spec.startswith(("redis://", "rediss://")):

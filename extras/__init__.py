@@ -2,7 +2,8 @@
 
 One module per capability; session_demo knows nothing of them.
 
-    extras.concurrency     no lost updates: LockingSessionMiddleware, MergingSessionMiddleware
+    extras.concurrency     no lost updates: LockingSessionMiddleware, MergingSessionMiddleware;
+                           TombstoneStore: a logged-out session cannot be saved back
     extras.wsgi            SessionWSGIMiddleware, for any WSGI application
     extras.bounded_store   BoundedMemoryStore: a memory store that cannot leak or be flooded
     extras.sqlite_store    SQLiteStore: sessions that survive a restart, shared by processes
