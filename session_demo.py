@@ -1587,7 +1587,8 @@ class SessionMiddleware:
             else:
                 _log.debug("touch: no (%s)", touch.reason)
         except Exception:
-            _log.exception("session store failed at the end of the request; the response completes")
+            _log.exception("session store failed at the end of the request")
+            raise  # no silent loss: the adapter answers 500 instead of the handler's response
 
 
 # ==== 10. http.server =======================================================
