@@ -67,12 +67,14 @@ class CounterHandler(SessionRequestHandler):
     def do_GET(self) -> None:
         """Answer the route, then (for the demo's own server) end the session and file what it did."""
         self.route()
-        if self.filing():
+        if self.filing() and self.session_state is not None:
             # The adapter ends the session after do_GET in any case (a second end
             # does nothing); ending it here lets the visit be filed and traced
             # before the response goes out, so the browser's next page has it.
-            self.server.session_middleware.end(self.session_state)
-            self.file_visit()
+            try:
+                self.server.session_middleware.end(self.session_state)
+            finally:
+                self.file_visit()
 
     def route(self) -> None:
         """Route the request to one of the demo's pages."""

@@ -18,9 +18,12 @@ beyond express-session lives in the extras package beside this module.
 from __future__ import annotations
 
 import base64
+import contextlib
 import email.utils
+import errno
 import hashlib
 import hmac
+import io
 import json
 import logging
 import math
@@ -28,6 +31,7 @@ import re
 import secrets as _secrets
 import socket
 import ssl
+import sys
 import threading
 import time
 import urllib.parse
@@ -160,8 +164,10 @@ class SessionMiddleware:
         return header
 
     def end(self, state: RequestState) -> None:
-        """Save, touch or destroy the session in the store (the wrapped ``res.end``); store errors are logged.
+        """Save, touch or destroy the session in the store (the wrapped ``res.end``).
 
+        A store error is logged and raised: the adapter then answers 500 instead of
+        the handler's response (express has sent its headers and can only log it).
         A second call does nothing, as a second ``res.end`` does in express.
         """
         if state.ended:
@@ -194,8 +200,10 @@ class SessionMiddleware:
                 store.touch(state.session_id, state.session)
             else:
                 _log.debug("touch: no (%s)", touch.reason)
-        except Exception:
-            _log.exception("session store failed at the end of the request; the response completes")
+        except Exception as exc:
+            _log.exception("session store failed at the end of the request")
+            state.end_error = exc
+            raise  # no silent loss: the adapter answers 500 instead of the handler's response
 
     def save(self, state: RequestState) -> None:
         """Write the whole session to the store at the end of the request (``session.save()``)."""
@@ -246,6 +254,7 @@ class RequestState:
         self.saved_hash: str | None = None
         self.touched = False
         self.ended = False
+        self.end_error: Exception | None = None  # the store's error at the end, if it failed
 
     def generate(self) -> None:
         """Start a new session and remember how it began (express's ``generate``)."""
@@ -1344,6 +1353,48 @@ def short_id(session_id: object) -> str:
 #   headers - in end_headers, before the header block is written
 #   end     - in handle_one_request, after do_GET returns, before the
 #             buffered response's last byte is released
+# Around them, the guards of a front end, each with what it defends against.
+
+_CLIENT_GONE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+_TOO_MANY_CONNECTIONS = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+
+class _HeadTooLarge(Exception):
+    """More than the handler's max_head_size bytes came without the end of the head: answer 431."""
+
+
+class _HeadReader(io.RawIOBase):
+    """The socket as rfile's raw stream; ``tell()`` counts the bytes received.
+
+    While reading a head, no recv waits past ``deadline`` and none reads past ``limit``.
+    """
+
+    deadline: float | None = None
+    limit: int | None = None
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock, self._received = sock, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.deadline is not None:
+            remaining = self.deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("the request took too long to arrive")
+            self._sock.settimeout(remaining)
+        if self.limit is not None:
+            if self._received >= self.limit:
+                raise _HeadTooLarge()
+            buffer = memoryview(buffer)[:self.limit - self._received]
+        count = self._sock.recv_into(buffer)
+        self._received += count
+        return count
+
+    def tell(self) -> int:
+        return self._received
 
 
 class _HeldResponse:
@@ -1361,6 +1412,7 @@ class _HeldResponse:
         self._wfile = wfile
         self._chunks: list[bytes] = []
         self._size = 0
+        self.passed = False
 
     def write(self, data: bytes) -> int:
         """Hold ``data``; past the limit, pass on everything held but the last byte."""
@@ -1378,6 +1430,7 @@ class _HeldResponse:
         data = b"".join(self._chunks)
         if len(data) > 1:
             self._wfile.write(data[:-1])
+            self.passed = True
             data = data[-1:]
         self._chunks = [data] if data else []
         self._size = len(data)
@@ -1403,25 +1456,31 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
     - ``self.session_id`` is express's ``req.sessionID``.
 
     Set-Cookie is added when the handler calls ``end_headers()``, after the
-    headers the handler set itself. The store is written after the handler
-    returns, before the end of the response is released. If the handler
-    raises, the client gets a 500 (if no headers were sent yet) and the
-    session's end still runs, as express's error handler ends the response.
+    headers the handler set itself, with ``Vary: Cookie``. The store is
+    written after the handler returns, before the end of the response is
+    released. If the handler raises, the client gets a 500 (if no headers were
+    sent yet) and the session's end still runs, as express's error handler ends
+    the response; if the store fails there, a 500 replaces the held response.
     """
 
     server: SessionHTTPServer
     session_state: RequestState | None = None
     _headers_sent: bool = False
+    idle_timeout: float = 5.0  # idle keep-alive connections (Node's keepAliveTimeout: 5 s)
+    head_timeout: float = 60.0  # slowloris: the whole head within this (Node's headersTimeout: 60 s)
+    max_head_size: int = 16 * 1024  # memory: a larger head is answered 431 (Node's limit: 16 KB)
+    timeout: float | None = 60.0  # a client that stalls while its body is read or its response written
 
     def setup(self) -> None:
-        """Set up the connection as usual, with Nagle's algorithm off (TCP_NODELAY)."""
+        """Set up the connection as usual, with Nagle's algorithm off and rfile read under a deadline."""
         super().setup()
         # Answers are written in one piece, but a held-back last byte must not
         # wait for a delayed ACK either.
-        try:
+        with contextlib.suppress(OSError, AttributeError):
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except (OSError, AttributeError):
-            pass
+        self.rfile.close()
+        self._reader = _HeadReader(self.connection)
+        self.rfile = io.BufferedReader(self._reader)
 
     @property
     def session(self) -> Session | None:
@@ -1473,31 +1532,58 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
         """
         self.session_state = None
         self._headers_sent = False
+        self._vary: list[str] = []
+        self._cache_control_set = False
+        self.requestline = self.request_version = self.command = ""
+        self.raw_requestline = b""
         try:
-            self.raw_requestline = self.rfile.readline(65537)
-            if len(self.raw_requestline) > 65536:
-                self.requestline = self.request_version = self.command = ""
-                self.send_error(414)
-                return
-            if not self.raw_requestline:
+            # Idle connections: a request must begin within idle_timeout (an idle keep-alive, or a silent client).
+            self._reader.deadline = time.monotonic() + self.idle_timeout
+            self._reader.limit = self._reader.tell() + self.max_head_size  # huge heads: 431 past the limit
+            if not self.rfile.peek(1):
                 self.close_connection = True
                 return
+            self._reader.deadline = time.monotonic() + self.head_timeout  # slowloris: the whole head in time
+            self.raw_requestline = self.rfile.readline(65537)
+            if len(self.raw_requestline) > 65536:
+                self.send_error(414)
+                return
             if not self.parse_request():
+                return
+            self._reader.deadline = self._reader.limit = None
+            self.connection.settimeout(self.timeout)
+            # A control character in the request line (Node's parser answers 400): never a 500, never in a log.
+            if _CONTROL_CHARACTER.search(self.requestline):
+                self.send_error(400, "Bad request target")
                 return
             method = getattr(self, "do_" + self.command, None)
             if method is None:
                 self.send_error(501, f"Unsupported method ({self.command!r})")
                 return
+            self._body_start = self.rfile.tell()
             self._handle_with_session(method)
+            # Request smuggling: a body not read to its end must not be read as the next request.
+            if self._body_left_unread():
+                self.close_connection = True
+        except _HeadTooLarge:
+            self.send_error(431)
         except TimeoutError as exc:
-            self.log_error("Request timed out: %r", exc)
+            _log.debug("closing the connection: %s", exc)
             self.close_connection = True
+
+    def _body_left_unread(self) -> bool:
+        """Did the request carry a body (Content-Length, Transfer-Encoding) not read exactly to its end?"""
+        length = self.headers.get("Content-Length", "0").strip()
+        if "Transfer-Encoding" in self.headers or len(self.headers.get_all("Content-Length") or []) > 1:
+            return True
+        return not (length.isascii() and length.isdigit()) or self.rfile.tell() - self._body_start != int(length)
 
     def _handle_with_session(self, method: Callable[[], None]) -> None:
         middleware = self.server.session_middleware
         # begin: load or create the session.
         try:
             self.session_state = middleware.begin(self.request_info())
+            self._headers_sent = False  # an interim 100 Continue is out, the response's headers are not
         except Exception as exc:  # the store failed, or genid did
             _log.error("could not load the session: %s", exc)
             error = exc if isinstance(exc, SessionLoadError) else SessionLoadError()
@@ -1506,27 +1592,60 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
         real_wfile = self.wfile
         held = _HeldResponse(real_wfile)
         self.wfile = held  # type: ignore[assignment]
+        failed = ""  # why the held answer cannot go out, if it cannot
         try:
             try:
                 method()
-            except Exception:
-                _log.exception("the handler for %s %s failed", self.command, self.path)
+            except Exception as exc:
+                log = _log.debug if isinstance(exc, _CLIENT_GONE) else _log.exception  # a client gone is normal
+                log("the handler for %s %r failed", self.command, self.path, exc_info=True)
+                if self._headers_sent:  # before its headers, the 500 below is the answer
+                    failed = "The request failed"
                 if not self._headers_sent:
                     self.send_error(500)
                 self.close_connection = True
         finally:
             # end: the store operation, before the last byte is released.
-            if self.session_state is not None:
-                middleware.end(self.session_state)
             self.wfile = real_wfile
-            held.release()
+            try:
+                if self.session_state is not None:
+                    middleware.end(self.session_state)
+            except Exception:  # end() logged it
+                failed = "The session could not be saved"
+            if self.session_state is not None and self.session_state.end_error is not None:
+                failed = "The session could not be saved"  # here, or in a handler that ended it itself
+            # No silent loss: a request that failed after its headers, or whose session was not
+            # stored, gets a 500 in place of its held answer (or, if part of it is out, no last byte).
+            if failed:
+                self.close_connection = True
+                if not held.passed:
+                    self.session_state = None  # no Set-Cookie for a session that may not be stored
+                    self._headers_sent = False
+                    self.send_error(500, None, failed + "; the server log says why")
+            else:
+                held.release()
+
+    def send_header(self, keyword: str, value: str) -> None:
+        """Send a header; the handler's Vary is held, to be merged with the session's in end_headers."""
+        if keyword.lower() == "vary" and self.session_state is not None:
+            self._vary.append(value)
+            return
+        self._cache_control_set |= keyword.lower() == "cache-control"
+        super().send_header(keyword, value)
 
     def end_headers(self) -> None:
-        """Add the session's Set-Cookie (the on-headers moment), then end the header block."""
+        """Add the session's headers (the on-headers moment), then end the header block."""
         if self.session_state is not None and not self._headers_sent:
             header = self.server.session_middleware.set_cookie_header(self.session_state)
             if header is not None:
                 self.send_header("Set-Cookie", header)
+                if not self._cache_control_set:  # shared caches: a response setting the cookie is this client's
+                    self.send_header("Cache-Control", "private")
+            # Shared caches: the answer depends on the Cookie header, so it must not go to another visitor.
+            vary = [word.strip() for value in self._vary for word in value.split(",") if word.strip()]
+            if not {word.lower() for word in vary} & {"cookie", "*"}:
+                vary.append("Cookie")
+            super().send_header("Vary", ", ".join(vary))
         self._headers_sent = True
         super().end_headers()
 
@@ -1544,8 +1663,47 @@ class SessionHTTPServer(ThreadingHTTPServer):
     """
 
     daemon_threads = True
+    # Threads and descriptors: past this many open connections, a new one gets 503; 256 leaves four
+    # descriptors each under the common limit of 1,024 (the socket; SQLiteStore's file, -wal, -shm).
+    max_connections = 256
+    accept_backoff = 0.1  # seconds: out of descriptors, accept() fails at once; wait instead of spinning
 
     def __init__(self, address: tuple[str, int], handler: type[SessionRequestHandler],
                  middleware: SessionMiddleware) -> None:
         self.session_middleware = middleware
+        self._open_connections = 0
+        self._count_lock = threading.Lock()
         super().__init__(address, handler)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        """Accept a connection; out of descriptors, back off rather than spin on a readable socket."""
+        try:
+            return super().get_request()
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                _log.warning("cannot accept a connection (%s); waiting %s s", exc.strerror, self.accept_backoff)
+                time.sleep(self.accept_backoff)
+            raise
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        """Count the connection in; past max_connections, answer 503 (socketserver then closes it)."""
+        with self._count_lock:
+            self._open_connections += 1
+            full = self._open_connections > self.max_connections
+        if full:
+            with contextlib.suppress(OSError):
+                request.sendall(_TOO_MANY_CONNECTIONS)
+        return not full
+
+    def shutdown_request(self, request: Any) -> None:
+        """Close the connection and count it out (socketserver calls this once for each one accepted)."""
+        with self._count_lock:
+            self._open_connections -= 1
+        super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Report a connection that failed; a client that went away (reset, broken pipe) is normal: debug only."""
+        if isinstance(sys.exc_info()[1], _CLIENT_GONE):
+            _log.debug("the client %s went away", client_address)
+            return
+        super().handle_error(request, client_address)

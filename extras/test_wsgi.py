@@ -9,6 +9,7 @@ import logging
 import sys
 import threading
 import unittest
+from unittest import mock
 from collections import Counter
 from collections.abc import Callable
 from email.utils import formatdate
@@ -461,17 +462,23 @@ class TestWSGIFailures(TestWSGICase):
         self.assertTrue(fake.status.startswith("503 "))
         self.assertNotIn(b"Welcome", body)
 
-    def test_a_store_that_fails_to_save_is_logged_and_the_response_completes(self):
-        """A store set failure is logged; the client gets the 200 and the whole body."""
+    def test_a_store_that_fails_to_save_withholds_the_last_chunk(self):
+        """No silent loss: a store set failure is logged and the last chunk never goes out (the client can tell)."""
         def app(environ, start_response):
             environ["session_demo.session"]["views"] = 1
-            start_response("200 OK", [("Content-Type", "text/plain")])
+            start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "12")])
             return [b"hello, ", b"wor", b"ld"]
 
         server = self.serve(app, store=TestWSGIFlakyStore(failing={"set"}))
-        with self.assertLogs("session_demo", "ERROR") as logs:
-            response = server.get("/")
-        self.assertEqual((response.status, response.body), (200, "hello, world"))
+        with self.assertLogs("session_demo", "ERROR") as logs, \
+                mock.patch("wsgiref.simple_server.ServerHandler.log_exception"):
+            connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+            connection.request("GET", "/")
+            answer = connection.getresponse()
+            with self.assertRaises(http.client.IncompleteRead) as caught:
+                answer.read()
+            connection.close()
+        self.assertEqual(caught.exception.partial, b"hello, wor")
         self.assertIn("hunter2", "\n".join(logs.output))
 
     def test_an_app_that_raises_before_start_response_gives_a_500_and_the_end_still_runs(self):

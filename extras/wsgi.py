@@ -225,7 +225,12 @@ class _SessionExchange:
             raise
 
     def finish(self) -> None:
-        """Save, touch or destroy the session in the store, once (the wrapped ``res.end``)."""
+        """Save, touch or destroy the session in the store, once (the wrapped ``res.end``).
+
+        A store failure is raised to the server, and the last chunk is withheld: the
+        headers went out with the first chunk (PEP 3333 lets middleware hold back no
+        more), so with a Content-Length the client can tell the response did not complete.
+        """
         if not self.finished:
             self.finished = True
             self.middleware.end(self.state)
