@@ -1,17 +1,21 @@
-"""What does a session cost? One table: the session step, the demo server end to end, memory.
+"""What does a session cost? Three tables: the session step, the demo server end to end, memory.
 
     python3 benchmarks/bench_session.py           # the full run (under two minutes)
-    python3 benchmarks/bench_session.py --quick   # a smaller run (under 20 seconds)
+    python3 benchmarks/bench_session.py --quick   # a smaller run (about 15 seconds)
 
-Standard library only. Machines are shared and noisy: read the ratios, which
-compare figures taken in the same run, rather than the absolute numbers.
+Standard library only (wrk is used when it is installed). Machines are shared
+and noisy: read the ratios, which compare figures taken in the same run,
+rather than the absolute numbers.
 
 1. The in-process session step, median microseconds per request, for four
    kinds of request, each beside its *floor*: the HMAC, JSON and id work that
    kind of request cannot avoid, timed with the standard library alone.
-2. End to end: server.py's view counter against a bare ThreadingHTTPServer
-   hello-world, both keep-alive, in a child process each, driven by the same
-   threaded http.client load generator (or wrk, if it is on the PATH).
+2. End to end: a bare ThreadingHTTPServer hello-world, server.py's view
+   counter and its read-only /peek, each server in a process of its own,
+   driven by wrk (or, without it, by client processes) with a returning
+   visitor's cookie, in alternating rounds. Besides req/s and latencies, the
+   server's own CPU time per request, which the load generator cannot inflate
+   by starving the server of a core.
 3. Memory: bytes per stored session (tracemalloc), and what a churn of
    sessions that are created and expire leaves behind in each store.
 """
@@ -27,8 +31,10 @@ import http.client
 import json
 import multiprocessing
 import os
+import re
 import secrets
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -38,6 +44,7 @@ import tracemalloc
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -145,144 +152,390 @@ def session_step_table(count: int, repeats: int) -> list[tuple[str, float, float
     return table
 
 
-# ---- 2. end to end ----------------------------------------------------------
+# ---- 2. end to end: the servers, each in a process of its own ---------------
+#
+# Each server runs in a child process (python3 bench_session.py --serve KIND)
+# that speaks a small line protocol, so that any server can take part:
+#
+#   - it prints its port on the first line of its stdout;
+#   - for each line it reads on stdin, it prints its own user+system CPU
+#     seconds (all its threads) and how many clients have disconnected in the
+#     middle of a request so far;
+#   - it exits when its stdin closes.
+#
+# The parent asks for the CPU time just before the load starts and just after
+# it ends: the difference, divided by the requests served, is the server's own
+# CPU time per request, whatever the load generator costs on the same cores.
 
 
 class HelloHandler(BaseHTTPRequestHandler):
-    """The bare baseline: keep-alive, 'hello, world', headers and body in one write."""
+    """The bare baseline: keep-alive, 'hello, world', the whole response in one write.
+
+    The headers are those server.py's counter sends (Server, Date,
+    Content-Type, Content-Length), built with the handler's own helpers.
+    """
 
     protocol_version = "HTTP/1.1"
-    wbufsize = 64 * 1024  # buffer the response; handle_one_request flushes it in one write
+    body = b"hello, world"
 
     def do_GET(self) -> None:
-        """Answer 'hello, world', keep-alive."""
-        body = b"hello, world"
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        """Answer 'hello, world' in a single write."""
+        head = (f"HTTP/1.1 200 OK\r\n"
+                f"Server: {self.version_string()}\r\n"
+                f"Date: {self.date_time_string()}\r\n"
+                f"Content-Type: text/plain; charset=utf-8\r\n"
+                f"Content-Length: {len(self.body)}\r\n\r\n")
+        self.wfile.write(head.encode("latin-1") + self.body)
 
     def log_message(self, format: str, *args: object) -> None:
         """No access log: the benchmark measures the serving, not the logging."""
 
 
-def serve(kind: str, ports: multiprocessing.Queue) -> None:
-    """Child process: run one server on a free loopback port and report the port."""
-    if kind == "hello":
-        server: ThreadingHTTPServer = ThreadingHTTPServer(("127.0.0.1", 0), HelloHandler)
-        server.daemon_threads = True
-    else:
-        import server as demo
+class CountsDisconnects:
+    """A server mix-in: a client that disconnects mid-request is counted, not printed.
 
-        class QuietCounter(demo.CounterHandler):
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        args = demo.parse_args(["--port", "0"])
-        server = sd.SessionHTTPServer(("127.0.0.1", 0), QuietCounter,
-                                      sd.session_middleware(**demo.middleware_options(args)))
-    ports.put(server.server_address[1])
-    server.serve_forever(poll_interval=0.1)
-
-
-def drive(port: int, clients: int, seconds: float) -> tuple[float, float, float, int]:
-    """``clients`` keep-alive clients, each one visitor with its own cookie, for ``seconds``.
-
-    Returns (requests per second, p50 ms, p99 ms, errors).
+    socketserver prints a traceback for every exception a handler lets out,
+    and a client closing its connection while a response is on its way is one
+    (ConnectionResetError, BrokenPipeError). For a server that is normal; any
+    other exception is still printed.
     """
-    latencies: list[float] = []
-    errors = [0]
-    lock = threading.Lock()
-    deadline = time.perf_counter() + seconds
 
-    def client() -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        cookie = None
-        mine = []
-        while time.perf_counter() < deadline:
-            headers = {"Cookie": cookie} if cookie else {}
-            started = time.perf_counter()
-            try:
-                connection.request("GET", "/", headers=headers)
-                answer = connection.getresponse()
-                answer.read()
-            except (OSError, http.client.HTTPException):
-                with lock:
-                    errors[0] += 1
-                connection.close()
-                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-                continue
-            mine.append(time.perf_counter() - started)
-            if answer.status != 200:
-                with lock:
-                    errors[0] += 1
-            set_cookie = answer.getheader("Set-Cookie")
-            if set_cookie:
-                cookie = set_cookie.split(";", 1)[0]
-        connection.close()
-        with lock:
-            latencies.extend(mine)
+    disconnects = 0
 
-    started = time.perf_counter()
-    workers = [threading.Thread(target=client) for _ in range(clients)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(seconds + 30)
-    elapsed = time.perf_counter() - started
-    latencies.sort()
-    p50 = latencies[len(latencies) // 2] * 1000 if latencies else float("nan")
-    p99 = latencies[int(len(latencies) * 0.99)] * 1000 if latencies else float("nan")
-    return len(latencies) / elapsed, p50, p99, errors[0]
+    def handle_error(self, request: object, client_address: object) -> None:
+        """Count a ConnectionError; pass anything else on to socketserver's report."""
+        if isinstance(sys.exception(), ConnectionError):
+            self.disconnects += 1  # only this count is shared; a lost update only undercounts
+            return
+        super().handle_error(request, client_address)  # type: ignore[misc]
 
 
-def drive_with_wrk(port: int, clients: int, seconds: float) -> tuple[float, float, float, int]:
-    """The same load with wrk (one visitor's cookie on every connection)."""
+class HelloServer(CountsDisconnects, ThreadingHTTPServer):
+    """The hello-world's server: a ThreadingHTTPServer, as http.server's own."""
+
+    daemon_threads = True
+
+
+class CounterServer(CountsDisconnects, sd.SessionHTTPServer):
+    """server.py's server, counting disconnects instead of printing them."""
+
+
+def make_server(kind: str) -> ThreadingHTTPServer:
+    """The server ``kind`` names ('hello' or 'counter'), on a free loopback port."""
+    if kind == "hello":
+        return HelloServer(("127.0.0.1", 0), HelloHandler)
+    import server as demo
+
+    class QuietCounter(demo.CounterHandler):
+        """server.py's routes without the access log (express has none by default)."""
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    # What server.make_server() builds, with the two quiet classes above.
+    args = demo.parse_args(["--port", "0"])
+    return CounterServer(("127.0.0.1", 0), QuietCounter, demo.make_middleware(args))
+
+
+def cpu_seconds() -> float:
+    """This process's user+system CPU time, all threads, in seconds."""
+    try:
+        import resource  # Unix: microsecond resolution
+    except ImportError:
+        times = os.times()  # elsewhere: clock ticks
+        return times.user + times.system
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def serve(kind: str) -> int:
+    """The child's side of the protocol above: serve ``kind`` until stdin closes."""
+    server = make_server(kind)
+    threading.Thread(target=server.serve_forever, args=(0.5,), daemon=True).start()
+    print(server.server_address[1], flush=True)
+    for _ in sys.stdin:
+        print(f"{cpu_seconds():.6f} {server.disconnects}", flush=True)  # type: ignore[attr-defined]
+    server.shutdown()
+    server.server_close()
+    return 0
+
+
+class ServerProcess:
+    """The parent's side of the protocol: start a server command, ask for its CPU time.
+
+    ``ServerProcess([sys.executable, __file__, '--serve', 'hello'])``, or any
+    command that speaks the protocol (a Node script can).
+    """
+
+    def __init__(self, command: list[str]) -> None:
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        text=True, bufsize=1)
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self._stdin, self._stdout = self.process.stdin, self.process.stdout
+        line = self._stdout.readline()
+        if not line.strip().isdigit():
+            self.close()
+            raise RuntimeError(f"{command!r} did not print its port (got {line!r})")
+        self.port = int(line)
+
+    def usage(self) -> tuple[float, int]:
+        """(CPU seconds so far, clients disconnected so far), as the server reports them."""
+        self._stdin.write("cpu\n")
+        self._stdin.flush()
+        seconds, disconnects = self._stdout.readline().split()
+        return float(seconds), int(disconnects)
+
+    def close(self) -> None:
+        """Close the server's stdin, which stops it; kill it if it has not gone in 10 s."""
+        self._stdin.close()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._stdout.close()
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def first_cookie(port: int) -> str:
+    """Visit the counter once as a new visitor; return the Cookie a returning visitor sends."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     connection.request("GET", "/")
     answer = connection.getresponse()
     answer.read()
-    cookie = (answer.getheader("Set-Cookie") or "").split(";", 1)[0]
     connection.close()
-    command = ["wrk", "-t2", f"-c{clients}", f"-d{max(1, int(seconds))}s", "--latency",
-               f"http://127.0.0.1:{port}/"]
-    if cookie:
-        command[1:1] = ["-H", f"Cookie: {cookie}"]
-    out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30).stdout
-
-    def figure(label: str) -> float:
-        for line in out.splitlines():
-            parts = line.split()
-            if parts and parts[0] == label:
-                value = parts[1]
-                scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
-                for unit in ("us", "ms", "s"):
-                    if value.endswith(unit):
-                        return float(value[: -len(unit)]) * scale[unit]
-                return float(value)
-        return float("nan")
-
-    return figure("Requests/sec:"), figure("50%"), figure("99%"), 0
+    set_cookie = answer.getheader("Set-Cookie")
+    if answer.status != 200 or not set_cookie:
+        raise RuntimeError(f"the counter answered {answer.status} with no Set-Cookie")
+    return set_cookie.split(";", 1)[0]
 
 
-def end_to_end(clients: int, seconds: float) -> dict[str, tuple[float, float, float, int]]:
-    """Start each server in its own process and drive it with the same load."""
-    use_wrk = shutil.which("wrk") is not None
-    results = {}
-    context = multiprocessing.get_context("spawn")
-    for kind in ("hello", "counter"):
-        ports: multiprocessing.Queue = context.Queue()
-        child = context.Process(target=serve, args=(kind, ports), daemon=True)
-        child.start()
+def warm_up(port: int, path: str, cookie: str, count: int = 200) -> None:
+    """A few sequential requests, so that the first round does not pay for first times."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    for _ in range(count):
+        connection.request("GET", path, headers={"Cookie": cookie})
+        connection.getresponse().read()
+    connection.close()
+
+
+# ---- 2. end to end: the load --------------------------------------------------
+#
+# wrk when it is installed (one thread, N keep-alive connections); otherwise N
+# client processes, one keep-alive connection each, so that the load never
+# competes for the benchmark's own interpreter lock.
+
+
+class Load:
+    """What one load run saw: requests completed, their rate, latencies and errors."""
+
+    def __init__(self, requests: int, rate: float, p50_ms: float, p99_ms: float,
+                 errors: int, client_cpu: float) -> None:
+        self.requests = requests
+        self.rate = rate
+        self.p50_ms = p50_ms
+        self.p99_ms = p99_ms
+        self.errors = errors  # non-2xx answers, connection and read errors, timeouts
+        self.client_cpu = client_cpu  # the load generator's own CPU seconds
+
+
+def children_cpu() -> float:
+    """User+system CPU seconds of this process's children that have ended."""
+    times = os.times()
+    return times.children_user + times.children_system
+
+
+def wrk_load(port: int, path: str, cookie: str, clients: int, seconds: float) -> Load:
+    """Run wrk (one thread, ``clients`` keep-alive connections, the same Cookie on all)."""
+    command = ["wrk", "-t1", f"-c{clients}", f"-d{max(1, round(seconds))}s", "--latency",
+               "-H", f"Cookie: {cookie}", f"http://127.0.0.1:{port}{path}"]
+    before = children_cpu()
+    run = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
+    client_cpu = children_cpu() - before
+    if run.returncode != 0:
+        raise RuntimeError(f"wrk failed: {run.stderr.strip() or run.stdout.strip()}")
+    return parse_wrk(run.stdout, client_cpu)
+
+
+def parse_wrk(out: str, client_cpu: float = 0.0) -> Load:
+    """Read wrk's report: the request count, Requests/sec, the 50% and 99% latencies, errors."""
+    requests, rate, p50, p99, errors = 0, float("nan"), float("nan"), float("nan"), 0
+    units = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+    for line in out.splitlines():
+        words = line.replace(",", " ").split()
+        if len(words) >= 3 and words[1] == "requests" and words[2] == "in":
+            requests = int(words[0])  # "  66021 requests in 5.01s, 9.00MB read"
+        elif words[:1] == ["Requests/sec:"]:
+            rate = float(words[1])
+        elif words[:1] in (["50%"], ["99%"]):
+            number, unit = re.fullmatch(r"([\d.]+)([a-z]+)", words[1]).groups()  # type: ignore[union-attr]
+            latency = float(number) * units[unit]
+            p50, p99 = (latency, p99) if words[0] == "50%" else (p50, latency)
+        elif line.strip().startswith("Non-2xx or 3xx responses:"):
+            errors += int(words[-1])
+        elif words[:2] == ["Socket", "errors:"]:
+            # "Socket errors: connect 0, read 3, write 0, timeout 0"
+            errors += sum(int(word) for word in words[2:] if word.isdigit())
+    return Load(requests, rate, p50, p99, errors, client_cpu)
+
+
+def read_answer(connection: socket.socket, pending: bytes) -> tuple[int, bytes]:
+    """Read one HTTP response with a Content-Length; return (status, bytes read past it)."""
+    data = pending
+    while b"\r\n\r\n" not in data:
+        chunk = connection.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    match = re.search(rb"\r\ncontent-length:[ \t]*(\d+)", head, re.IGNORECASE)
+    length = int(match.group(1)) if match else 0
+    while len(rest) < length:
+        chunk = connection.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        rest += chunk
+    return int(head[9:12]), rest[length:]
+
+
+def client_process(port: int, request: bytes, seconds: float, start: Any, results: Any) -> None:
+    """One client in its own process: one keep-alive connection, requests back to back.
+
+    Waits at ``start`` (a barrier) with its connection open, sends for
+    ``seconds``, then puts (requests, errors, latencies in seconds, elapsed)
+    on ``results``.
+    """
+    def connect() -> socket.socket:
+        connection = socket.create_connection(("127.0.0.1", port), timeout=10)
+        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return connection
+
+    connection = connect()
+    latencies: list[float] = []
+    errors = 0
+    pending = b""
+    start.wait()
+    started = time.perf_counter()
+    deadline = started + seconds
+    while (sent := time.perf_counter()) < deadline:
         try:
-            port = ports.get(timeout=30)
-            drive(port, 2, min(0.5, seconds / 4))  # warm up
-            results[kind] = (drive_with_wrk if use_wrk else drive)(port, clients, seconds)
-        finally:
-            child.terminate()
-            child.join(10)
+            connection.sendall(request)
+            status, pending = read_answer(connection, pending)
+        except OSError:
+            errors += 1
+            connection.close()
+            connection, pending = connect(), b""
+            continue
+        latencies.append(time.perf_counter() - sent)
+        if not 200 <= status < 400:
+            errors += 1
+    elapsed = time.perf_counter() - started
+    connection.close()
+    results.put((len(latencies), errors, latencies, elapsed))
+
+
+def process_load(port: int, path: str, cookie: str, clients: int, seconds: float,
+                 on_start: Callable[[], None] = lambda: None) -> Load:
+    """``clients`` client processes, one keep-alive connection each, for ``seconds``.
+
+    ``on_start`` runs when every client is connected, just before they start.
+    """
+    request = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+               f"Cookie: {cookie}\r\n\r\n").encode("latin-1")
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(clients + 1)
+    results = context.Queue()
+    before = children_cpu()
+    workers = [context.Process(target=client_process, args=(port, request, seconds, start, results))
+               for _ in range(clients)]
+    for worker in workers:
+        worker.start()
+    start.wait(timeout=60)
+    on_start()
+    reports = [results.get(timeout=seconds + 60) for _ in workers]
+    for worker in workers:
+        worker.join(10)
+    latencies = sorted(latency for report in reports for latency in report[2])
+    requests = sum(report[0] for report in reports)
+    rate = sum(report[0] / report[3] for report in reports)
+    p50 = latencies[len(latencies) // 2] * 1000 if latencies else float("nan")
+    p99 = latencies[int(len(latencies) * 0.99)] * 1000 if latencies else float("nan")
+    return Load(requests, rate, p50, p99, sum(report[1] for report in reports),
+                children_cpu() - before)
+
+
+# ---- 2. end to end: the rounds ------------------------------------------------
+
+
+class ServerWindow:
+    """What a server spent between start() and stop(): CPU seconds, wall seconds, disconnects."""
+
+    def __init__(self, server: ServerProcess) -> None:
+        self.server = server
+        self.cpu = self.wall = 0.0
+        self.disconnects = 0
+        self._cpu_before, self._disconnects_before, self._started = 0.0, 0, 0.0
+
+    def start(self) -> None:
+        """Read the server's figures as the load starts."""
+        self._cpu_before, self._disconnects_before = self.server.usage()
+        self._started = time.perf_counter()
+
+    def stop(self) -> None:
+        """Read them again as the load ends; keep the differences."""
+        cpu, disconnects = self.server.usage()
+        self.wall = time.perf_counter() - self._started
+        self.cpu = cpu - self._cpu_before
+        self.disconnects = disconnects - self._disconnects_before
+
+
+class Round:
+    """One measured load on one server: the load's figures and the server's CPU over it."""
+
+    def __init__(self, load: Load, window: ServerWindow) -> None:
+        self.load = load
+        self.cpu_us = window.cpu / load.requests * 1e6 if load.requests else float("nan")
+        self.busy = window.cpu / window.wall if window.wall else float("nan")  # share of one core
+        self.disconnects = window.disconnects
+
+
+def measure(server: ServerProcess, path: str, cookie: str, clients: int, seconds: float,
+            use_wrk: bool) -> Round:
+    """Drive ``server`` once; its CPU time is read just before and just after the load."""
+    window = ServerWindow(server)
+    if use_wrk:
+        window.start()
+        load = wrk_load(server.port, path, cookie, clients, seconds)
+    else:
+        load = process_load(server.port, path, cookie, clients, seconds, on_start=window.start)
+    window.stop()
+    return Round(load, window)
+
+
+def end_to_end(clients: int, seconds: float, rounds: int, use_wrk: bool) -> dict[str, list[Round]]:
+    """Alternate the rows (hello, counter, peek, hello, ...) for ``rounds`` rounds each."""
+    here = str(Path(__file__).resolve())
+    with ServerProcess([sys.executable, here, "--serve", "hello"]) as hello, \
+            ServerProcess([sys.executable, here, "--serve", "counter"]) as counter:
+        cookie = first_cookie(counter.port)  # a returning visitor; the hello-world gets it too
+        rows = {"hello": (hello, "/"), "counter": (counter, "/"), "peek": (counter, "/peek")}
+        for server, path in rows.values():
+            warm_up(server.port, path, cookie)
+        results: dict[str, list[Round]] = {kind: [] for kind in rows}
+        for _ in range(rounds):
+            for kind, (server, path) in rows.items():
+                results[kind].append(measure(server, path, cookie, clients, seconds, use_wrk))
     return results
+
+
+def median_of(rounds: list[Round], figure: Callable[[Round], float]) -> float:
+    """The median of one figure over the rounds (each column on its own)."""
+    return statistics.median(figure(each) for each in rounds)
 
 
 # ---- 3. memory --------------------------------------------------------------
@@ -361,11 +614,59 @@ def churn(store_factory: Callable[[Clock], sd.Store], total: int) -> list[int]:
 # ---- the report --------------------------------------------------------------
 
 
-def main() -> int:
-    """Run the three measurements and print the table."""
+def print_end_to_end(results: dict[str, list[Round]], clients: int, seconds: float,
+                     tool: str) -> None:
+    """The end-to-end table: the median of each figure over the rounds, and the ratios."""
+    rounds = len(results["hello"])
+    print(f"2. End to end: {tool}, {clients} keep-alive connections, one returning visitor's "
+          f"cookie, {seconds:g} s per round,")
+    print(f"   rows alternating, median of {rounds} round{'s' if rounds > 1 else ''}; "
+          "each server in its own process")
+    print(f"   {'server':34} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'CPU µs/req':>11} "
+          f"{'core %':>7} {'errors':>7}")
+    labels = {"hello": "bare http.server hello-world",
+              "counter": "server.py view counter (/)",
+              "peek": "server.py read-only (/peek)"}
+    medians: dict[str, tuple[float, float]] = {}
+    for kind, each in results.items():
+        rate = median_of(each, lambda r: r.load.rate)
+        cpu_us = median_of(each, lambda r: r.cpu_us)
+        medians[kind] = (rate, cpu_us)
+        print(f"   {labels[kind]:34} {rate:7.0f} {median_of(each, lambda r: r.load.p50_ms):7.2f} "
+              f"{median_of(each, lambda r: r.load.p99_ms):7.2f} {cpu_us:11.1f} "
+              f"{median_of(each, lambda r: r.busy * 100):7.0f} "
+              f"{sum(r.load.errors for r in each):7d}")
+    hello_rate, hello_cpu = medians["hello"]
+    for kind in ("counter", "peek"):
+        rate, cpu_us = medians[kind]
+        print(f"   {labels[kind]:34} {rate / hello_rate:6.0%} of the hello-world's req/s, "
+              f"{cpu_us / hello_cpu:.2f}x its CPU per request")
+    everything = [r for each in results.values() for r in each]
+    client_us = (sum(r.load.client_cpu for r in everything) * 1e6
+                 / sum(r.load.requests for r in everything))
+    errors = "non-2xx answers and socket errors" if tool.startswith("wrk") else \
+        "non-2xx answers and connection errors"
+    disconnects = ", ".join(f"{kind} {sum(r.disconnects for r in each)}"
+                            for kind, each in results.items())
+    print("   CPU µs/req: the server process's user+system CPU time over the load, per request;")
+    print("   core %: that CPU time over the load's wall time (100: one core busy all along);")
+    print(f"   errors: {errors}, summed over the rounds.")
+    print(f"   The load generator itself used {client_us:.1f} µs of CPU per request.")
+    print(f"   Clients that disconnected mid-request (counted, not printed): {disconnects}.")
+    print()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the three measurements and print the tables (or, with --serve, be a server)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smaller run, under 20 seconds")
-    args = parser.parse_args()
+    parser.add_argument("--load", choices=["wrk", "processes"], default=None,
+                        help="the load generator: wrk (the default when it is installed) or "
+                             "client processes")
+    parser.add_argument("--serve", choices=["hello", "counter"], help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve:
+        return serve(args.serve)  # a child process of end_to_end()
     quick = args.quick
     started = time.perf_counter()
 
@@ -380,23 +681,17 @@ def main() -> int:
     print("   floor: the HMAC (pre-keyed), json and token_urlsafe calls that request cannot avoid")
     print()
 
-    clients, seconds = 8, (1.5 if quick else 5.0)
-    results = end_to_end(clients, seconds)
-    tool = "wrk" if shutil.which("wrk") else "threaded http.client"
-    print(f"2. End to end, {clients} keep-alive clients, {seconds:g} s each ({tool})")
-    print(f"   {'server':32} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
-    labels = {"hello": "bare http.server hello-world", "counter": "server.py view counter"}
-    for kind, (rate, p50, p99, errors) in results.items():
-        print(f"   {labels[kind]:32} {rate:8.0f} {p50:8.2f} {p99:8.2f} {errors:7d}")
-    hello_rate, counter_rate = results["hello"][0], results["counter"][0]
-    print(f"   counter / hello-world: {counter_rate / hello_rate:.0%}")
-    print()
+    use_wrk = args.load == "wrk" or (args.load is None and shutil.which("wrk") is not None)
+    clients, seconds, rounds = (8, 2.0, 1) if quick else (8, 5.0, 3)
+    results = end_to_end(clients, seconds, rounds, use_wrk)
+    print_end_to_end(results, clients, seconds, "wrk -t1" if use_wrk else "client processes")
 
     sessions = 2_000 if quick else 20_000
     print("3. Memory")
-    stores: list[tuple[str, Callable[[], sd.Store]]] = [("MemoryStore", sd.MemoryStore)]
-    if hasattr(sd, "BoundedMemoryStore"):
-        stores.append(("BoundedMemoryStore", lambda: BoundedMemoryStore(max_sessions=10 ** 7)))
+    stores: list[tuple[str, Callable[[], sd.Store]]] = [
+        ("MemoryStore", sd.MemoryStore),
+        ("BoundedMemoryStore", lambda: BoundedMemoryStore(max_sessions=10 ** 7)),
+    ]
     for name, factory in stores:
         minimal = bytes_per_session(factory, sessions, 0)
         kilobyte = bytes_per_session(factory, sessions, 1024)
