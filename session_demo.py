@@ -78,13 +78,10 @@ def session_middleware(**options: Any) -> SessionMiddleware:
 
 
 class SessionMiddleware:
-    """The session layer for any server (express-session's middleware).
+    """The session layer for any server (express-session's middleware): begin, headers, end.
 
-    A server adapter calls ``begin(request)`` before the handler runs,
-    ``set_cookie_header(state)`` as the response headers go out, and
-    ``end(state)`` after the handler (even if it raised), before the response's
-    last bytes are released. ``load`` and ``save`` are the store steps a
-    subclass may wrap (the extras package does, to lock or merge).
+    An adapter calls ``begin`` before the handler, ``set_cookie_header`` as the headers go out and
+    ``end`` after the handler, before the last bytes; a subclass may wrap ``load`` and ``save``.
     """
 
     def __init__(self, options: SessionOptions) -> None:
@@ -220,11 +217,8 @@ class SessionMiddleware:
 
 @dataclass
 class RequestInfo:
-    """What the session layer needs to know about a request, whatever the server.
-
-    ``url`` is the raw request target; ``cookie_header`` the Cookie lines joined
-    with '; ' (as Node does); ``framework_secure`` the server's own idea of
-    "secure" (Express's ``req.secure``), used when the ``proxy`` option is None.
+    """What the session layer needs of a request: the raw target, the Cookie lines joined with '; ',
+    TLS, X-Forwarded-Proto, and the framework's own idea of "secure" (Express's ``req.secure``).
     """
 
     url: str = "/"
@@ -235,11 +229,10 @@ class RequestInfo:
 
 
 class RequestState:
-    """One request's session state: express's ``req.session``, ``req.sessionID`` and the middleware's closure.
+    """One request's state: express's ``req.session``, ``req.sessionID`` and the middleware's closure.
 
-    ``session_id`` is what the cookie will carry; ``cookie_id`` the id the
-    browser sent, if valid; ``original_id``/``original_hash`` describe the
-    session as it began; ``saved_hash`` is set when the store holds it as it is.
+    ``cookie_id`` is the id the browser sent; ``original_id``/``original_hash`` how the session began;
+    ``saved_hash`` is set when the store holds it as it is.
     """
 
     def __init__(self, options: SessionOptions, request: RequestInfo) -> None:
@@ -258,7 +251,7 @@ class RequestState:
 
     def generate(self) -> None:
         """Start a new session and remember how it began (express's ``generate``)."""
-        self.session = self.new_session(self.new_id())
+        self.session = self.new_session()
         self.session.tracks_saves = True
         self.original_id = self.session_id
         self.original_hash = _EMPTY_HASH  # a new session holds no data yet
@@ -278,28 +271,25 @@ class RequestState:
         As upstream, the bookkeeping stays, so it counts as modified, and its
         ``save()`` is the plain one: the end of the request saves it again.
         """
-        new_id = self.new_id()  # an unusable id fails before anything is destroyed
+        old_id = self.session_id
+        session = self.new_session()  # an unusable id fails before anything is destroyed
         try:
-            self.store.destroy(self.session_id)
+            self.store.destroy(old_id)
         finally:
-            self.session = self.new_session(new_id)
+            self.session = session
         return self.session
 
-    def new_id(self) -> Any:
-        """A new session id from ``genid``.
+    def new_session(self) -> Session:
+        """A brand-new session, its id from ``genid`` (``store.generate``); 'auto' secure/same_site resolved here.
 
-        Difference: an id with a space, a control character, '"', ',', ';' or '\\'
-        is refused (ValueError) before anything is stored; express accepts it.
+        Difference: an id with a space, a control character, '"', ',', ';' or '\\' is refused
+        (ValueError) before anything is stored; express accepts it.
         """
-        session_id = self.options.genid(self.request)
+        options = self.options
+        session_id = options.genid(self.request)
         if isinstance(session_id, str) and _UNSAFE_ID_CHARACTER.search(session_id):
             raise ValueError(f"genid returned an unusable session id {session_id!r}: "
                              "no spaces, control characters, '\"', ',', ';' or '\\'")
-        return session_id
-
-    def new_session(self, session_id: Any) -> Session:
-        """A brand-new session with this id (``store.generate``), 'auto' secure/same_site resolved here."""
-        options = self.options
         self.session_id = session_id
         cookie_options = options.cookie_options_for(self.request)
         cookie = Cookie(cookie_options, clock=options.clock)
@@ -325,10 +315,9 @@ _UNSAFE_ID_CHARACTER = re.compile(r'[\x00-\x20",;\\\x7f]')
 
 
 def read_session_id(cookie_header: str | None, name: str, secrets: list[bytes]) -> str | None:
-    """The id in the request's session cookie, if it is there and correctly signed (``getcookie``).
+    """The id in the request's session cookie, if correctly signed (``getcookie``); else None.
 
-    The first cookie with this name counts. An unsigned value or a bad
-    signature means no id: a new session, without asking the store.
+    The first cookie of the name counts; an unsigned or badly signed one means a new session.
     """
     if not cookie_header:
         return None
@@ -352,7 +341,7 @@ class SessionLoadError(Exception):
 
 
 def _found(data: Any) -> bool:
-    """Does a store's answer count as a session? JavaScript's truthiness: None, False, '', 0, NaN do not; {} does."""
+    """Does a store's answer count as a session? As JavaScript's truthiness: not None, False, '', 0, NaN."""
     if isinstance(data, (int, float)) and not isinstance(data, bool):
         return data != 0 and not math.isnan(data)
     return data is not None and data is not False and data != ""
@@ -366,12 +355,10 @@ def _found(data: Any) -> bool:
 
 
 class SessionOptions:
-    """The validated options of one session middleware (the top of express's ``session(options)``).
+    """The validated options of one middleware (the top of express's ``session(options)``), snake_case.
 
-    snake_case names; express's messages where it has one. ``resave`` and
-    ``save_uninitialized`` left out warn (as express's depd does) and mean
-    True. Differences: ``secret`` is required; the cookie options are checked
-    now, by serializing a probe cookie.
+    Left out, ``resave`` and ``save_uninitialized`` warn and mean True, as in express. Differences:
+    ``secret`` is required, and the cookie options are checked now, on a probe cookie.
     """
 
     def __init__(self, *, secret: str | bytes | list[str | bytes] | tuple[str | bytes, ...] | None = None,
@@ -431,11 +418,9 @@ def _true_unless_false(value: bool | None, name: str) -> bool:
 
 
 def _secret_list(secret: object) -> list[bytes]:
-    """The ``secret`` option as a list of keys: the first signs, all verify.
+    """The ``secret`` option as keys: the first signs, all verify; a str is one secret.
 
-    A str is one secret. Differences: no secret, or an empty one (even in a
-    list), is an error here; express warns, then fails every request (or, in a
-    list, signs with '').
+    Difference: no secret, or an empty one (even in a list), is an error here; express warns, then fails.
     """
     if isinstance(secret, (list, tuple)):
         if not secret:
@@ -456,8 +441,7 @@ def _secret_list(secret: object) -> list[bytes]:
 def _checked_cookie_option(cookie: object, name: str, clock: Clock) -> Any:
     """The ``cookie`` option, probed now so that a bad one fails at construction.
 
-    Difference: a path holding a space, ',', '"' or '\\' is refused; cookie
-    0.7.2 lets them through.
+    Difference: a path with a space, ',', '"' or '\\' is refused (cookie 0.7.2 lets them through).
     """
     if cookie is None:
         cookie = {}
@@ -501,11 +485,10 @@ class Decision:
 
 
 def should_set_cookie(state: RequestState) -> Decision:
-    """Set-Cookie for a new session, or for the one the browser sent when rolling or modified (``shouldSetCookie``).
+    """Set-Cookie for a new session, or the browser's own when rolling or modified (``shouldSetCookie``).
 
-    A new session gets one if ``save_uninitialized`` or modified; the browser's
-    own gets one again with ``rolling``, or when modified and its cookie has an
-    expiry: a browser-session cookie is never re-sent.
+    New: if ``save_uninitialized`` or modified. The browser's own: with ``rolling``, or when modified
+    and its cookie has an expiry (a browser-session cookie is never re-sent).
     """
     if not isinstance(state.session_id, str):
         return Decision(False, f"session id is not a string: {state.session_id!r}")
@@ -529,9 +512,9 @@ def should_set_cookie(state: RequestState) -> Decision:
 
 
 def should_save(state: RequestState) -> Decision:
-    """Save unless the store already holds this exact session (express's ``shouldSave``).
+    """Save unless the store holds this session as it is (express's ``shouldSave``).
 
-    A new session with ``save_uninitialized=False`` is saved only if modified.
+    A new session with ``save_uninitialized=False`` only once it is modified.
     """
     if not isinstance(state.session_id, str):
         return Decision(False, f"session id is not a string: {state.session_id!r}")
@@ -574,10 +557,8 @@ def should_destroy(state: RequestState) -> Decision:
 
 
 def is_secure(request: RequestInfo, proxy: bool | None) -> bool:
-    """Is this request HTTPS, as far as the cookie is concerned? (express's ``issecure``)
-
-    TLS always counts; otherwise ``proxy=True`` trusts the first value of
-    X-Forwarded-Proto, ``proxy=None`` the framework, ``proxy=False`` nothing.
+    """Is the request HTTPS for the cookie's sake? (express's ``issecure``) TLS always counts; otherwise
+    ``proxy=True`` trusts X-Forwarded-Proto's first value, ``None`` the framework, ``False`` nothing.
     """
     if request.tls:
         return True
@@ -590,7 +571,7 @@ def is_secure(request: RequestInfo, proxy: bool | None) -> bool:
 
 
 def request_pathname(url: str) -> str:
-    """The path of a request target, not percent-decoded (parseurl's ``pathname``): ``/foo?x=1`` gives ``/foo``."""
+    """The path of a request target, not decoded (parseurl's ``pathname``): ``/foo?x=1`` gives ``/foo``."""
     if url.startswith("/"):
         return url.split("?", 1)[0].split("#", 1)[0] or "/"
     try:
@@ -600,10 +581,7 @@ def request_pathname(url: str) -> str:
 
 
 def path_matches(pathname: str, cookie_path: str | None) -> bool:
-    """Does the request path start with the cookie's path? A plain, case-sensitive prefix test.
-
-    As in express, '/foo' matches '/foobar' too.
-    """
+    """Does the request path start with the cookie's path? As in express, '/foo' matches '/foobar' too."""
     return pathname.startswith(cookie_path or "/")
 
 
@@ -628,11 +606,9 @@ _RESERVED_KEYS = frozenset({
 class Session(MutableMapping[str, Any]):
     """One visitor's session: its data as a mapping, plus ``id`` and ``cookie`` (express's ``Session``).
 
-    ``session['views'] = 1`` changes the data; the end of the request decides
-    whether it is saved. ``save``, ``reload``, ``destroy`` and ``regenerate``
-    call the store now and raise its errors; ``regenerate`` and ``reload``
-    return the *new* Session they put on the request. Difference: a key express
-    would drop on the next load (``id``, ``save``, ``toString``, ...) is refused.
+    ``save``, ``reload``, ``destroy`` and ``regenerate`` call the store now and raise its errors; the
+    last two return the *new* Session. Difference: a key express drops on load (``id``, ``save``, ...)
+    is refused.
     """
 
     def __init__(self, state: RequestState, session_id: Any, cookie: Cookie,
@@ -694,7 +670,7 @@ class Session(MutableMapping[str, Any]):
         return self
 
     def save(self) -> Session:
-        """Write the session to the store now (express's ``save``); unless regenerated, it then counts as saved."""
+        """Write the session to the store now (express's ``save``); unless regenerated, it counts as saved."""
         _log.debug("saving %s", short_id(self._id))
         if self.tracks_saves:
             self._state.saved_hash = hash_session(self)
@@ -746,10 +722,7 @@ def is_saved(state: RequestState) -> bool:
 
 
 def hash_session(data: Mapping[str, Any]) -> str:
-    """SHA-1 of the session's data as compact JSON, without its top-level ``cookie`` (express's ``hash``).
-
-    Key order counts, as in JavaScript.
-    """
+    """SHA-1 of the data as compact JSON, less the top-level ``cookie`` (express's ``hash``); order counts."""
     if isinstance(data, Session):
         plain = data._data  # a Session's data never holds the cookie
     else:
@@ -781,10 +754,8 @@ _MIN_MS = (datetime.min.replace(tzinfo=timezone.utc) - _EPOCH) // _ONE_MS
 
 
 class _Attribute:
-    """A cookie attribute, kept in the cookie's stored form under its JSON name.
-
-    None is stored as JSON null (left out of Set-Cookie, as express does); a
-    stored form may also lack it (JavaScript's undefined), which reads as None.
+    """A cookie attribute, kept in the stored form under its JSON name: None is JSON null (left out of
+    Set-Cookie, as in express); a stored form that lacks it (JavaScript's undefined) reads as None.
     """
 
     def __set_name__(self, owner: type, name: str) -> None:
@@ -800,11 +771,8 @@ class _Attribute:
 
 
 class Cookie:
-    """The session cookie's settings and expiry (express-session's ``Cookie``).
-
-    Defaults as upstream: ``path='/'``, ``http_only=True``, no expiry (a
-    browser-session cookie), the rest unset. Options apply in mapping order.
-    Difference: an unknown option raises ValueError (express ignores a typo).
+    """The session cookie's settings and expiry (express-session's ``Cookie``): ``path='/'``, ``http_only``,
+    no expiry, the rest unset. Difference: an unknown option raises ValueError (express ignores a typo).
     """
 
     original_max_age = _Attribute()
@@ -950,10 +918,8 @@ def _iso(ms: int) -> str:
 
 
 def _expiry_from_stored(value: Any) -> int | None:
-    """A stored ``expires`` as ms since the epoch, read as a JavaScript Date would, or None.
-
-    An ISO string (without a time zone: UTC, where JavaScript uses local
-    time), an HTTP date, a number of ms, or a datetime.
+    """A stored ``expires`` as ms since the epoch, as a JavaScript Date reads it (an ISO or HTTP date,
+    a number, a datetime), or None. Difference: an ISO date without a zone is UTC, not local time.
     """
     when = value
     if isinstance(value, str):
@@ -991,10 +957,8 @@ def unsign_any(signed: str, secrets: list[bytes] | list[str]) -> str | None:
 
 
 def unsign(signed: str, secret: str | bytes) -> str | None:
-    """The value, if its signature is right, else None (cookie-signature's ``unsign``).
-
-    The value is all before the last '.'; it is signed again and compared in
-    constant time, as bytes (a hostile non-ASCII cookie must not raise).
+    """The value, if its signature is right, else None (cookie-signature's ``unsign``): all before the
+    last '.', signed again and compared in constant time, as bytes (non-ASCII must not raise).
     """
     if not isinstance(signed, str):
         raise TypeError("Signed cookie string must be provided.")
@@ -1017,10 +981,7 @@ def sign(value: str, secret: str | bytes) -> str:
 
 
 def _key(secret: str | bytes) -> bytes:
-    """The HMAC key for a secret: a str as its UTF-8 bytes, as Node uses it.
-
-    Difference: a lone surrogate raises UnicodeEncodeError (Node signs with U+FFFD).
-    """
+    """A secret's HMAC key, a str as UTF-8. Difference: a lone surrogate raises (Node signs with U+FFFD)."""
     if isinstance(secret, str):
         return secret.encode("utf-8")
     if isinstance(secret, (bytes, bytearray)):
@@ -1045,12 +1006,11 @@ _COOKIE_PATH = re.compile(r"[\x20-\x3A\x3D-\x7E]*")
 
 
 def parse_cookie_header(header: str) -> dict[str, str]:
-    """Parse a Cookie header into a dict, with cookie 0.7.2's rules (``parse``), in linear time.
+    """Parse a Cookie header into a dict with cookie 0.7.2's rules (``parse``), in linear time.
 
-    Pairs split on ';' (one without '=' is skipped); names and values trimmed
-    of spaces and tabs; the first occurrence wins; one pair of quotes is
-    removed; a value with '%' is percent-decoded, or kept raw if that fails.
-    Difference: a cookie named ``__proto__`` is kept (JavaScript drops it).
+    Pairs split on ';', one without '=' skipped; names and values trimmed of spaces and tabs; the first
+    wins; one pair of quotes removed; '%' decoded, or kept raw if that fails. Difference: a cookie named
+    ``__proto__`` is kept (JavaScript drops it).
     """
     if not isinstance(header, str):
         raise TypeError("argument str must be a string")
@@ -1083,12 +1043,9 @@ def serialize_cookie(name: str, value: str, *, domain: str | None = None, path: 
                      expires: datetime | None = None, http_only: bool = False, secure: bool | str | None = False,
                      partitioned: bool | None = False, priority: str | None = None,
                      same_site: bool | str | None = None) -> str:
-    """A Set-Cookie value, as cookie 0.7.2's ``serialize`` builds it.
-
-    The value is percent-encoded; attributes come in the order Domain, Path,
-    Expires, HttpOnly, Secure, Partitioned, Priority, SameSite, a falsy one
-    left out (express-session never passes Max-Age). An invalid name, value,
-    domain or path raises ValueError (the CVE-2024-47764 patterns).
+    """A Set-Cookie value, as cookie 0.7.2's ``serialize`` builds it: the value percent-encoded, then
+    Domain, Path, Expires, HttpOnly, Secure, Partitioned, Priority, SameSite, each left out when falsy.
+    An invalid name, value, domain or path raises ValueError (the CVE-2024-47764 patterns).
     """
     if not isinstance(name, str) or not _COOKIE_NAME.fullmatch(name):
         raise ValueError(f"argument name is invalid: {name!r}")
@@ -1132,10 +1089,8 @@ def _attribute_value(option: str, value: object, names: dict[str, str]) -> str:
 
 
 def encode_uri_component(text: str) -> str:
-    """Percent-encode like JavaScript's ``encodeURIComponent``: ``s:a+b`` becomes ``s%3Aa%2Bb``.
-
-    All but letters, digits and ``-_.!~*'()`` becomes %XX escapes of its UTF-8
-    bytes; a lone surrogate raises ValueError (JavaScript's URIError).
+    """Percent-encode like JavaScript's ``encodeURIComponent`` (``s:a+b`` gives ``s%3Aa%2Bb``): all but
+    letters, digits and ``-_.!~*'()`` as %XX of its UTF-8; a lone surrogate raises ValueError.
     """
     try:
         return _URI_UNSAFE.sub(_percent_escapes, text)
@@ -1173,14 +1128,9 @@ def decode_uri_component(text: str) -> str:
 class Store:
     """The store interface (express-session's ``Store``): implement ``get``, ``set`` and ``destroy``.
 
-    ``get`` returns the stored dict (with a ``cookie`` key) or None; raising
-    FileNotFoundError also means "not found" (express's ENOENT), any other
-    error a 500. Optional, looked up by name as in express: ``touch(sid,
-    session)`` refreshes the expiry of a session that needs no save;
-    ``all()``, ``length()`` and ``clear()`` are for you. A store that talks to
-    a server must bound each call with a timeout: the request waits for it.
-    ``ready`` stands in for the 'connect'/'disconnect' events: while it is
-    False, requests get no session.
+    ``get`` returns the stored dict or None (FileNotFoundError: not found, as ENOENT; any other error:
+    a 500). Optional, as in express: ``touch(sid, session)``, and ``all``, ``length``, ``clear``. Bound
+    each call with a timeout: the request waits for it. While ``ready`` is False, requests get no session.
     """
 
     ready: bool = True
@@ -1199,10 +1149,8 @@ class Store:
 
 
 class MemoryStore(Store):
-    """Sessions as JSON strings in a dict, in this process (express-session's ``MemoryStore``).
-
-    Faithful, leak included: an expired session goes only when it is read;
-    there is no timer. Every read parses again (a fresh copy). Thread-safe.
+    """Sessions as JSON strings in a dict (express-session's ``MemoryStore``), thread-safe; faithful, leak
+    included: an expired session goes only when it is read.
     """
 
     def __init__(self, *, clock: Clock = time.time) -> None:
@@ -1289,12 +1237,8 @@ def expiry_ms(data: Mapping[str, Any]) -> int | None:
 
 
 def stringify(data: Any) -> str:
-    """Compact JSON text, as JavaScript's JSON.stringify writes it.
-
-    NaN and the infinities become null, a datetime its ISO string (as a Date
-    does; a naive one is read as UTC). Anything else JSON cannot hold raises
-    TypeError: refused loudly, never stored half-way. Difference: numbers are
-    written as Python writes them (1.0, 1e-07).
+    """Compact JSON text, as JSON.stringify writes it: NaN and infinities as null, a datetime as its ISO
+    string (naive: UTC); anything else JSON cannot hold raises TypeError. Numbers as Python writes them.
     """
     try:
         return _strict_json(data)
@@ -1367,7 +1311,7 @@ class _HeadTooLarge(Exception):
 class _HeadReader(io.RawIOBase):
     """The socket as rfile's raw stream; ``tell()`` counts the bytes received.
 
-    While reading a head, no recv waits past ``deadline`` and none reads past ``limit``.
+    While reading a head, no recv starts past ``deadline`` and none reads past ``limit``.
     """
 
     deadline: float | None = None
@@ -1380,11 +1324,8 @@ class _HeadReader(io.RawIOBase):
         return True
 
     def readinto(self, buffer: Any) -> int:
-        if self.deadline is not None:
-            remaining = self.deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError("the request took too long to arrive")
-            self._sock.settimeout(remaining)
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise TimeoutError("the request's head took too long to arrive")
         if self.limit is not None:
             if self._received >= self.limit:
                 raise _HeadTooLarge()
@@ -1398,12 +1339,8 @@ class _HeadReader(io.RawIOBase):
 
 
 class _HeldResponse:
-    """A stand-in for the handler's wfile that holds the response back.
-
-    Small responses go out in one write when the request ends (one packet,
-    no Nagle stall). A large one is passed on as it grows, except its last
-    byte, so the client cannot see the response end before the store has
-    answered (express-session holds back the last byte the same way).
+    """The handler's wfile, held back: a small response goes out in one write when the request ends; a
+    large one all but its last byte, so the client never sees the end before the store has answered.
     """
 
     _LIMIT = 64 * 1024
@@ -1445,31 +1382,19 @@ class _HeldResponse:
 
 
 class SessionRequestHandler(BaseHTTPRequestHandler):
-    """A BaseHTTPRequestHandler whose ``do_*`` methods see ``self.session``.
+    """A BaseHTTPRequestHandler whose ``do_*`` methods see ``self.session`` (express's ``req.session``).
 
-    Serve it with SessionHTTPServer, which carries the middleware. Inside a
-    handler method:
-
-    - ``self.session`` is the Session (None if this request has no session,
-      e.g. outside the cookie path); set it to None to unset it (express's
-      ``req.session = null``);
-    - ``self.session_id`` is express's ``req.sessionID``.
-
-    Set-Cookie is added when the handler calls ``end_headers()``, after the
-    headers the handler set itself, with ``Vary: Cookie``. The store is
-    written after the handler returns, before the end of the response is
-    released. If the handler raises, the client gets a 500 (if no headers were
-    sent yet) and the session's end still runs, as express's error handler ends
-    the response; if the store fails there, a 500 replaces the held response.
+    ``self.session = None`` unsets it; ``self.session_id`` is ``req.sessionID``. Set-Cookie (with
+    ``Vary: Cookie``) is added at ``end_headers()``; the store is written after the handler returns,
+    before the held response goes out. If the handler raises, or the store fails, the client gets a 500.
     """
 
     server: SessionHTTPServer
     session_state: RequestState | None = None
     _headers_sent: bool = False
-    idle_timeout: float = 5.0  # idle keep-alive connections (Node's keepAliveTimeout: 5 s)
+    idle_timeout: float = 5.0  # idle or stalled clients: each read and write within this (Node's keep-alive: 5 s)
     head_timeout: float = 60.0  # slowloris: the whole head within this (Node's headersTimeout: 60 s)
     max_head_size: int = 16 * 1024  # memory: a larger head is answered 431 (Node's limit: 16 KB)
-    timeout: float | None = 60.0  # a client that stalls while its body is read or its response written
 
     def setup(self) -> None:
         """Set up the connection as usual, with Nagle's algorithm off and rfile read under a deadline."""
@@ -1478,6 +1403,7 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
         # wait for a delayed ACK either.
         with contextlib.suppress(OSError, AttributeError):
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.connection.settimeout(self.idle_timeout)
         self.rfile.close()
         self._reader = _HeadReader(self.connection)
         self.rfile = io.BufferedReader(self._reader)
@@ -1537,10 +1463,8 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
         self.requestline = self.request_version = self.command = ""
         self.raw_requestline = b""
         try:
-            # Idle connections: a request must begin within idle_timeout (an idle keep-alive, or a silent client).
-            self._reader.deadline = time.monotonic() + self.idle_timeout
             self._reader.limit = self._reader.tell() + self.max_head_size  # huge heads: 431 past the limit
-            if not self.rfile.peek(1):
+            if not self.rfile.peek(1):  # the client closed (a silent one times out after idle_timeout)
                 self.close_connection = True
                 return
             self._reader.deadline = time.monotonic() + self.head_timeout  # slowloris: the whole head in time
@@ -1551,7 +1475,6 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
             if not self.parse_request():
                 return
             self._reader.deadline = self._reader.limit = None
-            self.connection.settimeout(self.timeout)
             # A control character in the request line (Node's parser answers 400): never a 500, never in a log.
             if _CONTROL_CHARACTER.search(self.requestline):
                 self.send_error(400, "Bad request target")
@@ -1599,11 +1522,11 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
             except Exception as exc:
                 log = _log.debug if isinstance(exc, _CLIENT_GONE) else _log.exception  # a client gone is normal
                 log("the handler for %s %r failed", self.command, self.path, exc_info=True)
-                if self._headers_sent:  # before its headers, the 500 below is the answer
-                    failed = "The request failed"
-                if not self._headers_sent:
-                    self.send_error(500)
                 self.close_connection = True
+                if self._headers_sent:
+                    failed = "The request failed"  # its held answer may be half-written
+                else:
+                    self.send_error(500)
         finally:
             # end: the store operation, before the last byte is released.
             self.wfile = real_wfile
@@ -1657,10 +1580,7 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
 
 
 class SessionHTTPServer(ThreadingHTTPServer):
-    """A ThreadingHTTPServer that carries a SessionMiddleware for its handlers.
-
-    ``SessionHTTPServer(('127.0.0.1', 3000), MyHandler, session_middleware(secret=...))``.
-    """
+    """A ThreadingHTTPServer carrying a SessionMiddleware: ``SessionHTTPServer(address, Handler, middleware)``."""
 
     daemon_threads = True
     # Threads and descriptors: past this many open connections, a new one gets 503; 256 leaves four
