@@ -874,7 +874,7 @@ class Cookie:
             raise ValueError("the stored session's cookie is not an object")
         cookie = cls(clock=clock)
         for key, value in data.items():
-            if key == "expires":
+            if key == "expires" and not isinstance(value, str):  # a date string: below, as express
                 cookie._stored["expires"] = _expiry_from_stored(value)
             elif key == "maxAge" and value is None:
                 cookie._stored["expires"] = None
@@ -1103,7 +1103,10 @@ _URI_UNSAFE = re.compile(r"[^A-Za-z0-9\-_.!~*'()]")
 
 def _percent_escapes(match: re.Match[str]) -> str:
     """``%3A`` for ':', ``%C3%A9`` for 'é': one character as encodeURIComponent writes it."""
-    return "".join(f"%{byte:02X}" for byte in match.group().encode("utf-8"))
+    char = match.group()
+    if char.isascii():
+        return f"%{ord(char):02X}"
+    return "".join(f"%{byte:02X}" for byte in char.encode("utf-8"))
 
 
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
