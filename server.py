@@ -78,7 +78,11 @@ class CounterHandler(SessionRequestHandler):
 
     def route(self) -> None:
         """Route the request to one of the demo's pages."""
-        url = urllib.parse.urlsplit(self.request_target())
+        try:
+            url = urllib.parse.urlsplit(self.request_target())
+        except ValueError:  # not a URL at all, e.g. "http://[": a bad request, never a 500
+            self.reply(400, "Bad Request")
+            return
         query = urllib.parse.parse_qs(url.query)
         # Express's router ignores letter case and one trailing slash.
         path = url.path.lower()
@@ -146,9 +150,10 @@ class CounterHandler(SessionRequestHandler):
         try:
             ms = float(text)
             self.session.cookie.max_age = ms
-        except ValueError:
+        except ValueError as exc:
             # Express would store an invalid date here and fail to set the cookie later.
-            self.reply(400, "ms must be a finite number of milliseconds")
+            reason = "the expiry would fall after the year 9999" if "years" in str(exc) else "not a finite number"
+            self.reply(400, f"ms must be a number of milliseconds: {reason}")
             return
         shown = int(ms) if ms.is_integer() else ms  # 60000, not 60000.0, as JavaScript prints it
         self.reply(200, f"Remembered for {shown} ms")

@@ -17,6 +17,11 @@ beyond express-session lives in the extras package beside this module.
 
 from __future__ import annotations
 
+import sys
+
+if sys.version_info < (3, 11):
+    sys.exit("session_demo needs Python 3.11 or newer (this is " + sys.version.split()[0] + ")")
+
 import base64
 import contextlib
 import email.utils
@@ -31,7 +36,6 @@ import re
 import secrets as _secrets
 import socket
 import ssl
-import sys
 import threading
 import time
 import urllib.parse
@@ -473,7 +477,7 @@ _UNUSUAL_PATH_CHARACTER = re.compile(r'[ ,"\\]')
 # the reason in words, so that a trace can say why.
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Decision:
     """A yes or no, with the reason. ``if should_save(state):`` reads the yes/no."""
 

@@ -32,6 +32,7 @@ import socket
 import ssl
 import struct
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -4974,6 +4975,20 @@ class TestAdapterHostileRequests(SessionAssertions):
             self.assertTrue(reported.wait(5), "the server never noticed the reset")
         self.assertEqual(stderr.getvalue(), "")
         self.assertIn("went away", "\n".join(logs.output))
+
+
+
+class TestPythonVersion(unittest.TestCase):
+    """Python 3.11 is the floor: an older one gets one clear line, not a traceback from deep inside."""
+
+    def test_an_older_python_gets_a_clear_message(self):
+        """Imported under a Python that says it is 3.10, the module exits with a message naming 3.11."""
+        code = "import sys; sys.version_info = (3, 10, 12); import session_demo"
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                              cwd=os.path.dirname(os.path.abspath(sd.__file__)))
+        self.assertEqual(done.returncode, 1)
+        self.assertIn("needs Python 3.11 or newer", done.stderr)
+        self.assertNotIn("Traceback", done.stderr)
 
 
 if __name__ == "__main__":
