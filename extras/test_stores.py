@@ -1035,8 +1035,14 @@ class TestSQLiteStoreProcesses(_StoreHelpers, unittest.TestCase):
                   f"store = SQLiteStore({path!r})\n" + textwrap.dedent(body))
         process = subprocess.Popen([sys.executable, "-c", script], env=environment,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.addCleanup(process.kill)
+        self.addCleanup(self.stop_child, process)
         return process
+
+    @staticmethod
+    def stop_child(process: subprocess.Popen) -> None:
+        """Kill a child if it still runs, and close its pipes."""
+        process.kill()
+        process.communicate(timeout=SUBPROCESS_TIMEOUT)
 
     def finish(self, process: subprocess.Popen) -> str:
         """Wait (bounded) for a child; fail with its stderr if it failed; return its stdout."""
