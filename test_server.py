@@ -48,7 +48,7 @@ from session_demo import MemoryStore
 from test_session import (
     AppHandler, CountingStore, FrozenClock, HOSTILE_COOKIE_JSON, HOSTILE_FOUND_GOOD,
     HOSTILE_FOUND_OTHER, HOSTILE_GOOD_ID, HOSTILE_NEW, HOSTILE_OTHER_ID, Response, SECRET,
-    SessionAssertions, TestHostileHelpers, TestServer,
+    SessionAssertions, HostileHelpers, LiveServer,
 )
 
 # ==== server.py, bad cookies and store failures =============================
@@ -61,7 +61,7 @@ LOAD_FAILED = "The session could not be loaded"
 # ==== The demo server (server.py), end to end ===============================
 #
 # These tests start server.make_server(server.parse_args([...])) on port 0 and
-# talk to it like a browser: TestServerBrowser keeps the cookies it is given
+# talk to it like a browser: DemoBrowser keeps the cookies it is given
 # and sends them back. Upstream titles mapped here (test/session.js):
 #   "should pass session fetch error"                      -> TestStoreFailures (our deliberate
 #                                                             difference: the body does not echo it)
@@ -84,7 +84,7 @@ LOAD_FAILED = "The session could not be loaded"
 # at the end gives a 500 instead of the handler's answer.
 
 
-class TestServerBrowser:
+class DemoBrowser:
     """A tiny browser for one demo server: keeps each Set-Cookie's ``name=value`` and sends it back."""
 
     def __init__(self, port: int) -> None:
@@ -127,7 +127,7 @@ class TestServerBrowser:
         return response
 
 
-class TestServerFailingStore(CountingStore):
+class FailingStore(CountingStore):
     """A CountingStore whose methods can be told to fail: ``fail['set'] = RuntimeError(...)``.
 
     ``replies['get'] = value`` makes ``get`` return that value instead of the stored one.
@@ -165,7 +165,7 @@ class TestServerFailingStore(CountingStore):
         MemoryStore.touch(self, sid, session)
 
 
-class TestServerDemoCase(SessionAssertions):
+class DemoServerCase(SessionAssertions):
     """Shared set-up for the demo-server tests: start a demo, read its cookies and store."""
 
     def setUp(self) -> None:
@@ -208,8 +208,8 @@ class TestServerDemoCase(SessionAssertions):
         thread.join(5)
 
     @staticmethod
-    def browser(demo: server.SessionHTTPServer) -> TestServerBrowser:
-        return TestServerBrowser(demo.server_address[1])
+    def browser(demo: server.SessionHTTPServer) -> DemoBrowser:
+        return DemoBrowser(demo.server_address[1])
 
     @staticmethod
     def store_of(demo: server.SessionHTTPServer) -> MemoryStore:
@@ -234,7 +234,7 @@ class TestServerDemoCase(SessionAssertions):
         return expires - parsedate_to_datetime(response.headers["Date"])
 
 
-class TestServerRoutes(TestServerDemoCase):
+class TestServerRoutes(DemoServerCase):
     """The routes of ROUTES.md, with the demo's default flags."""
 
     def test_counts_views_from_a_first_visit(self):
@@ -432,7 +432,7 @@ class TestServerRoutes(TestServerDemoCase):
         self.assertEqual(browser.get("/?y=2").body, "Number of views: 2")
 
 
-class TestServerFlags(TestServerDemoCase):
+class TestServerFlags(DemoServerCase):
     """Each flag of ROUTES.md, observed through the demo server."""
 
     def test_parse_args_defaults_are_those_of_routes_md(self):
@@ -737,7 +737,7 @@ class TestServerFlags(TestServerDemoCase):
         self.assertIn("touch: yes", text)
 
 
-class TestServerHead(TestServerDemoCase):
+class TestServerHead(DemoServerCase):
     """HEAD on the demo's routes, as Express answers it: the GET route runs, no body is sent."""
 
     def test_head_runs_the_route_and_sends_headers_without_a_body(self):
@@ -753,7 +753,7 @@ class TestServerHead(TestServerDemoCase):
         cookie = answer.getheader("Set-Cookie").split(";", 1)[0]
         self.assertEqual(self.browser(demo).get("/peek", cookie_lines=[cookie]).body, "views: 1")
 
-class TestServerBeyondExpressFlags(TestServerDemoCase):
+class TestServerBeyondExpressFlags(DemoServerCase):
     """server.py's --store and --concurrency flags (beyond express-session)."""
 
     def test_store_bounded_serves_the_counter_from_a_bounded_store(self):
@@ -791,7 +791,7 @@ class TestServerBeyondExpressFlags(TestServerDemoCase):
 
         def client() -> None:
             for _ in range(25):
-                statuses.append(TestServerBrowser(browser.port).get(cookie_lines=[cookie]).status)
+                statuses.append(DemoBrowser(browser.port).get(cookie_lines=[cookie]).status)
 
         workers = [threading.Thread(target=client) for _ in range(4)]
         for worker in workers:
@@ -825,7 +825,7 @@ class TestServerBeyondExpressFlags(TestServerDemoCase):
                 self.assertEqual(raised.exception.code, 2)
 
 
-class TestServerMain(TestServerDemoCase):
+class TestServerMain(DemoServerCase):
     """server.main(): flags, warnings, the URL, --trace wiring, Ctrl+C."""
 
     def run_main(self, *argv: str) -> tuple[int, str, str]:
@@ -1022,7 +1022,7 @@ class TestServerMain(TestServerDemoCase):
         self.assertIsNone(quiet.trace)
 
 
-class TestServerTrace(TestServerDemoCase):
+class TestServerTrace(DemoServerCase):
     """--trace: one block per request, headed by its request line, its session lines indented under it."""
 
     def blocks(self, demo: server.SessionHTTPServer) -> list[list[str]]:
@@ -1143,10 +1143,10 @@ class ServerPage(html.parser.HTMLParser):
             self.visits[-1]["whys"][-1] += data
 
 
-class TestServerHTMLView(TestServerDemoCase):
+class TestServerHTMLView(DemoServerCase):
     """The HTML view: a browser sees the sentence, every route, and what the session layer did."""
 
-    def page(self, browser: TestServerBrowser, path: str = "/") -> tuple[Response, ServerPage]:
+    def page(self, browser: DemoBrowser, path: str = "/") -> tuple[Response, ServerPage]:
         response = browser.get(path, headers=BROWSER_ACCEPT)
         return response, ServerPage(response.body)
 
@@ -1457,7 +1457,7 @@ class HeadlessChromium:
 
 
 @unittest.skipUnless(shutil.which("chromium"), "chromium is not installed (apt-get install chromium)")
-class TestServerInChromium(TestServerDemoCase):
+class TestServerInChromium(DemoServerCase):
     """A real browser: headless Chromium counts, logs in through the form, logs out through the link."""
 
     def test_counts_logs_in_and_logs_out_in_a_real_browser(self):
@@ -1493,7 +1493,7 @@ class TestServerInChromium(TestServerDemoCase):
 # should have a new sid). Every bad cookie must give a NEW session, never a 500.
 
 
-class TestBadCookies(TestServerDemoCase):
+class TestBadCookies(DemoServerCase):
     """A bad, forged or unknown session cookie gives a new session (and no 500)."""
 
     def setUp(self) -> None:
@@ -1624,15 +1624,15 @@ class TestBadCookies(TestServerDemoCase):
 # "should pass session destroy error".
 
 
-class TestStoreFailures(TestServerDemoCase):
+class TestStoreFailures(DemoServerCase):
     """A store that fails: a 500 when loading; at the end, a logged error and a 500 instead of the handler's answer."""
 
-    def start_failing_demo(self, *flags: str) -> tuple[server.SessionHTTPServer, TestServerFailingStore]:
+    def start_failing_demo(self, *flags: str) -> tuple[server.SessionHTTPServer, FailingStore]:
         clock = FrozenClock()
-        store = TestServerFailingStore(clock=clock)
+        store = FailingStore(clock=clock)
         return self.start_demo(*flags, store=store, clock=clock), store
 
-    def with_a_session(self, demo: server.SessionHTTPServer) -> tuple[TestServerBrowser, str]:
+    def with_a_session(self, demo: server.SessionHTTPServer) -> tuple[DemoBrowser, str]:
         """A browser holding a stored session with views = 1, and that session's id."""
         browser = self.browser(demo)
         browser.get("/")
@@ -1703,23 +1703,10 @@ class TestStoreFailures(TestServerDemoCase):
         self.assertEqual(store.calls, Counter({"get": 1}))
 
     def test_stored_session_that_is_not_a_dict_gives_500(self):
-        """store.get returning a truthy value that is not a session object gives a 500."""
+        """store.get returning a truthy value that is no session object gives a 500; so do {} and [] (truthy in JavaScript)."""
         demo, store = self.start_failing_demo()
         browser, _ = self.with_a_session(demo)
-        for reply in ("a string", ["cookie"], 42, True, ("cookie",), {"cookie": "not an object"}):
-            with self.subTest(reply=reply):
-                store.replies["get"] = reply
-                store.calls.clear()
-                with self.assertLogs("session_demo", logging.ERROR):
-                    response = browser.get("/")
-                    self.assertEqual(response.status, 500, response.body)
-                self.assertEqual(store.calls["set"], 0)
-
-    def test_empty_dict_or_list_from_get_gives_500(self):
-        """An empty dict or list from store.get is a session without a cookie (truthy in JavaScript): 500."""
-        demo, store = self.start_failing_demo()
-        browser, _ = self.with_a_session(demo)
-        for reply in ({}, []):
+        for reply in ("a string", ["cookie"], 42, True, ("cookie",), {"cookie": "not an object"}, {}, []):
             with self.subTest(reply=reply):
                 store.replies["get"] = reply
                 store.calls.clear()
@@ -2162,7 +2149,7 @@ class _LessonsCurl:
                 jar[name] = value
 
 
-class LessonsReplayCase(TestServerDemoCase):
+class LessonsReplayCase(DemoServerCase):
     """Replays a ```console walkthrough (python3 server.py, then curls) against real demo servers."""
 
     def replay(self, lesson: int) -> int:
@@ -2268,7 +2255,7 @@ class TestLessonsWalkthroughs(LessonsReplayCase):
         self.assertTrue(server.parse_args(["--trace"]).trace)
 
 
-class TestLessonsTour(TestServerDemoCase):
+class TestLessonsTour(DemoServerCase):
     """python3 server.py --tour: a few requests with server.py's defaults, on one 80-column screen."""
 
     def tour_lines(self) -> list[str]:
@@ -2330,7 +2317,7 @@ class TestLessonsTour(TestServerDemoCase):
                          [("sid1", 1), ("sid1", 2), ("sid1", 2), ("sid2", None)])
 
 
-class TestHostileCookieHeader(TestServerDemoCase):
+class TestHostileCookieHeader(DemoServerCase):
     """Hostile Cookie headers through the demo server: express's session is found, else a new one; never a 500."""
 
     # (what the attacker or a broken client sends, the Cookie header lines, what express finds: observed)
@@ -2390,13 +2377,13 @@ class TestHostileCookieHeader(TestServerDemoCase):
         super().setUp()
         self.demo = self.start_demo()
         self.store = self.store_of(self.demo)
-        TestHostileHelpers.store_both(self.store)
+        HostileHelpers.store_both(self.store)
         self.stored_before = dict(self.store.sessions)
 
     def assert_express_outcome(self, response: Response, expected: str, since: int) -> None:
         """200 with the body express gives; a new session has a new id; the other sessions are not touched."""
         self.assertEqual((response.status, response.body), (200, expected))
-        touched = TestHostileHelpers.ids_touched(self.store, since)
+        touched = HostileHelpers.ids_touched(self.store, since)
         if expected == HOSTILE_NEW:
             new_id = self.session_id_in(self.assert_sets_cookie(response))
             self.assertNotIn(new_id, (HOSTILE_GOOD_ID, HOSTILE_OTHER_ID))
@@ -2413,7 +2400,7 @@ class TestHostileCookieHeader(TestServerDemoCase):
         for description, lines, expected in self.CASES:
             with self.subTest(description):
                 since = len(self.store.log)
-                lines = [TestHostileHelpers.expand(line) for line in lines]
+                lines = [HostileHelpers.expand(line) for line in lines]
                 response = self.browser(self.demo).get("/peek", cookie_lines=lines)
                 self.assert_express_outcome(response, expected, since)
 
@@ -2436,8 +2423,8 @@ class TestHostileCookieHeader(TestServerDemoCase):
         for description, line, expected in cases:
             with self.subTest(description):
                 since = len(self.store.log)
-                block = b"Cookie: " + TestHostileHelpers.expand(line) + b"\r\n"
-                response = TestHostileHelpers.raw_get(self.demo.server_address[1], block)
+                block = b"Cookie: " + HostileHelpers.expand(line) + b"\r\n"
+                response = HostileHelpers.raw_get(self.demo.server_address[1], block)
                 self.assert_express_outcome(response, expected, since)
 
     def test_heads_up_to_16_kb_are_answered_and_larger_ones_get_431(self):
@@ -2445,7 +2432,7 @@ class TestHostileCookieHeader(TestServerDemoCase):
         # http.server alone reads 100 lines of up to 65,536 bytes; the adapter caps the head at 16 KB, as Node does.
         since = len(self.store.log)
         line = "; ".join(f"k{i}=v{i}" for i in range(1100)) + "; <good>"  # 14 KB
-        response = self.browser(self.demo).get("/peek", cookie_lines=[TestHostileHelpers.expand(line)])
+        response = self.browser(self.demo).get("/peek", cookie_lines=[HostileHelpers.expand(line)])
         self.assert_express_outcome(response, HOSTILE_FOUND_GOOD, since)
         cases = [
             ("3,000 pairs before ours (37 KB)", "; ".join(f"k{i}=v{i}" for i in range(3000)) + "; <good>"),
@@ -2455,23 +2442,23 @@ class TestHostileCookieHeader(TestServerDemoCase):
         for description, line in cases:
             with self.subTest(description):
                 since = len(self.store.log)
-                response = self.browser(self.demo).get("/peek", cookie_lines=[TestHostileHelpers.expand(line)])
+                response = self.browser(self.demo).get("/peek", cookie_lines=[HostileHelpers.expand(line)])
                 self.assertEqual(response.status, 431)
                 self.assertEqual(response.set_cookies, [])
                 self.assertEqual(self.store.log[since:], [], "the session layer never saw the request")
 
 
-class TestHostileStoreFaults(TestServerDemoCase):
+class TestHostileStoreFaults(DemoServerCase):
     """A store that holds corrupt data or is slow: a clear 500 on load, nothing written, other sessions unaffected."""
 
     def setUp(self) -> None:
         super().setUp()
         self.demo = self.start_demo()
         self.store = self.store_of(self.demo)
-        TestHostileHelpers.store_both(self.store)
+        HostileHelpers.store_both(self.store)
 
     def get_with(self, session_id: str, path: str = "/") -> Response:
-        return self.browser(self.demo).get(path, cookie_lines=["connect.sid=" + TestHostileHelpers.value(session_id)])
+        return self.browser(self.demo).get(path, cookie_lines=["connect.sid=" + HostileHelpers.value(session_id)])
 
     def assert_load_fails_cleanly(self, text: str) -> None:
         """The good session holds ``text``: 500, no cookie, nothing written; the other session still counts."""
@@ -2486,7 +2473,7 @@ class TestHostileStoreFaults(TestServerDemoCase):
         self.assertEqual(self.store.log[since:], [("get", HOSTILE_GOOD_ID)])
         self.assertEqual(self.store.sessions[HOSTILE_GOOD_ID], text)
         self.assertEqual(self.get_with(HOSTILE_OTHER_ID).body, "Number of views: 6")
-        TestHostileHelpers.store_both(self.store)  # back to views 1 and 5 for the next case
+        HostileHelpers.store_both(self.store)  # back to views 1 and 5 for the next case
 
     def test_corrupt_json_in_the_store_gives_500(self):
         """Store corruption (truncated or non-JSON text): a clear 500, nothing written (observed: express 500s too)."""
@@ -2512,7 +2499,7 @@ class TestHostileStoreFaults(TestServerDemoCase):
 
     def test_a_deeply_nested_session_returned_by_a_store_gives_500(self):
         """A store returning an already-parsed 100,000-level dict (RecursionError while hashing): 500, nothing written."""
-        store = TestServerFailingStore()
+        store = FailingStore()
         demo = self.start_demo(store=store)
         deep: dict[str, Any] = {}
         for _ in range(100000):
@@ -2520,7 +2507,7 @@ class TestHostileStoreFaults(TestServerDemoCase):
         store.replies["get"] = {"cookie": dict(HOSTILE_COOKIE_JSON), "deep": deep}
         browser = self.browser(demo)
         with self.assertLogs("session_demo", logging.ERROR):
-            response = browser.get("/", cookie_lines=["connect.sid=" + TestHostileHelpers.value("any-id")])
+            response = browser.get("/", cookie_lines=["connect.sid=" + HostileHelpers.value("any-id")])
         self.assertEqual(response.status, 500)
         self.assert_no_set_cookie(response)
         self.assertEqual(store.calls, Counter({"get": 1}))
@@ -2534,7 +2521,7 @@ class TestHostileStoreFaults(TestServerDemoCase):
             handler.reply(200, "ok")
 
         store = MemoryStore()
-        test_server = TestServer(self, app, store=store)
+        test_server = LiveServer(self, app, store=store)
         for value in ("nan", "inf", "-inf"):
             with self.subTest(value):
                 response = test_server.get("/?" + value)
@@ -2557,17 +2544,17 @@ class TestHostileStoreFaults(TestServerDemoCase):
                 return super().get(sid)
 
         store = SlowForOne(clock=FrozenClock())
-        TestHostileHelpers.store_both(store)
+        HostileHelpers.store_both(store)
         demo = self.start_demo(store=store)
         browser, slow_browser = self.browser(demo), self.browser(demo)
         slow: dict[str, Response] = {}
         waiter = threading.Thread(target=lambda: slow.update(response=slow_browser.get(
-            "/", cookie_lines=["connect.sid=" + TestHostileHelpers.value(HOSTILE_GOOD_ID)])))
+            "/", cookie_lines=["connect.sid=" + HostileHelpers.value(HOSTILE_GOOD_ID)])))
         waiter.start()
         self.addCleanup(waiter.join, 10)
         self.addCleanup(release.set)
         self.assertTrue(entered.wait(10))
-        other = ["connect.sid=" + TestHostileHelpers.value(HOSTILE_OTHER_ID)]
+        other = ["connect.sid=" + HostileHelpers.value(HOSTILE_OTHER_ID)]
         self.assertEqual([browser.get("/", cookie_lines=other).body for _ in range(3)],
                          ["Number of views: 6", "Number of views: 7", "Number of views: 8"])
         self.assertEqual(browser.get("/peek").status, 200)
@@ -2585,11 +2572,11 @@ class TestHostileStoreFaults(TestServerDemoCase):
                 return super().get(sid)
 
         store = FailingForOne(clock=FrozenClock())
-        TestHostileHelpers.store_both(store)
+        HostileHelpers.store_both(store)
         demo = self.start_demo(store=store)
         browser = self.browser(demo)
-        good = ["connect.sid=" + TestHostileHelpers.value(HOSTILE_GOOD_ID)]
-        other = ["connect.sid=" + TestHostileHelpers.value(HOSTILE_OTHER_ID)]
+        good = ["connect.sid=" + HostileHelpers.value(HOSTILE_GOOD_ID)]
+        other = ["connect.sid=" + HostileHelpers.value(HOSTILE_OTHER_ID)]
         answers = []
         with self.assertLogs("session_demo", logging.ERROR):
             for _ in range(2):
@@ -2599,7 +2586,7 @@ class TestHostileStoreFaults(TestServerDemoCase):
         self.assertEqual(json.loads(store.sessions[HOSTILE_GOOD_ID])["views"], 1)
 
 
-class TestHostileLoad(TestServerDemoCase):
+class TestHostileLoad(DemoServerCase):
     """Many clients at once on the demo server: exact counts, no errors, exactly the live sessions stored."""
 
     CLIENTS = 16
@@ -2669,7 +2656,7 @@ class TestHostileLoad(TestServerDemoCase):
         self.assertEqual({session["views"] for session in stored.values()}, {self.REQUESTS})
 
 
-class TestHostileFloodingOverHTTP(TestServerDemoCase):
+class TestHostileFloodingOverHTTP(DemoServerCase):
     """A flood through the real demo server with --no-save-uninitialized (CVE-2015-3982)."""
 
     def test_a_few_hundred_anonymous_requests_store_nothing(self):
@@ -2683,7 +2670,7 @@ class TestHostileFloodingOverHTTP(TestServerDemoCase):
         for index in range(300):
             session_id = "%032x" % rng.getrandbits(128)
             cookie = [None, "connect.sid=" + session_id,
-                      "connect.sid=" + TestHostileHelpers.value(session_id, server.DEMO_SECRET)][index % 3]
+                      "connect.sid=" + HostileHelpers.value(session_id, server.DEMO_SECRET)][index % 3]
             connection.request("GET", "/peek", headers={"Cookie": cookie} if cookie else {})
             answer = connection.getresponse()
             answers[(answer.status, answer.read().decode(), answer.getheader("Set-Cookie"))] += 1
@@ -2804,7 +2791,7 @@ class TestReadme(LessonsReplayCase):
         for code in examples:
             with self.subTest(example=code.splitlines()[0]):
                 example = self.run_example(code)
-                browser = TestServerBrowser(example.server_address[1])
+                browser = DemoBrowser(example.server_address[1])
                 views = []
                 for _ in range(3):
                     views.append(browser.get("/").body)

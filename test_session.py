@@ -167,7 +167,7 @@ class Response:
         raise AssertionError(f"no {name} Set-Cookie in {self.set_cookies!r}")
 
 
-class TestServer:
+class LiveServer:
     """A SessionHTTPServer on a free loopback port, running ``app`` for each GET."""
 
     def __init__(self, testcase: unittest.TestCase, app: App = hello,
@@ -1750,7 +1750,7 @@ class ReqSessionDateStore(MemoryStore):
 # ==== Shared helpers ========================================================
 
 
-class TestReqSessionBase(SessionAssertions):
+class ReqSessionCase(SessionAssertions):
     """Helpers shared by this file's test cases (no tests of its own)."""
 
     @staticmethod
@@ -1782,7 +1782,7 @@ class TestReqSessionBase(SessionAssertions):
 # ==== req.session ===========================================================
 
 
-class TestReqSession(TestReqSessionBase):
+class TestReqSession(ReqSessionCase):
     """upstream describe('req.session'): the session as the handler sees it."""
 
     def test_session_persists_between_requests(self):
@@ -1793,7 +1793,7 @@ class TestReqSession(TestReqSessionBase):
             h.session["count"] = h.session.get("count", 0) + 1
             h.reply(200, f"hits: {h.session['count']}")
 
-        server = TestServer(self, app, store=store)
+        server = LiveServer(self, app, store=store)
         first = server.get("/")
         self.assertEqual(first.body, "hits: 1")
         pair = self.assert_sets_cookie(first)
@@ -1809,7 +1809,7 @@ class TestReqSession(TestReqSessionBase):
                 h.session["count"] = h.session.get("count", 0) + 1
             h.reply(200, str(h.session["count"]))
 
-        server = TestServer(self, app)
+        server = LiveServer(self, app)
         first = server.get("/")
         self.assertEqual(first.body, "1")
         second = server.get("/", cookie=self.assert_sets_cookie(first))
@@ -1832,14 +1832,14 @@ class TestReqSession(TestReqSessionBase):
             h.session["bar"] = "bar"
             h.reply(200, ",".join(sorted(h.session)) + "|" + ",".join(sorted(h.session.to_json())))
 
-        response = TestServer(self, app).get("/")
+        response = LiveServer(self, app).get("/")
         self.assertEqual(response.body, "bar,foo|bar,cookie,foo")
 
     def test_no_session_while_the_store_is_not_ready(self):
         """A store with ready=False means no session and no cookie ("should not be set if store is disconnected")."""
         store = MemoryStore()
         store.ready = False
-        server = TestServer(self, lambda h: h.reply(200, type(h.session).__name__), store=store)
+        server = LiveServer(self, lambda h: h.reply(200, type(h.session).__name__), store=store)
         response = server.get("/")
         self.assertEqual((response.status, response.body), (200, "NoneType"))
         self.assertEqual(response.set_cookies, [])
@@ -1848,7 +1848,7 @@ class TestReqSession(TestReqSessionBase):
         """Once ready is True again, requests get sessions ("should be set when store reconnects")."""
         store = MemoryStore()
         store.ready = False
-        server = TestServer(self, lambda h: h.reply(200, type(h.session).__name__), store=store)
+        server = LiveServer(self, lambda h: h.reply(200, type(h.session).__name__), store=store)
         response = server.get("/")
         self.assertEqual(response.body, "NoneType")
         self.assert_no_set_cookie(response)
@@ -1856,7 +1856,7 @@ class TestReqSession(TestReqSessionBase):
         self.assertEqual(server.get("/").body, "Session")
 
 
-class TestReqSessionDestroy(TestReqSessionBase):
+class TestReqSessionDestroy(ReqSessionCase):
     """upstream describe('.destroy()')."""
 
     def test_destroy_removes_the_session_and_sends_no_cookie(self):
@@ -1866,12 +1866,12 @@ class TestReqSessionDestroy(TestReqSessionBase):
             h.session.destroy()
             h.reply(200, repr(h.session))
 
-        response = TestServer(self, app).get("/")
+        response = LiveServer(self, app).get("/")
         self.assertEqual((response.status, response.body), (200, "None"))
         self.assert_no_set_cookie(response)
 
 
-class TestReqSessionRegenerate(TestReqSessionBase):
+class TestReqSessionRegenerate(ReqSessionCase):
     """upstream describe('.regenerate()')."""
 
     def test_regenerate_replaces_the_session_with_a_new_id(self):
@@ -1882,7 +1882,7 @@ class TestReqSessionRegenerate(TestReqSessionBase):
             new = h.session.regenerate()
             h.reply(200, str(new.id == old_id and h.session is new))
 
-        server = TestServer(self, app)
+        server = LiveServer(self, app)
         first = server.get("/")
         pair = self.assert_sets_cookie(first)
         second = server.get("/", cookie=pair)
@@ -1891,12 +1891,12 @@ class TestReqSessionRegenerate(TestReqSessionBase):
         self.assertNotEqual(self.session_id_of(new_pair), self.session_id_of(pair))
 
 
-class TestReqSessionReload(TestReqSessionBase):
+class TestReqSessionReload(ReqSessionCase):
     """upstream describe('.reload()')."""
 
     def test_reload_picks_up_another_requests_write(self):
         """reload() reads the store again, seeing what another request saved ("should reload session from store")."""
-        servers: list[TestServer] = []
+        servers: list[LiveServer] = []
 
         def app(h):
             if h.path == "/":
@@ -1914,7 +1914,7 @@ class TestReqSessionReload(TestReqSessionBase):
             reloaded = h.session.reload()
             h.reply(200, "saw " + reloaded["url"])
 
-        servers.append(TestServer(self, app))
+        servers.append(LiveServer(self, app))
         first = servers[0].get("/")
         self.assertEqual(first.body, "session created")
         response = servers[0].get("/foo", cookie=self.assert_sets_cookie(first))
@@ -1937,14 +1937,14 @@ class TestReqSessionReload(TestReqSessionBase):
             else:
                 h.reply(200, "")
 
-        server = TestServer(self, app, store=store)
+        server = LiveServer(self, app, store=store)
         first = server.get("/")
         self.assertEqual(first.body, "session created")
         response = server.get("/foo", cookie=self.assert_sets_cookie(first))
         self.assertEqual((response.status, response.body), (500, "failed to load session"))
 
 
-class TestReqSessionSave(TestReqSessionBase):
+class TestReqSessionSave(ReqSessionCase):
     """upstream describe('.save()'): an explicit save replaces the end-of-request save."""
 
     def test_save_writes_the_session_to_the_store_now(self):
@@ -1956,12 +1956,12 @@ class TestReqSessionSave(TestReqSessionBase):
             h.session.save()
             h.reply(200, "stored" if store.get(h.session.id) else "empty")
 
-        self.assertEqual(TestServer(self, app, store=store).get("/").body, "stored")
+        self.assertEqual(LiveServer(self, app, store=store).get("/").body, "stored")
 
     def assert_one_set_per_request(self, app, **overrides):
         """Two requests (new, then loaded): each calls store.set exactly once."""
         store = CountingStore()
-        server = TestServer(self, app, store=store, **overrides)
+        server = LiveServer(self, app, store=store, **overrides)
         first = server.get("/")
         self.assertEqual((first.status, first.body), (200, "saved"))
         self.assertEqual(store.calls["set"], 1)
@@ -2004,7 +2004,7 @@ class TestReqSessionSave(TestReqSessionBase):
         self.assert_one_set_per_request(app, save_uninitialized=False)
 
 
-class TestReqSessionTouch(TestReqSessionBase):
+class TestReqSessionTouch(ReqSessionCase):
     """upstream describe('.touch()')."""
 
     def test_touch_moves_the_stored_expiry_forward(self):
@@ -2017,7 +2017,7 @@ class TestReqSessionTouch(TestReqSessionBase):
             h.session.touch()
             h.reply(200, "")
 
-        server = TestServer(self, app, store=store, clock=clock, resave=False,
+        server = LiveServer(self, app, store=store, clock=clock, resave=False,
                             cookie={"max_age": 60000})
         first = server.get("/")
         pair = self.assert_sets_cookie(first)
@@ -2033,7 +2033,7 @@ class TestReqSessionTouch(TestReqSessionBase):
 # ==== req.session.cookie ====================================================
 
 
-class TestReqSessionCookie(TestReqSessionBase):
+class TestReqSessionCookie(ReqSessionCase):
     """upstream describe('.cookie') / describe('.*'): the cookie's attributes at request time."""
 
     def test_runtime_attribute_changes_are_serialized(self):
@@ -2044,20 +2044,20 @@ class TestReqSessionCookie(TestReqSessionBase):
             h.session.cookie.secure = True
             h.reply(200, "")
 
-        response = TestServer(self, app, proxy=True).get("/", headers={"X-Forwarded-Proto": "https"})
+        response = LiveServer(self, app, proxy=True).get("/", headers={"X-Forwarded-Proto": "https"})
         attributes = response.cookie_attributes()
         self.assertNotIn("HttpOnly", attributes)
         self.assertIn("Secure", attributes)
 
     def test_default_is_a_browser_session_cookie(self):
         """Without max_age or expires the cookie has no Expires ("should default to a browser-session length cookie")."""
-        response = TestServer(self, cookie={"path": "/admin"}).get("/admin")
+        response = LiveServer(self, cookie={"path": "/admin"}).get("/admin")
         self.assertEqual(response.status, 200)
         self.assertNotIn("Expires", response.cookie_attributes())
 
     def test_browser_session_cookie_is_set_only_once(self):
         """A browser-session cookie is not sent again for a known session ("should Set-Cookie only once ...")."""
-        server = TestServer(self, cookie={"path": "/admin"})
+        server = LiveServer(self, cookie={"path": "/admin"})
         first = server.get("/admin/foo")
         second = server.get("/admin", cookie=self.assert_sets_cookie(first))
         self.assertEqual(second.status, 200)
@@ -2072,7 +2072,7 @@ class TestReqSessionCookie(TestReqSessionBase):
 
         options = {"http_only": False, "max_age": 5000, "path": "/admin", "priority": "high",
                    "secure": True}
-        attributes = TestServer(self, app, cookie=options).get("/admin").cookie_attributes()
+        attributes = LiveServer(self, app, cookie=options).get("/admin").cookie_attributes()
         self.assertIn("Expires", attributes)
         self.assertNotIn("HttpOnly", attributes)
         self.assertEqual(attributes["Path"], "/admin")
@@ -2087,7 +2087,7 @@ class TestReqSessionCookie(TestReqSessionBase):
             h.session.cookie.same_site = "bogus"
             h.reply(200, "ok")
 
-        server = TestServer(self, app, store=store)
+        server = LiveServer(self, app, store=store)
         with self.assertLogs("session_demo", logging.ERROR) as logs:
             response = server.get("/")
         self.assertEqual((response.status, response.body), (200, "ok"))
@@ -2104,7 +2104,7 @@ class TestReqSessionCookie(TestReqSessionBase):
             h.send_header("Content-Length", "0")
             h.end_headers()
 
-        response = TestServer(self, app).get("/")
+        response = LiveServer(self, app).get("/")
         self.assertEqual(response.status, 200)
         self.assertEqual(len(response.set_cookies), 2)
         self.assertTrue(response.set_cookies[0].startswith("previous=cookieValue;"))
@@ -2116,12 +2116,12 @@ class TestReqSessionCookie(TestReqSessionBase):
         def app(h):
             h.reply(200, "", headers={"Set-Cookie": Cookie().serialize("previous", "cookieValue")})
 
-        response = TestServer(self, app).get("/")
+        response = LiveServer(self, app).get("/")
         self.assertEqual(response.session_cookie("previous"), "previous=cookieValue")
         self.assert_sets_cookie(response)
 
 
-class TestReqSessionCookieOriginalMaxAge(TestReqSessionBase):
+class TestReqSessionCookieOriginalMaxAge(ReqSessionCase):
     """upstream describe('.originalMaxAge')."""
 
     @staticmethod
@@ -2130,13 +2130,13 @@ class TestReqSessionCookieOriginalMaxAge(TestReqSessionBase):
 
     def test_original_max_age_equals_the_option(self):
         """original_max_age is the configured max_age ("should equal original maxAge")."""
-        response = TestServer(self, self.app, clock=FrozenClock(), cookie={"max_age": 2000}).get("/")
+        response = LiveServer(self, self.app, clock=FrozenClock(), cookie={"max_age": 2000}).get("/")
         self.assertEqual(response.body, "2000")
 
     def test_original_max_age_is_the_same_on_later_requests(self):
         """A loaded session keeps original_max_age while time passes ("should equal original maxAge for all requests")."""
         clock = FrozenClock()
-        server = TestServer(self, self.app, clock=clock, store=MemoryStore(clock=clock),
+        server = LiveServer(self, self.app, clock=clock, store=MemoryStore(clock=clock),
                             cookie={"max_age": 2000})
         first = server.get("/")
         self.assertEqual(first.body, "2000")
@@ -2147,7 +2147,7 @@ class TestReqSessionCookieOriginalMaxAge(TestReqSessionBase):
     def test_original_max_age_is_the_same_when_the_store_returns_a_datetime(self):
         """A store that gives expires back as a datetime keeps it too (the SmartStore variant of the same title)."""
         clock = FrozenClock()
-        server = TestServer(self, self.app, clock=clock, store=ReqSessionDateStore(clock=clock),
+        server = LiveServer(self, self.app, clock=clock, store=ReqSessionDateStore(clock=clock),
                             cookie={"max_age": 2000})
         first = server.get("/")
         self.assertEqual(first.body, "2000")
@@ -2156,7 +2156,7 @@ class TestReqSessionCookieOriginalMaxAge(TestReqSessionBase):
         self.assertEqual((second.status, second.body), (200, "2000"))
 
 
-class TestReqSessionCookieSecure(TestReqSessionBase):
+class TestReqSessionCookieSecure(ReqSessionCase):
     """upstream describe('.secure'): a secure cookie goes out only over a secure connection."""
 
     def test_sets_secure_cookie_over_tls(self):
@@ -2168,7 +2168,7 @@ class TestReqSessionCookieSecure(TestReqSessionBase):
 
     def test_sets_no_secure_cookie_over_plain_http(self):
         """Over plain HTTP a secure cookie is not sent ("should not set-cookie when insecure")."""
-        response = TestServer(self, cookie={"secure": True}).get("/")
+        response = LiveServer(self, cookie={"secure": True}).get("/")
         self.assertEqual(response.status, 200)
         self.assertEqual(response.set_cookies, [])
 
@@ -2183,7 +2183,7 @@ class TestReqSessionCookieSecure(TestReqSessionBase):
         subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
                         "-subj", "/CN=localhost", "-keyout", key, "-out", certificate],
                        check=True, capture_output=True, timeout=60)
-        server = TestServer(self, cookie={"secure": True})
+        server = LiveServer(self, cookie={"secure": True})
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(certificate, key)
         server.server.socket = context.wrap_socket(server.server.socket, server_side=True)
@@ -2200,10 +2200,10 @@ class TestReqSessionCookieSecure(TestReqSessionBase):
         self.assertRegex(set_cookie, r"^connect\.sid=s%3A[^;]+; Path=/; HttpOnly; Secure$")
 
 
-class TestReqSessionCookieMaxAge(TestReqSessionBase):
+class TestReqSessionCookieMaxAge(ReqSessionCase):
     """upstream describe('.maxAge'): Expires minus Date is exactly the max_age in force."""
 
-    def start(self) -> tuple[TestServer, FrozenClock, str]:
+    def start(self) -> tuple[LiveServer, FrozenClock, str]:
         """upstream's before(): a server that changes max_age on the 2nd and 3rd count, and one request."""
         clock = FrozenClock()
 
@@ -2218,7 +2218,7 @@ class TestReqSessionCookieMaxAge(TestReqSessionBase):
             h.session["count"] = count
             h.reply(200, str(count))
 
-        server = TestServer(self, app, clock=clock, store=MemoryStore(clock=clock),
+        server = LiveServer(self, app, clock=clock, store=MemoryStore(clock=clock),
                             cookie={"max_age": 2000})
         first = server.get("/")
         self.assertEqual(first.body, "0")
@@ -2251,7 +2251,7 @@ class TestReqSessionCookieMaxAge(TestReqSessionBase):
         self.assertEqual(self.expires_minus_date_ms(response), 3_000_000_000)
 
 
-class TestReqSessionCookieExpires(TestReqSessionBase):
+class TestReqSessionCookieExpires(ReqSessionCase):
     """upstream describe('.expires')."""
 
     def test_datetime_expires_is_absolute(self):
@@ -2261,7 +2261,7 @@ class TestReqSessionCookieExpires(TestReqSessionBase):
             h.session.cookie.expires = datetime(1970, 1, 1, tzinfo=_UTC)
             h.reply(200, "")
 
-        response = TestServer(self, app).get("/")
+        response = LiveServer(self, app).get("/")
         self.assertEqual(response.cookie_attributes()["Expires"], "Thu, 01 Jan 1970 00:00:00 GMT")
 
     @staticmethod
@@ -2273,13 +2273,13 @@ class TestReqSessionCookieExpires(TestReqSessionBase):
 
     def test_none_expires_makes_a_browser_session_cookie(self):
         """expires=None gives a cookie without Expires ("when null: should be a browser-session cookie")."""
-        response = TestServer(self, self.browser_session_app).get("/")
+        response = LiveServer(self, self.browser_session_app).get("/")
         self.assertEqual(response.status, 200)
         self.assertNotIn("Expires", response.cookie_attributes())
 
     def test_none_expires_cookie_is_not_sent_again(self):
         """The next request gets no Set-Cookie ("when null: should not reset cookie")."""
-        server = TestServer(self, self.browser_session_app)
+        server = LiveServer(self, self.browser_session_app)
         first = server.get("/")
         self.assertNotIn("Expires", first.cookie_attributes())
         second = server.get("/", cookie=self.assert_sets_cookie(first))
@@ -2289,7 +2289,7 @@ class TestReqSessionCookieExpires(TestReqSessionBase):
     def test_none_expires_cookie_is_not_sent_again_even_when_modified(self):
         """A modified session with a browser-session cookie gets no Set-Cookie ("should not reset cookie when modified")."""
         store = CountingStore()
-        server = TestServer(self, lambda h: self.browser_session_app(h, modify=True), store=store)
+        server = LiveServer(self, lambda h: self.browser_session_app(h, modify=True), store=store)
         first = server.get("/")
         self.assertNotIn("Expires", first.cookie_attributes())
         pair = self.assert_sets_cookie(first)
@@ -2298,7 +2298,7 @@ class TestReqSessionCookieExpires(TestReqSessionBase):
         self.assertEqual(self.stored(store, self.session_id_of(pair))["hit"], 2)
 
 
-class TestReqSessionCookiePartitioned(TestReqSessionBase):
+class TestReqSessionCookiePartitioned(ReqSessionCase):
     """upstream describe('.partitioned')."""
 
     def test_partitioned_attribute_follows_the_option(self):
@@ -2308,14 +2308,14 @@ class TestReqSessionCookiePartitioned(TestReqSessionBase):
                  ("when True", {"max_age": 60000, "partitioned": True}, True)]
         for label, cookie, expected in cases:
             with self.subTest(label):
-                attributes = TestServer(self, cookie=cookie).get("/").cookie_attributes()
+                attributes = LiveServer(self, cookie=cookie).get("/").cookie_attributes()
                 self.assertEqual("Partitioned" in attributes, expected)
 
 
 # ==== synchronous store / res.end patch =====================================
 
 
-class TestReqSessionSynchronousStore(TestReqSessionBase):
+class TestReqSessionSynchronousStore(ReqSessionCase):
     """upstream describe('synchronous store'): our stores are all synchronous, so save and destroy just work."""
 
     def test_responds_correctly_on_save(self):
@@ -2326,7 +2326,7 @@ class TestReqSessionSynchronousStore(TestReqSessionBase):
             h.session["count"] = h.session.get("count", 0) + 1
             h.reply(200, f"hits: {h.session['count']}")
 
-        response = TestServer(self, app, store=store).get("/")
+        response = LiveServer(self, app, store=store).get("/")
         self.assertEqual((response.status, response.body), (200, "hits: 1"))
         self.assertEqual(store.calls["set"], 1)
 
@@ -2346,7 +2346,7 @@ class TestReqSessionSynchronousStore(TestReqSessionBase):
             h.wfile.write(f"hits: {count}".encode())
             h.close_connection = True
 
-        server = TestServer(self, app, store=store, unset="destroy")
+        server = LiveServer(self, app, store=store, unset="destroy")
         first = server.get("/")
         self.assertEqual(first.body, "hits: 1")
         second = server.get("/", cookie=self.assert_sets_cookie(first))
@@ -2355,7 +2355,7 @@ class TestReqSessionSynchronousStore(TestReqSessionBase):
         self.assertEqual(store.sessions, {})
 
 
-class TestReqSessionResEndPatch(TestReqSessionBase):
+class TestReqSessionResEndPatch(ReqSessionCase):
     """upstream describe('res.end patch'): a handler that wraps the body writer itself."""
 
     def test_handler_wrapping_the_writer_still_gets_the_whole_body(self):
@@ -2382,7 +2382,7 @@ class TestReqSessionResEndPatch(TestReqSessionBase):
             h.wfile.write(b"hello, ")
             h.wfile.write(b"world")
 
-        response = TestServer(self, app, store=store).get("/")
+        response = LiveServer(self, app, store=store).get("/")
         self.assertEqual((response.status, response.body), (200, "hello, world"))
         self.assertEqual(store.calls["set"], 1)
 
@@ -2390,7 +2390,7 @@ class TestReqSessionResEndPatch(TestReqSessionBase):
 # ==== The decision matrix (spec 3.7) ========================================
 
 
-class TestDecisionMatrix(TestReqSessionBase):
+class TestDecisionMatrix(ReqSessionCase):
     """Set-Cookie and the store call at the end, for every combination of options and request."""
 
     # save_uninitialized, resave, rolling, session, change,
@@ -2469,7 +2469,7 @@ class TestDecisionMatrix(TestReqSessionBase):
                 self.assertEqual(got_calls, [] if end_call in ("none", "touch") else [end_call])
 
 
-class TestDecisionMatrixOverHTTP(TestReqSessionBase):
+class TestDecisionMatrixOverHTTP(ReqSessionCase):
     """A few rows of the matrix through the http.server adapter: it agrees with the in-process run."""
 
     ROWS = [
@@ -2498,7 +2498,7 @@ class TestDecisionMatrixOverHTTP(TestReqSessionBase):
                         h.session["added"] = True
                     h.reply(200, "ok")
 
-                server = TestServer(self, app, store=store, clock=clock, resave=resave,
+                server = LiveServer(self, app, store=store, clock=clock, resave=resave,
                                     rolling=rolling, save_uninitialized=save_uninitialized,
                                     cookie={"max_age": 60000} if max_age else {})
                 cookie = None
@@ -2518,7 +2518,7 @@ class TestDecisionMatrixOverHTTP(TestReqSessionBase):
 # ==== Other lifecycle cases (spec 3.8) ======================================
 
 
-class TestLifecycleEdgeCases(TestReqSessionBase):
+class TestLifecycleEdgeCases(ReqSessionCase):
     """The cases of spec 3.8: what happens around the three lifecycle moments."""
 
     def test_change_after_the_headers_saves_but_sends_no_cookie(self):
@@ -2532,7 +2532,7 @@ class TestLifecycleEdgeCases(TestReqSessionBase):
             h.session["x"] = 1
             h.wfile.write(b"ab")
 
-        response = TestServer(self, app, store=store, save_uninitialized=False).get("/")
+        response = LiveServer(self, app, store=store, save_uninitialized=False).get("/")
         self.assertEqual((response.status, response.body), (200, "ab"))
         self.assertEqual(response.set_cookies, [])
         self.assertEqual(store.calls["set"], 1)
@@ -2551,7 +2551,7 @@ class TestLifecycleEdgeCases(TestReqSessionBase):
             clock.advance(ms=5000)
             h.wfile.write(b"ok")
 
-        server = TestServer(self, app, store=store, clock=clock, rolling=True)
+        server = LiveServer(self, app, store=store, clock=clock, rolling=True)
         pair = self.assert_sets_cookie(server.get("/"))
         clock.advance(ms=1000)
         header_time = clock()
@@ -2562,7 +2562,7 @@ class TestLifecycleEdgeCases(TestReqSessionBase):
         self.assertEqual(datetime.fromisoformat(stored.replace("Z", "+00:00")).timestamp(),
                          header_time + 60)
 
-    def start_loaded(self, **overrides) -> tuple[TestServer, CountingStore, str]:
+    def start_loaded(self, **overrides) -> tuple[LiveServer, CountingStore, str]:
         """A server whose "/" unsets the session and whose "/seed" stores one; returns its cookie."""
         store = CountingStore()
 
@@ -2573,7 +2573,7 @@ class TestLifecycleEdgeCases(TestReqSessionBase):
                 h.session = None
             h.reply(200, "ok")
 
-        server = TestServer(self, app, store=store, **overrides)
+        server = LiveServer(self, app, store=store, **overrides)
         pair = self.assert_sets_cookie(server.get("/seed"))
         store.log.clear()
         store.calls.clear()
@@ -2613,7 +2613,7 @@ class TestLifecycleEdgeCases(TestReqSessionBase):
             h.session.destroy()
             h.reply(200, "ok")
 
-        response = TestServer(self, app, store=store, unset="destroy").get("/")
+        response = LiveServer(self, app, store=store, unset="destroy").get("/")
         self.assertEqual(response.set_cookies, [])
         self.assertEqual([name for name, _ in store.log], ["destroy", "destroy"])
         self.assertEqual(store.log[0], store.log[1])
@@ -2621,7 +2621,7 @@ class TestLifecycleEdgeCases(TestReqSessionBase):
     def test_secure_cookie_over_plain_http_still_saves(self):
         """cookie secure=True over HTTP: no cookie, but every request stores a new (orphan) session."""
         store = CountingStore()
-        server = TestServer(self, store=store, cookie={"secure": True, "max_age": 60000})
+        server = LiveServer(self, store=store, cookie={"secure": True, "max_age": 60000})
         for _ in range(2):
             self.assertEqual(server.get("/").set_cookies, [])
         self.assertEqual(store.calls["set"], 2)
@@ -2631,7 +2631,7 @@ class TestLifecycleEdgeCases(TestReqSessionBase):
         """A well-signed id the store does not know: one get, then a new session with a new id."""
         store = CountingStore()
         forged = "connect.sid=" + sd.encode_uri_component("s:" + sd.sign("unknown-id", SECRET))
-        response = TestServer(self, store=store).get("/", cookie=forged)
+        response = LiveServer(self, store=store).get("/", cookie=forged)
         self.assertEqual(store.calls["get"], 1)
         self.assertEqual(store.log[0], ("get", "unknown-id"))
         self.assertNotEqual(self.session_id_of(self.assert_sets_cookie(response)), "unknown-id")
@@ -2647,7 +2647,7 @@ class TestLifecycleEdgeCases(TestReqSessionBase):
                 new.save()
             h.reply(200, "ok")
 
-        server = TestServer(self, app, store=store)
+        server = LiveServer(self, app, store=store)
         pair = self.assert_sets_cookie(server.get("/"))
         old_id = self.session_id_of(pair)
         store.log.clear()
@@ -2660,13 +2660,13 @@ class TestLifecycleEdgeCases(TestReqSessionBase):
 # ==== The end of the response waits for the store (spec 3.5) ================
 
 
-class TestResponseHeldUntilStoreAnswers(TestReqSessionBase):
+class TestResponseHeldUntilStoreAnswers(ReqSessionCase):
     """The client must not see the END of the response before the store operation finished."""
 
-    def start_blocked(self, app=hello) -> tuple[TestServer, ReqSessionBlockingStore]:
+    def start_blocked(self, app=hello) -> tuple[LiveServer, ReqSessionBlockingStore]:
         clock = FrozenClock()
         store = ReqSessionBlockingStore(clock=clock)
-        server = TestServer(self, app, store=store, clock=clock)
+        server = LiveServer(self, app, store=store, clock=clock)
         self.addCleanup(store.release.set)  # runs before the server stops
         return server, store
 
@@ -2730,7 +2730,7 @@ class TestResponseHeldUntilStoreAnswers(TestReqSessionBase):
             h.session["user"] = "ann"
             raise RuntimeError("boom")
 
-        server = TestServer(self, app, store=store, resave=False, save_uninitialized=False)
+        server = LiveServer(self, app, store=store, resave=False, save_uninitialized=False)
         with self.assertLogs("session_demo", logging.ERROR):
             response = server.get("/")
         self.assertEqual(response.status, 500)
@@ -2748,15 +2748,15 @@ SIGNED_PERCENT = "s%3A%25.kzQ6x52kKVdF35Qh62AWk4ZekS28K5XYCXKa%2FOTZ01g"
 SIGNED_SLASH_FOO = "s%3A%2Ffoo.paEKBtAHbV5s1IB8B2zPnzAgYmmnRPIqObW4VRYj%2FMQ"
 
 
-class TestSessionOptionsBase(SessionAssertions):
+class SessionOptionsCase(SessionAssertions):
     """Helpers shared by the option tests below (no tests of its own)."""
 
     def serve(self, app=hello, *, clock=None, store=None, **overrides):
-        """A TestServer with express's test defaults, a FrozenClock, and a CountingStore on that clock."""
+        """A LiveServer with express's test defaults, a FrozenClock, and a CountingStore on that clock."""
         clock = clock or FrozenClock()
         if store is None:
             store = CountingStore(clock=clock)
-        return TestServer(self, app, make_options(clock=clock, store=store, **overrides))
+        return LiveServer(self, app, make_options(clock=clock, store=store, **overrides))
 
     @staticmethod
     def attributes(set_cookie):
@@ -2809,7 +2809,7 @@ class TestSessionOptionsBase(SessionAssertions):
 # N/A "should handle multiple res.end calls": http.server has no res.end; the adapter calls SessionMiddleware.end exactly once, after do_GET returns.
 
 
-class TestSessionMiddleware(TestSessionOptionsBase):
+class TestSessionMiddleware(SessionOptionsCase):
     """The tests directly under upstream's ``session()`` block."""
 
     def test_exports_the_session_store_and_memory_store_classes(self):
@@ -3009,7 +3009,7 @@ class TestSessionMiddleware(TestSessionOptionsBase):
 # ==== session(): when response ended =======================================
 
 
-class TestSessionWhenResponseEnded(TestSessionOptionsBase):
+class TestSessionWhenResponseEnded(SessionOptionsCase):
     """The store is written before the end of the response reaches the client, exactly once."""
 
     class GatedStore(CountingStore):
@@ -3124,7 +3124,7 @@ class TestSessionWhenResponseEnded(TestSessionOptionsBase):
 # ==== session(): unknown, badly signed, expired or broken sessions =========
 
 
-class TestSessionWhenSidNotInStore(TestSessionOptionsBase):
+class TestSessionWhenSidNotInStore(SessionOptionsCase):
     """A correctly signed id the store does not have gives a new session with a new id."""
 
     def test_creates_a_new_session(self):
@@ -3147,7 +3147,7 @@ class TestSessionWhenSidNotInStore(TestSessionOptionsBase):
         self.assertEqual(server.store.calls["get"], 1)
 
 
-class TestSessionWhenSidNotProperlySigned(TestSessionOptionsBase):
+class TestSessionWhenSidNotProperlySigned(SessionOptionsCase):
     """An unsigned or badly signed cookie means a new session, and the store is not asked."""
 
     def app(self, handler):
@@ -3176,7 +3176,7 @@ class TestSessionWhenSidNotProperlySigned(TestSessionOptionsBase):
         self.assertEqual(server.store.calls["get"], 0)
 
 
-class TestSessionWhenSessionExpiredInStore(TestSessionOptionsBase):
+class TestSessionWhenSessionExpiredInStore(SessionOptionsCase):
     """An expired session is gone: the old cookie gets a new session, and the store drops the entry."""
 
     def test_creates_a_new_session(self):
@@ -3210,7 +3210,7 @@ class TestSessionWhenSessionExpiredInStore(TestSessionOptionsBase):
         self.assertEqual(server.store.sessions, {})
 
 
-class TestSessionWhenSessionWithoutCookieInStore(TestSessionOptionsBase):
+class TestSessionWhenSessionWithoutCookieInStore(SessionOptionsCase):
     """A stored session without its cookie cannot be loaded."""
 
     def test_answers_500_when_the_stored_session_has_no_cookie(self):
@@ -3228,7 +3228,7 @@ class TestSessionWhenSessionWithoutCookieInStore(TestSessionOptionsBase):
 # ==== proxy option =========================================================
 
 
-class TestSessionProxyOption(TestSessionOptionsBase):
+class TestSessionProxyOption(SessionOptionsCase):
     """``proxy`` decides whom to believe about HTTPS when the cookie is ``secure``."""
 
     def test_trusts_x_forwarded_proto_when_enabled(self):
@@ -3284,7 +3284,7 @@ class TestSessionProxyOption(TestSessionOptionsBase):
 # N/A "when mounted at "/foo"" / "should not set cookie for "/foo/foo/bar" request": same reason; the full-target prefix test it relies on is covered by TestSessionCookiePathOption.
 
 
-class TestSessionCookiePathOption(TestSessionOptionsBase):
+class TestSessionCookiePathOption(SessionOptionsCase):
     """``cookie.path`` '/foo/bar': only requests under that path get a session."""
 
     def setUp(self):
@@ -3318,7 +3318,7 @@ class TestSessionCookiePathOption(TestSessionOptionsBase):
         self.assert_sets_cookie(self.server.get("/foo/bar/baz"))
 
 
-class TestSessionCookieSecureAuto(TestSessionOptionsBase):
+class TestSessionCookieSecureAuto(SessionOptionsCase):
     """``cookie.secure='auto'``: Secure when the request is secure, judged with the proxy option."""
 
     def test_sets_secure_when_a_trusted_proxy_says_https(self):
@@ -3347,7 +3347,7 @@ class TestSessionCookieSecureAuto(TestSessionOptionsBase):
                 self.assertIs(state.session.cookie.secure, framework_secure)
 
 
-class TestSessionCookieFunction(TestSessionOptionsBase):
+class TestSessionCookieFunction(SessionOptionsCase):
     """``cookie`` as a callable: called with the request, its mapping is applied."""
 
     def test_applies_the_options_the_callable_returns(self):
@@ -3380,7 +3380,7 @@ class TestSessionCookieFunction(TestSessionOptionsBase):
             self.assertEqual(request.url, "/test")
 
 
-class TestSessionCookieSameSiteAuto(TestSessionOptionsBase):
+class TestSessionCookieSameSiteAuto(SessionOptionsCase):
     """``cookie.same_site='auto'``: None over a secure request, Lax otherwise."""
 
     def in_process(self, framework_secure, **cookie):
@@ -3438,7 +3438,7 @@ class TestSessionCookieSameSiteAuto(TestSessionOptionsBase):
 # ==== genid, key and name options ==========================================
 
 
-class TestSessionGenidOption(TestSessionOptionsBase):
+class TestSessionGenidOption(SessionOptionsCase):
     """``genid`` makes the id of every new session."""
 
     def test_rejects_a_non_callable(self):
@@ -3482,7 +3482,7 @@ class TestSessionGenidOption(TestSessionOptionsBase):
 # N/A "key option" / "should allow overriding": we do not port the undocumented `key` alias; SessionOptions has no `key` parameter.
 
 
-class TestSessionNameOption(TestSessionOptionsBase):
+class TestSessionNameOption(SessionOptionsCase):
     """``name`` is the cookie's name."""
 
     def test_defaults_to_connect_sid(self):
@@ -3502,7 +3502,7 @@ class TestSessionNameOption(TestSessionOptionsBase):
 # ==== rolling option =======================================================
 
 
-class TestSessionRollingOption(TestSessionOptionsBase):
+class TestSessionRollingOption(SessionOptionsCase):
     """``rolling`` re-sends the cookie of a known session on every response."""
 
     def bob(self, handler):
@@ -3550,7 +3550,7 @@ class TestSessionRollingOption(TestSessionOptionsBase):
 # ==== resave option ========================================================
 
 
-class TestSessionResaveOption(TestSessionOptionsBase):
+class TestSessionResaveOption(SessionOptionsCase):
     """``resave`` writes a loaded session back even when it did not change."""
 
     def bob(self, handler):
@@ -3564,7 +3564,7 @@ class TestSessionResaveOption(TestSessionOptionsBase):
         with self.assertWarnsRegex(DeprecationWarning, "undefined resave option"):
             options = SessionOptions(secret=SECRET, cookie={"max_age": 60000},
                                      save_uninitialized=True, store=store, clock=clock)
-        server = TestServer(self, self.bob, options)
+        server = LiveServer(self, self.bob, options)
         first = server.get("/")
         self.assertEqual(store.calls["set"], 1)
         server.get("/", cookie=self.assert_sets_cookie(first))
@@ -3651,7 +3651,7 @@ class TestSessionResaveOption(TestSessionOptionsBase):
 # ==== saveUninitialized option =============================================
 
 
-class TestSessionSaveUninitializedOption(TestSessionOptionsBase):
+class TestSessionSaveUninitializedOption(SessionOptionsCase):
     """``save_uninitialized`` stores (and cookies) new sessions that hold nothing yet."""
 
     def test_defaults_to_true_with_a_deprecation_warning(self):
@@ -3661,7 +3661,7 @@ class TestSessionSaveUninitializedOption(TestSessionOptionsBase):
         with self.assertWarnsRegex(DeprecationWarning, "undefined saveUninitialized option"):
             options = SessionOptions(secret=SECRET, cookie={"max_age": 60000}, resave=True,
                                      store=store, clock=clock)
-        response = TestServer(self, hello, options).get("/")
+        response = LiveServer(self, hello, options).get("/")
         self.assert_sets_cookie(response)
         self.assertEqual(store.calls["set"], 1)
 
@@ -3732,7 +3732,7 @@ class TestSessionSaveUninitializedOption(TestSessionOptionsBase):
 # ==== secret option ========================================================
 
 
-class TestSessionSecretOption(TestSessionOptionsBase):
+class TestSessionSecretOption(SessionOptionsCase):
     """``secret`` signs the cookie; with several, the first signs and all verify."""
 
     def remember_bob(self, handler):
@@ -3819,7 +3819,7 @@ class TestSessionSecretOption(TestSessionOptionsBase):
 # ==== unset option =========================================================
 
 
-class TestSessionUnsetOption(TestSessionOptionsBase):
+class TestSessionUnsetOption(SessionOptionsCase):
     """``unset`` decides what happens in the store when the handler sets the session to None."""
 
     def count_then_unset(self, handler):
@@ -3921,7 +3921,7 @@ HOSTILE_COOKIE_JSON = {"originalMaxAge": None, "expires": None, "httpOnly": True
 HOSTILE_FOUND_GOOD, HOSTILE_FOUND_OTHER, HOSTILE_NEW = "views: 1", "views: 5", "views: none"
 
 
-class TestHostileHelpers:
+class HostileHelpers:
     """Helpers shared by the hostile-input tests (not a TestCase)."""
 
     @staticmethod
@@ -3939,7 +3939,7 @@ class TestHostileHelpers:
     @staticmethod
     def expand(line: str | bytes) -> str | bytes:
         """Replace <good>, <good-value>, <other>, <other-value> by the signed cookies."""
-        good, other = TestHostileHelpers.value(HOSTILE_GOOD_ID), TestHostileHelpers.value(HOSTILE_OTHER_ID)
+        good, other = HostileHelpers.value(HOSTILE_GOOD_ID), HostileHelpers.value(HOSTILE_OTHER_ID)
         table = [("<good-value>", good), ("<other-value>", other),
                  ("<good>", "connect.sid=" + good), ("<other>", "connect.sid=" + other)]
         for token, text in table:
@@ -3977,7 +3977,7 @@ class TestHostileCookieParsing(SessionAssertions):
 
     def setUp(self) -> None:
         self.store = CountingStore(clock=FrozenClock())
-        TestHostileHelpers.store_both(self.store)
+        HostileHelpers.store_both(self.store)
         self.middleware = SessionMiddleware(make_options(store=self.store, clock=FrozenClock()))
 
     def found(self, header: str) -> str | None:
@@ -3987,7 +3987,7 @@ class TestHostileCookieParsing(SessionAssertions):
 
     def test_a_64_kb_header_of_backslash_escaped_quoted_text_is_parsed_in_linear_time(self):
         """CVE-2024-7592 (quadratic parsing of quoted cookie values in http.cookies): 64 KB answered in well under 1 s."""
-        good = "connect.sid=" + TestHostileHelpers.value(HOSTILE_GOOD_ID)
+        good = "connect.sid=" + HostileHelpers.value(HOSTILE_GOOD_ID)
         headers = {
             "escaped quotes": 'a="' + '\\"' * 32000 + '"; ' + good,
             "backslashes": 'a="' + "\\" * 64000 + '"; ' + good,
@@ -4006,8 +4006,8 @@ class TestHostileCookieParsing(SessionAssertions):
 
     def test_thousands_of_pairs_and_duplicates(self):
         """A header stuffed with 20,000 pairs or duplicates of our name: the first session cookie decides."""
-        good = "connect.sid=" + TestHostileHelpers.value(HOSTILE_GOOD_ID)
-        other = "connect.sid=" + TestHostileHelpers.value(HOSTILE_OTHER_ID)
+        good = "connect.sid=" + HostileHelpers.value(HOSTILE_GOOD_ID)
+        other = "connect.sid=" + HostileHelpers.value(HOSTILE_OTHER_ID)
         cases = [
             ("20,000 pairs before ours", "; ".join(f"k{i}=v{i}" for i in range(20000)) + "; " + good,
              HOSTILE_GOOD_ID),
@@ -4024,7 +4024,7 @@ class TestHostileCookieParsing(SessionAssertions):
 
     def test_characters_no_socket_carries_never_raise(self):
         """Lone surrogates, LF and U+FFFF in a header a framework hands over: a new session or ours, never an exception."""
-        good_value = TestHostileHelpers.value(HOSTILE_GOOD_ID)
+        good_value = HostileHelpers.value(HOSTILE_GOOD_ID)
         cases = [
             ("a lone surrogate in our value", "connect.sid=" + good_value + "\udc80", None),
             ("a lone surrogate next to an escape", "connect.sid=s%3A\udc80" + good_value[4:], None),
@@ -4046,7 +4046,7 @@ class TestHostileSignatures(SessionAssertions):
 
     def setUp(self) -> None:
         self.store = CountingStore(clock=FrozenClock())
-        TestHostileHelpers.store_both(self.store)
+        HostileHelpers.store_both(self.store)
         self.middleware = SessionMiddleware(make_options(store=self.store, clock=FrozenClock(),
                                                          resave=False, save_uninitialized=False))
         self.raw = "s:" + sd.sign(HOSTILE_GOOD_ID, SECRET)  # its signature holds two '+'
@@ -4082,14 +4082,14 @@ class TestHostileSignatures(SessionAssertions):
                     self.assertNotEqual(state.session_id, HOSTILE_GOOD_ID)
                     self.assertEqual(self.store.calls["get"], gets, "a bad signature never reaches the store")
                     self.assertEqual(cookie_pair(header).split("=", 1)[1],
-                                     TestHostileHelpers.value(state.session_id))
+                                     HostileHelpers.value(state.session_id))
 
     def test_a_str_secret_is_never_used_character_by_character(self):
         """A forger signs with one character of the secret (the bug of iterating a str secret): a new session."""
         for character in sorted(set(SECRET)):
             with self.subTest(character=character):
                 gets = self.store.calls["get"]
-                header, state = self.request(TestHostileHelpers.value(HOSTILE_GOOD_ID, character))
+                header, state = self.request(HostileHelpers.value(HOSTILE_GOOD_ID, character))
                 self.assertNotEqual(state.session_id, HOSTILE_GOOD_ID)
                 self.assertEqual(self.store.calls["get"], gets)
         self.assertEqual(json.loads(self.store.sessions[HOSTILE_GOOD_ID])["views"], 1)
@@ -4152,7 +4152,7 @@ class TestHostileSetCookie(SessionAssertions):
         }
         for description, cookie in cases.items():
             with self.subTest(description):
-                test_server = TestServer(self, app, cookie=lambda request, cookie=cookie: cookie)
+                test_server = LiveServer(self, app, cookie=lambda request, cookie=cookie: cookie)
                 with self.assertLogs("session_demo", logging.ERROR):
                     response = test_server.get(cookie.get("path", "/"))
                 self.assertEqual((response.status, response.body), (200, "ok"))
@@ -4176,7 +4176,7 @@ class TestHostileSetCookie(SessionAssertions):
         for label, character in self.UNSAFE.items():
             with self.subTest(character=label):
                 store = CountingStore()
-                test_server = TestServer(self, hello, store=store, genid=self.genid_returning(character))
+                test_server = LiveServer(self, hello, store=store, genid=self.genid_returning(character))
                 with self.assertLogs("session_demo", logging.ERROR) as logs:
                     response = test_server.get("/")
                 self.assertEqual(response.status, 500)
@@ -4196,7 +4196,7 @@ class TestHostileSetCookie(SessionAssertions):
                 handler.session["views"] = 1
             handler.reply(200, "ok")
 
-        test_server = TestServer(self, app, store=store, resave=False, genid=lambda request: next(ids))
+        test_server = LiveServer(self, app, store=store, resave=False, genid=lambda request: next(ids))
         cookie = self.assert_sets_cookie(test_server.get("/"))
         with self.assertLogs("session_demo", logging.ERROR) as logs:
             response = test_server.get("/login", cookie)
@@ -4274,7 +4274,7 @@ class TestHostileStoreNeverPickles(SessionAssertions):
             handler.reply(200, "ok")
 
         store = CountingStore()
-        test_server = TestServer(self, app, store=store)
+        test_server = LiveServer(self, app, store=store)
         with mock.patch.object(pickle, "dumps", side_effect=AssertionError("pickle used")) as dumps:
             with self.assertLogs("session_demo", logging.ERROR):
                 response = test_server.get("/")
@@ -4333,9 +4333,9 @@ class TestHostileFlooding(SessionAssertions):
             if kind == "unsigned":
                 cookie = "connect.sid=" + session_id
             elif kind == "forged":
-                cookie = "connect.sid=" + TestHostileHelpers.value(session_id, "guessed secret")
+                cookie = "connect.sid=" + HostileHelpers.value(session_id, "guessed secret")
             else:
-                cookie = "connect.sid=" + TestHostileHelpers.value(session_id)
+                cookie = "connect.sid=" + HostileHelpers.value(session_id)
             headers.add(run_request(middleware, cookie, self.read_only)[0])
         self.assertEqual(headers, {None})
         self.assertEqual(self.store.calls, Counter({"get": kinds["signed"]}))
@@ -4557,7 +4557,7 @@ class TestSideBySideWithExpress(SessionAssertions):
 # never on a clock.
 
 
-class TestAdapterHelpers:
+class AdapterHelpers:
     """A SessionHTTPServer with guards set per test, and raw-socket helpers (not a TestCase)."""
 
     @staticmethod
@@ -4646,41 +4646,41 @@ class TestAdapterRequestBodies(SessionAssertions):
         """Request smuggling: GET /peek whose body is 'GET /login?user=smuggled': one answer, nobody logged in."""
         for method in (b"GET", b"HEAD", b"POST"):
             with self.subTest(method=method):
-                server = TestAdapterHelpers.serve(self, _login)
-                sock = TestAdapterHelpers.connect(server)
+                server = AdapterHelpers.serve(self, _login)
+                sock = AdapterHelpers.connect(server)
                 self.addCleanup(sock.close)
                 sock.sendall(method + b" / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
                              % len(self.SMUGGLED) + self.SMUGGLED)
                 if method == b"HEAD":
-                    data = TestAdapterHelpers.read_until_closed(sock)
+                    data = AdapterHelpers.read_until_closed(sock)
                     self.assertEqual(data.count(b"HTTP/1.1 "), 1, data)
                 else:
-                    answers = TestAdapterHelpers.responses(sock)
+                    answers = AdapterHelpers.responses(sock)
                     self.assertEqual([a.body for a in answers], ["views: None"])
                 stored = [json.loads(text) for text in server.session_middleware.options.store.sessions.values()]
                 self.assertNotIn("smuggled", [data.get("user") for data in stored])
 
     def test_a_chunked_body_closes_the_connection_after_the_response(self):
         """Transfer-Encoding: chunked is not decoded by http.server: the connection closes after one answer."""
-        server = TestAdapterHelpers.serve(self, _login)
-        sock = TestAdapterHelpers.connect(server)
+        server = AdapterHelpers.serve(self, _login)
+        sock = AdapterHelpers.connect(server)
         self.addCleanup(sock.close)
         chunk = b"%x\r\n%s\r\n0\r\n\r\n" % (len(self.SMUGGLED), self.SMUGGLED)
         sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk)
-        self.assertEqual([a.body for a in TestAdapterHelpers.responses(sock)], ["views: None"])
+        self.assertEqual([a.body for a in AdapterHelpers.responses(sock)], ["views: None"])
 
     def test_two_content_length_headers_close_the_connection(self):
         """Two Content-Length headers (a proxy may read the other one): the connection closes after one answer."""
-        server = TestAdapterHelpers.serve(self, _read_body)
-        sock = TestAdapterHelpers.connect(server)
+        server = AdapterHelpers.serve(self, _read_body)
+        sock = AdapterHelpers.connect(server)
         self.addCleanup(sock.close)
         sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 40\r\n\r\nok"
                      + self.SMUGGLED)
-        self.assertEqual([a.body for a in TestAdapterHelpers.responses(sock)], ["read 2"])
+        self.assertEqual([a.body for a in AdapterHelpers.responses(sock)], ["read 2"])
 
     def test_a_body_the_handler_reads_keeps_the_connection_open(self):
         """A POST whose handler reads its whole body: the keep-alive connection answers the next request."""
-        server = TestAdapterHelpers.serve(self, _read_body)
+        server = AdapterHelpers.serve(self, _read_body)
         connection = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
         self.addCleanup(connection.close)
         bodies = []
@@ -4697,24 +4697,24 @@ class TestAdapterTimeouts(SessionAssertions):
 
     def test_a_connection_that_sends_nothing_is_closed_after_the_idle_timeout(self):
         """An idle (silent) connection is closed by the server, quietly (Node: keepAliveTimeout)."""
-        server = TestAdapterHelpers.serve(self, handler={"idle_timeout": 0.2})
-        sock = TestAdapterHelpers.connect(server)
+        server = AdapterHelpers.serve(self, handler={"idle_timeout": 0.2})
+        sock = AdapterHelpers.connect(server)
         self.addCleanup(sock.close)
-        self.assertEqual(TestAdapterHelpers.read_until_closed(sock), b"")
+        self.assertEqual(AdapterHelpers.read_until_closed(sock), b"")
 
     def test_an_idle_keep_alive_connection_is_closed_after_its_response(self):
         """After one answered request, a keep-alive connection left idle is closed by the server."""
-        server = TestAdapterHelpers.serve(self, handler={"idle_timeout": 0.2})
-        sock = TestAdapterHelpers.connect(server)
+        server = AdapterHelpers.serve(self, handler={"idle_timeout": 0.2})
+        sock = AdapterHelpers.connect(server)
         self.addCleanup(sock.close)
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        answers = TestAdapterHelpers.responses(sock)
+        answers = AdapterHelpers.responses(sock)
         self.assertEqual([a.body for a in answers], ["hello, world"])
 
     def test_a_head_trickled_one_byte_at_a_time_is_cut_off_at_the_head_timeout(self):
         """Slowloris: a byte every 20 ms, each within any per-recv timeout, still meets the whole-head deadline."""
-        server = TestAdapterHelpers.serve(self, handler={"idle_timeout": 5, "head_timeout": 0.3})
-        sock = TestAdapterHelpers.connect(server)
+        server = AdapterHelpers.serve(self, handler={"idle_timeout": 5, "head_timeout": 0.3})
+        sock = AdapterHelpers.connect(server)
         self.addCleanup(sock.close)
         sock.settimeout(0.02)
         head = b"GET / HTTP/1.1\r\n" + b"X-Slow: " + b"a" * 2000 + b"\r\n\r\n"
@@ -4738,30 +4738,30 @@ class TestAdapterHeadSize(SessionAssertions):
     def test_a_head_over_the_limit_gets_431_and_one_under_it_is_answered(self):
         """15 KB of Cookie is answered; 17 KB in one line or in many gets 431, and the store is never asked."""
         store = CountingStore()
-        server = TestAdapterHelpers.serve(self, _peek, store=store)
+        server = AdapterHelpers.serve(self, _peek, store=store)
         port = server.server_address[1]
-        self.assertEqual(TestHostileHelpers.raw_get(port, b"Cookie: a=" + b"b" * 15000 + b"\r\n").status, 200)
+        self.assertEqual(HostileHelpers.raw_get(port, b"Cookie: a=" + b"b" * 15000 + b"\r\n").status, 200)
         calls = sum(store.calls.values())
         for block in (b"Cookie: a=" + b"b" * 17000 + b"\r\n",
                       b"".join(b"X-%d: %s\r\n" % (i, b"b" * 1000) for i in range(17))):
             with self.subTest(size=len(block)):
-                self.assertEqual(TestHostileHelpers.raw_get(port, block).status, 431)
+                self.assertEqual(HostileHelpers.raw_get(port, block).status, 431)
         self.assertEqual(sum(store.calls.values()), calls)
 
     def test_the_six_megabyte_head_of_the_issue_gets_431_at_once(self):
         """98 Cookie lines of 65,000 bytes (6.3 MB): 431 after the first 16 KB, not a 200 after reading it all."""
-        server = TestAdapterHelpers.serve(self, _peek)
-        sock = TestAdapterHelpers.connect(server)
+        server = AdapterHelpers.serve(self, _peek)
+        sock = AdapterHelpers.connect(server)
         self.addCleanup(sock.close)
         line = b"Cookie: a=" + b"b" * 64990 + b"\r\n"
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n" + line)  # the rest would follow; the answer comes first
-        self.assertTrue(TestAdapterHelpers.read_until_closed(sock).startswith(b"HTTP/1.1 431 "))
+        self.assertTrue(AdapterHelpers.read_until_closed(sock).startswith(b"HTTP/1.1 431 "))
 
     def test_max_head_size_is_configurable(self):
         """max_head_size on the handler class sets the limit."""
-        server = TestAdapterHelpers.serve(self, _peek, handler={"max_head_size": 64 * 1024})
+        server = AdapterHelpers.serve(self, _peek, handler={"max_head_size": 64 * 1024})
         block = b"Cookie: a=" + b"b" * 30000 + b"\r\n"
-        self.assertEqual(TestHostileHelpers.raw_get(server.server_address[1], block).status, 200)
+        self.assertEqual(HostileHelpers.raw_get(server.server_address[1], block).status, 200)
 
 
 class TestAdapterConnectionCap(SessionAssertions):
@@ -4769,7 +4769,7 @@ class TestAdapterConnectionCap(SessionAssertions):
 
     def test_a_connection_past_the_cap_gets_503_and_a_slot_freed_serves_again(self):
         """Two connections held open with max_connections=2: the third gets 503; once one closes, 200 again."""
-        server = TestAdapterHelpers.serve(self, server={"max_connections": 2})
+        server = AdapterHelpers.serve(self, server={"max_connections": 2})
         held = []
         for _ in range(2):
             connection = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
@@ -4777,14 +4777,14 @@ class TestAdapterConnectionCap(SessionAssertions):
             connection.request("GET", "/")
             connection.getresponse().read()  # served: the connection is open and counted
             held.append(connection)
-        sock = TestAdapterHelpers.connect(server)
+        sock = AdapterHelpers.connect(server)
         self.addCleanup(sock.close)
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        self.assertTrue(TestAdapterHelpers.read_until_closed(sock).startswith(b"HTTP/1.1 503 "))
+        self.assertTrue(AdapterHelpers.read_until_closed(sock).startswith(b"HTTP/1.1 503 "))
         held[0].close()
         freed = threading.Event()
         for _ in range(200):  # the server notices the close on its own thread; bounded
-            response = TestServerLike.get(server)
+            response = OneGet.get(server)
             if response.status == 200:
                 break
             freed.wait(0.01)
@@ -4803,7 +4803,7 @@ class TestAdapterConnectionCap(SessionAssertions):
                 sleep.assert_called_once_with(server.accept_backoff)
 
 
-class TestServerLike:
+class OneGet:
     """One GET to a SessionHTTPServer, on a fresh connection (not a TestCase)."""
 
     @staticmethod
@@ -4821,11 +4821,11 @@ class TestAdapterExpectContinue(SessionAssertions):
     """Expect: 100-continue: the interim 100 goes out alone; the final response still carries the session's cookie."""
 
     def expect(self, server: SessionHTTPServer, cookie: bytes = b"") -> list[bytes]:
-        sock = TestAdapterHelpers.connect(server)
+        sock = AdapterHelpers.connect(server)
         self.addCleanup(sock.close)
         sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n"
                      + cookie + b"Connection: close\r\n\r\nok")
-        return TestAdapterHelpers.read_until_closed(sock).split(b"\r\n\r\n")
+        return AdapterHelpers.read_until_closed(sock).split(b"\r\n\r\n")
 
     def test_the_final_response_carries_the_set_cookie_and_the_session_is_found(self):
         """A login from a client that sends Expect: the cookie is set, and the next request finds the session."""
@@ -4834,7 +4834,7 @@ class TestAdapterExpectContinue(SessionAssertions):
             handler.session["views"] = handler.session.get("views", 0) + 1
             handler.reply(200, f"views: {handler.session['views']}")
 
-        server = TestAdapterHelpers.serve(self, count)
+        server = AdapterHelpers.serve(self, count)
         interim, final, body = self.expect(server)
         self.assertEqual(interim, b"HTTP/1.1 100 Continue")
         self.assertEqual(body, b"views: 1")
@@ -4847,7 +4847,7 @@ class TestAdapterExpectContinue(SessionAssertions):
         def fail(handler: AppHandler) -> None:
             raise RuntimeError("boom")
 
-        server = TestAdapterHelpers.serve(self, fail)
+        server = AdapterHelpers.serve(self, fail)
         with self.assertLogs("session_demo", "ERROR"):
             parts = self.expect(server)
         self.assertEqual(parts[0], b"HTTP/1.1 100 Continue")
@@ -4871,8 +4871,8 @@ class TestAdapterStoreFailsAtTheEnd(SessionAssertions):
             handler.session["user"] = "ada"
             handler.reply(200, "Logged in as ada")
 
-        server = TestAdapterHelpers.serve(self, login, middleware=_EndFailsMiddleware(make_options()))
-        response = TestServerLike.get(server)
+        server = AdapterHelpers.serve(self, login, middleware=_EndFailsMiddleware(make_options()))
+        response = OneGet.get(server)
         self.assertEqual(response.status, 500)
         self.assertIn("could not be saved", response.body)
         self.assertNotIn("Logged in", response.body)
@@ -4884,7 +4884,7 @@ class TestAdapterStoreFailsAtTheEnd(SessionAssertions):
         def big(handler: AppHandler) -> None:
             handler.reply(200, "x" * 200_000)
 
-        server = TestAdapterHelpers.serve(self, big, middleware=_EndFailsMiddleware(make_options()))
+        server = AdapterHelpers.serve(self, big, middleware=_EndFailsMiddleware(make_options()))
         connection = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
         self.addCleanup(connection.close)
         connection.request("GET", "/")
@@ -4906,12 +4906,12 @@ class TestAdapterCaches(SessionAssertions):
 
     def test_a_response_with_a_session_varies_on_cookie_and_one_setting_it_is_private(self):
         """The first visit (Set-Cookie) gets Vary: Cookie and Cache-Control: private; the next one Vary: Cookie only."""
-        server = TestAdapterHelpers.serve(self, _peek, resave=False)
-        first = TestServerLike.get(server)
+        server = AdapterHelpers.serve(self, _peek, resave=False)
+        first = OneGet.get(server)
         self.assertEqual(first.headers.get_all("Vary"), ["Cookie"])
         self.assertEqual(first.headers.get_all("Cache-Control"), ["private"])
         cookie = self.assert_sets_cookie(first)
-        second = TestServerLike.get(server, headers={"Cookie": cookie})
+        second = OneGet.get(server, headers={"Cookie": cookie})
         self.assert_no_set_cookie(second)
         self.assertEqual(second.headers.get_all("Vary"), ["Cookie"])
         self.assertIsNone(second.headers.get("Cache-Control"))
@@ -4926,15 +4926,15 @@ class TestAdapterCaches(SessionAssertions):
         ]
         for headers, vary, cache_control in cases:
             with self.subTest(headers=headers):
-                server = TestAdapterHelpers.serve(self, self.app_with(headers))
-                response = TestServerLike.get(server)
+                server = AdapterHelpers.serve(self, self.app_with(headers))
+                response = OneGet.get(server)
                 self.assertEqual(response.headers.get_all("Vary"), vary)
                 self.assertEqual(response.headers.get_all("Cache-Control"), cache_control)
 
     def test_a_response_without_a_session_is_left_alone(self):
         """Outside the cookie path there is no session: no Vary, no Cache-Control added; the handler's Vary passes."""
-        server = TestAdapterHelpers.serve(self, self.app_with({"Vary": "Accept"}), cookie={"path": "/admin"})
-        response = TestServerLike.get(server, "/public")
+        server = AdapterHelpers.serve(self, self.app_with({"Vary": "Accept"}), cookie={"path": "/admin"})
+        response = OneGet.get(server, "/public")
         self.assertEqual(response.headers.get_all("Vary"), ["Accept"])
         self.assertIsNone(response.headers.get("Cache-Control"))
 
@@ -4944,20 +4944,20 @@ class TestAdapterHostileRequests(SessionAssertions):
 
     def test_a_target_with_a_control_character_gets_400_and_logs_nothing_raw(self):
         """GET http://[<ESC>[31m (a terminal escape in the target): 400, nothing logged at ERROR, no raw ESC."""
-        server = TestAdapterHelpers.serve(self, _login)
+        server = AdapterHelpers.serve(self, _login)
         with self.assertLogs("session_demo", logging.DEBUG) as logs:
             logging.getLogger("session_demo").debug("marker")
-            sock = TestAdapterHelpers.connect(server)
+            sock = AdapterHelpers.connect(server)
             self.addCleanup(sock.close)
             sock.sendall(b"GET http://[\x1b[31m HTTP/1.1\r\nHost: x\r\n\r\n")
-            data = TestAdapterHelpers.read_until_closed(sock)
+            data = AdapterHelpers.read_until_closed(sock)
         self.assertTrue(data.startswith(b"HTTP/1.1 400 "), data)
         self.assertFalse([r for r in logs.records if r.levelno >= logging.ERROR])
         self.assertNotIn("\x1b", "\n".join(logs.output))
 
     def test_a_client_that_resets_the_connection_gets_no_traceback_on_stderr(self):
         """A client that sends half a request and resets: logged at debug, nothing on stderr."""
-        server = TestAdapterHelpers.serve(self)
+        server = AdapterHelpers.serve(self)
         reported = threading.Event()
         original = server.handle_error
 
@@ -4968,7 +4968,7 @@ class TestAdapterHostileRequests(SessionAssertions):
         with mock.patch.object(server, "handle_error", handle_error), \
                 mock.patch("sys.stderr", new_callable=io.StringIO) as stderr, \
                 self.assertLogs("session_demo", logging.DEBUG) as logs:
-            sock = TestAdapterHelpers.connect(server)
+            sock = AdapterHelpers.connect(server)
             sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # no blank line: the server waits for more
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             sock.close()  # a reset, not a close

@@ -19,7 +19,7 @@ from extras.concurrency import (
 from extras.sqlite_store import SQLiteStore
 from session_demo import MemoryStore, RequestInfo, SessionMiddleware
 from test_session import (
-    AppHandler, CountingStore, FrozenClock, SessionAssertions, TestHostileHelpers, TestServer,
+    AppHandler, CountingStore, FrozenClock, SessionAssertions, HostileHelpers, LiveServer,
     cookie_pair, hello, make_options, run_request,
 )
 
@@ -42,7 +42,7 @@ def _counter(handler: AppHandler) -> None:
     handler.reply(200, str(session["views"]))
 
 
-def _hammer(server: TestServer, cookie: str, threads: int, requests: int) -> list[int]:
+def _hammer(server: LiveServer, cookie: str, threads: int, requests: int) -> list[int]:
     """``threads`` keep-alive clients send ``requests`` GETs each with one cookie; returns the statuses."""
     statuses: list[int] = []
     lock = threading.Lock()
@@ -86,7 +86,7 @@ class TwoAtOnce:
         handler.session[key] = 1
         handler.reply(200, key)
 
-    def run(self, server: TestServer, cookie: str) -> None:
+    def run(self, server: LiveServer, cookie: str) -> None:
         """Fire /a and /b at the same time and wait for both."""
         workers = [threading.Thread(target=server.get, args=(path, cookie)) for path in ("/a", "/b")]
         for worker in workers:
@@ -101,7 +101,7 @@ class TestConcurrencyLastWriteWins(SessionAssertions):
     def test_two_requests_changing_different_keys_lose_one_change(self):
         """Two concurrent requests each save their own copy: one key is lost (expressjs/session #361)."""
         app = TwoAtOnce()
-        server = TestServer(self, app, store=CountingStore())
+        server = LiveServer(self, app, store=CountingStore())
         cookie = self.assert_sets_cookie(server.get("/start"))
         app.run(server, cookie)
         stored = list(server.store.all().values())[0]
@@ -114,7 +114,7 @@ class TestConcurrencyLock(SessionAssertions):
 
     def test_eight_clients_incrementing_one_counter_lose_nothing(self):
         """8 threads x 100 increments on one session leave the counter at exactly 800."""
-        server = TestServer(self, _counter, middleware=with_concurrency("lock", resave=False))
+        server = LiveServer(self, _counter, middleware=with_concurrency("lock", resave=False))
         cookie = self.assert_sets_cookie(server.get("/"))
         statuses = _hammer(server, cookie, threads=8, requests=100)
         self.assertEqual(statuses, [200] * 800)
@@ -130,7 +130,7 @@ class TestConcurrencyLock(SessionAssertions):
                 release.wait(10)
             handler.reply(200, "ok")
 
-        server = TestServer(self, app, middleware=with_concurrency("lock", lock_timeout=0.05))
+        server = LiveServer(self, app, middleware=with_concurrency("lock", lock_timeout=0.05))
         cookie = self.assert_sets_cookie(server.get("/"))
         slow = threading.Thread(target=server.get, args=("/slow", cookie))
         slow.start()
@@ -153,7 +153,7 @@ class TestConcurrencyLock(SessionAssertions):
             seen.append(len(handler.server.session_middleware._locks))
             handler.reply(200, "ok")
 
-        server = TestServer(self, app, middleware=with_concurrency("lock"))
+        server = LiveServer(self, app, middleware=with_concurrency("lock"))
         server.get("/")
         cookie = self.assert_sets_cookie(server.get("/"))
         server.get("/", cookie)
@@ -169,7 +169,7 @@ class TestConcurrencyLock(SessionAssertions):
                 handler.session.destroy()
             handler.reply(200, "ok")
 
-        server = TestServer(self, app, middleware=with_concurrency("lock", lock_timeout=0.5))
+        server = LiveServer(self, app, middleware=with_concurrency("lock", lock_timeout=0.5))
         old = self.assert_sets_cookie(server.get("/"))
         new = self.assert_sets_cookie(server.get("/login", old))
         self.assertNotEqual(old, new)
@@ -190,7 +190,7 @@ class TestConcurrencyLock(SessionAssertions):
                 return super().get(sid)
 
         store = FailingOnce()
-        server = TestServer(self, hello, middleware=with_concurrency("lock", lock_timeout=0.5, store=store))
+        server = LiveServer(self, hello, middleware=with_concurrency("lock", lock_timeout=0.5, store=store))
         cookie = self.assert_sets_cookie(server.get("/"))
         store.fail = True
         with self.assertLogs("session_demo", "ERROR"):
@@ -206,7 +206,7 @@ class TestConcurrencyMerge(SessionAssertions):
         """The request that saves second merges its key into the first one's save: both keys stay."""
         app = TwoAtOnce()
         store = BoundedMemoryStore()
-        server = TestServer(self, app, middleware=with_concurrency("merge", store=store))
+        server = LiveServer(self, app, middleware=with_concurrency("merge", store=store))
         cookie = self.assert_sets_cookie(server.get("/start"))
         app.run(server, cookie)
         stored = list(store.all().values())[0]
@@ -298,7 +298,7 @@ class TestConcurrencyLockBaseException(SessionAssertions):
                         mock.patch("threading.excepthook"):  # the thread's death is expected
                     store = MemoryStore() if store_name == "memory" else self.sqlite()
                     middleware = with_concurrency("lock", lock_timeout=0.2, store=store)
-                    server = TestServer(self, self.raising(exception), middleware=middleware)
+                    server = LiveServer(self, self.raising(exception), middleware=middleware)
                     cookie = self.assert_sets_cookie(server.get("/"))
                     with self.assertRaises((http.client.HTTPException, ConnectionError)):
                         server.get("/raise", cookie)
@@ -414,7 +414,7 @@ class TestLockUnderFlood(unittest.TestCase):
         middleware = LockingSessionMiddleware(make_options(store=store, clock=clock, resave=False,
                                                            save_uninitialized=False))
         for index in range(2000):
-            run_request(middleware, "connect.sid=" + TestHostileHelpers.value(f"flood-{index}"),
+            run_request(middleware, "connect.sid=" + HostileHelpers.value(f"flood-{index}"),
                         lambda state: state.session.get("views"))
         self.assertEqual(middleware._locks, {})
         self.assertEqual(store.sessions, {})

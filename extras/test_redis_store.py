@@ -30,7 +30,7 @@ from extras.test_concurrency import with_concurrency
 from extras.test_stores import _StoreContract, _StoreHelpers, _VersionsContract
 from session_demo import RequestInfo
 from test_session import (
-    AppHandler, FrozenClock, SECRET, Response, SessionAssertions, TestServer, cookie_pair, run_request,
+    AppHandler, FrozenClock, SECRET, Response, SessionAssertions, LiveServer, cookie_pair, run_request,
 )
 
 REDIS_SERVER = shutil.which("redis-server")
@@ -452,7 +452,7 @@ class TestRedisStoreCorruptValues(_RedisHelpers, SessionAssertions):
 
     def test_a_request_with_a_corrupt_session_gets_a_new_one(self) -> None:
         """A cookie whose stored value is not a session gets a fresh session and a new cookie, not a 500."""
-        server = TestServer(self, self.counter_app, store=self.store, clock=self.clock)
+        server = LiveServer(self, self.counter_app, store=self.store, clock=self.clock)
         cookie = self.assert_sets_cookie(server.get())
         self.redis.cli("SET", f"sess:{self.sid_of(cookie)}", "<html>not a session</html>")
         with self.assertLogs("session_demo", "WARNING"):
@@ -527,15 +527,15 @@ class TestRedisStoreBehindAServer(_RedisHelpers, SessionAssertions):
 
     def test_two_servers_on_one_redis_count_one_visitor_together(self) -> None:
         """Two servers (each its own RedisStore) on one Redis: a visitor's views go on from one to the other."""
-        first = TestServer(self, self.counter_app, store=self.store, clock=self.clock)
-        second = TestServer(self, self.counter_app, store=self.redis_store(), clock=self.clock)
+        first = LiveServer(self, self.counter_app, store=self.store, clock=self.clock)
+        second = LiveServer(self, self.counter_app, store=self.redis_store(), clock=self.clock)
         cookie = self.assert_sets_cookie(first.get())
         self.assertEqual(second.get(cookie=cookie).body, "views: 2")
         self.assertEqual(first.get(cookie=cookie).body, "views: 3")
 
     def test_the_lock_keeps_8_clients_on_two_servers_exact(self) -> None:
         """concurrency='lock' on two servers (their own in-process locks, one Redis): 8 x 25 views, exactly 201."""
-        servers = [TestServer(self, self.counter_app, clock=self.clock,
+        servers = [LiveServer(self, self.counter_app, clock=self.clock,
                               middleware=with_concurrency("lock", store=self.redis_store(), clock=self.clock))
                    for _ in range(2)]
         cookie = self.assert_sets_cookie(servers[0].get())
@@ -579,7 +579,7 @@ class TestRedisStoreAvailability(_RedisHelpers, SessionAssertions):
         self.own = RedisServer()
         self.addCleanup(self.own.close)
         self.store = self.redis_store(self.own, connect_timeout=0.5, socket_timeout=0.5, retry_interval=0)
-        self.server = TestServer(self, self.counter_or_503, store=self.store, clock=self.clock)
+        self.server = LiveServer(self, self.counter_or_503, store=self.store, clock=self.clock)
 
     def test_a_stopped_redis_fails_requests_fast_and_a_restarted_one_serves_again(self) -> None:
         """Redis stopped: a 500 (the load fails), then 503s (not ready, no session); restarted: sessions again."""

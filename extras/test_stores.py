@@ -22,7 +22,7 @@ from extras.sqlite_store import SQLiteStore, _HOST as SQLITE_HOST
 from session_demo import Cookie, MemoryStore, RequestInfo, SessionMiddleware
 from extras.test_concurrency import with_concurrency
 from test_session import (
-    AppHandler, FrozenClock, SECRET, SessionAssertions, TestServer, cookie_pair, make_options,
+    AppHandler, FrozenClock, SECRET, SessionAssertions, LiveServer, cookie_pair, make_options,
     run_request,
 )
 
@@ -876,7 +876,7 @@ class TestSQLiteStoreCorruptRows(_StoreHelpers, SessionAssertions):
 
     def test_a_request_with_a_corrupt_session_gets_a_new_one(self) -> None:
         """A cookie whose stored session is corrupt gets a fresh session and a new cookie, not a 500."""
-        server = TestServer(self, self.counter_app, store=self.store, clock=self.clock)
+        server = LiveServer(self, self.counter_app, store=self.store, clock=self.clock)
         for label, text in [("not JSON", "{not json"), ("nested 1,500 deep", DEEP_JSON)]:
             with self.subTest(label):
                 cookie = self.assert_sets_cookie(server.get())
@@ -1121,14 +1121,14 @@ class _BehindAServer(_StoreHelpers):
 
     def test_the_view_counter_counts(self) -> None:
         """Three requests with the cookie count three views."""
-        server = TestServer(self, self.counter_app, store=self.store, clock=self.clock)
+        server = LiveServer(self, self.counter_app, store=self.store, clock=self.clock)
         cookie = self.assert_sets_cookie(server.get())
         self.assertEqual(server.get(cookie=cookie).body, "views: 2")
         self.assertEqual(server.get(cookie=cookie).body, "views: 3")
 
     def test_the_count_restarts_when_the_session_expires(self) -> None:
         """After the cookie's 60 s, the store no longer has the session: the counter starts again."""
-        server = TestServer(self, self.counter_app, store=self.store, clock=self.clock)
+        server = LiveServer(self, self.counter_app, store=self.store, clock=self.clock)
         cookie = self.assert_sets_cookie(server.get())
         self.clock.advance(seconds=60)
         self.assertEqual(server.get(cookie=cookie).body, "views: 1")
@@ -1157,7 +1157,7 @@ class TestBoundedMemoryStoreBehindAServer(_BehindAServer, SessionAssertions):
 
     def test_a_full_store_evicts_and_stores_the_new_visitor(self) -> None:
         """When only established sessions remain, a new visitor is stored and counts on; the LRU user goes."""
-        server = TestServer(self, self.counter_app, store=self.store, clock=self.clock)
+        server = LiveServer(self, self.counter_app, store=self.store, clock=self.clock)
         cookies = []
         for _ in range(2):
             cookies.append(self.assert_sets_cookie(server.get()))
@@ -1178,15 +1178,15 @@ class TestSQLiteStoreBehindAServer(_BehindAServer, SessionAssertions):
 
     def test_the_count_survives_a_server_restart(self) -> None:
         """A new server with a new SQLiteStore on the same file keeps counting."""
-        server = TestServer(self, self.counter_app, store=self.store, clock=self.clock)
+        server = LiveServer(self, self.counter_app, store=self.store, clock=self.clock)
         cookie = self.assert_sets_cookie(server.get())
-        restarted = TestServer(self, self.counter_app, store=self.sqlite_store(self.clock, self.path),
+        restarted = LiveServer(self, self.counter_app, store=self.sqlite_store(self.clock, self.path),
                                clock=self.clock)
         self.assertEqual(restarted.get(cookie=cookie).body, "views: 2")
 
     def test_lock_concurrency_takes_and_releases_the_store_lock(self) -> None:
         """With concurrency='lock', requests count as usual and leave no lock row behind."""
-        server = TestServer(self, self.counter_app, middleware=with_concurrency("lock", store=self.store, clock=self.clock))
+        server = LiveServer(self, self.counter_app, middleware=with_concurrency("lock", store=self.store, clock=self.clock))
         cookie = self.assert_sets_cookie(server.get())
         self.assertEqual(server.get(cookie=cookie).body, "views: 2")
         self.assertEqual(self.raw(self.path).execute("SELECT COUNT(*) FROM locks").fetchone()[0], 0)

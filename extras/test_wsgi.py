@@ -23,7 +23,7 @@ from extras.wsgi import SessionWSGIMiddleware
 from session_demo import MemoryStore, SessionMiddleware, SessionOptions
 from extras.test_concurrency import with_concurrency
 from test_session import (
-    CountingStore, FrozenClock, START, SessionAssertions, TestHostileSetCookie, TestServer,
+    CountingStore, FrozenClock, START, SessionAssertions, TestHostileSetCookie, LiveServer,
     cookie_pair, make_options, run_request,
 )
 
@@ -33,7 +33,7 @@ from test_session import (
 # ==== SessionWSGIMiddleware (beyond express: WSGI) ===========================
 
 
-class TestWSGIQuietHandler(WSGIRequestHandler):
+class QuietWSGIHandler(WSGIRequestHandler):
     """wsgiref's request handler without its access log or its tracebacks on stderr."""
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -43,8 +43,8 @@ class TestWSGIQuietHandler(WSGIRequestHandler):
         return io.StringIO()
 
 
-class TestWSGIServer(TestServer):
-    """A wsgiref server on a free loopback port running SessionWSGIMiddleware(app); ``get()`` as TestServer's."""
+class LiveWSGIServer(LiveServer):
+    """A wsgiref server on a free loopback port running SessionWSGIMiddleware(app); ``get()`` as LiveServer's."""
 
     def __init__(self, testcase: unittest.TestCase, app: Callable[..., Any],
                  options: SessionOptions | None = None, **overrides: Any) -> None:
@@ -52,7 +52,7 @@ class TestWSGIServer(TestServer):
         self.middleware = SessionMiddleware(self.options)
         self.store = self.options.store
         self.server = make_server("127.0.0.1", 0, SessionWSGIMiddleware(app, self.middleware),
-                                  handler_class=TestWSGIQuietHandler)
+                                  handler_class=QuietWSGIHandler)
         self.port = self.server.server_address[1]
         thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
                                   daemon=True)
@@ -60,7 +60,7 @@ class TestWSGIServer(TestServer):
         testcase.addCleanup(self.stop, thread)
 
 
-class TestWSGIFakeServer:
+class FakeWSGIServer:
     """Drive a WSGI application in-process as a PEP 3333 server does, noting what it is handed.
 
     ``log`` is shared with the store (a CountingStore's ``log``) so that the
@@ -123,7 +123,7 @@ class TestWSGIFakeServer:
         return body
 
 
-class TestWSGIBody:
+class RecordingBody:
     """An application iterable that notes each chunk it produces and its close(); it can fail midway."""
 
     def __init__(self, chunks: list[bytes], log: list[tuple[str, Any]] | None = None,
@@ -147,7 +147,7 @@ class TestWSGIBody:
         self.closed.set()
 
 
-class TestWSGIFlakyStore(MemoryStore):
+class FlakyStore(MemoryStore):
     """A MemoryStore whose get or set fails, with a message that must not reach the client."""
 
     SECRET_TEXT = "db password hunter2 at 10.0.0.7"
@@ -167,7 +167,7 @@ class TestWSGIFlakyStore(MemoryStore):
         super().set(sid, session)
 
 
-class TestWSGICase(SessionAssertions):
+class WSGICase(SessionAssertions):
     """Shared apps and helpers for the WSGI adapter's tests (no tests of its own)."""
 
     @staticmethod
@@ -205,14 +205,14 @@ class TestWSGICase(SessionAssertions):
             return cls.reply(start_response, "Forgotten")
         return cls.reply(start_response, "Not Found", "404 Not Found")
 
-    def serve(self, app: Callable[..., Any] | None = None, **overrides: Any) -> TestWSGIServer:
-        return TestWSGIServer(self, app or self.routes, **overrides)
+    def serve(self, app: Callable[..., Any] | None = None, **overrides: Any) -> LiveWSGIServer:
+        return LiveWSGIServer(self, app or self.routes, **overrides)
 
     def stored(self, store: MemoryStore) -> dict[str, dict[str, Any]]:
         return {sid: json.loads(text) for sid, text in store.sessions.items()}
 
 
-class TestWSGIViewCounter(TestWSGICase):
+class TestWSGIViewCounter(WSGICase):
     """The view counter through wsgiref: the session lives in environ and in the store."""
 
     def test_first_visit_sets_the_cookie_and_later_visits_count(self):
@@ -250,14 +250,14 @@ class TestWSGIViewCounter(TestWSGICase):
     def test_a_mounted_app_matches_the_cookie_path_with_its_script_name(self):
         """SCRIPT_NAME counts for the cookie path, as express's req.originalUrl includes the mount point."""
         middleware = SessionMiddleware(make_options(cookie={"path": "/app"}))
-        fake = TestWSGIFakeServer()
+        fake = FakeWSGIServer()
         fake.run(SessionWSGIMiddleware(self.routes, middleware), SCRIPT_NAME="/app", path="/")
         self.assertEqual(fake.status, "200 OK")
         self.assertEqual(len(fake.set_cookies), 1)
         self.assertEqual(fake.log, [("handed", b"Welcome! This is your first visit.")])
 
 
-class TestWSGIRequestInfo(TestWSGICase):
+class TestWSGIRequestInfo(WSGICase):
     """What the adapter tells the session layer about a WSGI request."""
 
     def test_url_is_the_raw_path_as_a_client_sends_it(self):
@@ -275,24 +275,24 @@ class TestWSGIRequestInfo(TestWSGICase):
         ]
         for script_name, path_info, query, url in table:
             with self.subTest(path_info=path_info, query=query):
-                environ = TestWSGIFakeServer.environ(path_info, SCRIPT_NAME=script_name,
+                environ = FakeWSGIServer.environ(path_info, SCRIPT_NAME=script_name,
                                                      QUERY_STRING=query)
                 self.assertEqual(adapter.request_info(environ).url, url)
 
     def test_reads_cookie_forwarded_proto_and_url_scheme(self):
         """Cookie and X-Forwarded-Proto come from environ; tls is False and url_scheme is framework_secure."""
         adapter = SessionWSGIMiddleware(self.routes, SessionMiddleware(make_options()))
-        environ = TestWSGIFakeServer.environ(cookie="a=1; b=2", HTTP_X_FORWARDED_PROTO="https")
+        environ = FakeWSGIServer.environ(cookie="a=1; b=2", HTTP_X_FORWARDED_PROTO="https")
         environ["wsgi.url_scheme"] = "https"
         info = adapter.request_info(environ)
         self.assertEqual((info.cookie_header, info.forwarded_proto, info.tls, info.framework_secure),
                          ("a=1; b=2", "https", False, True))
-        plain = adapter.request_info(TestWSGIFakeServer.environ())
+        plain = adapter.request_info(FakeWSGIServer.environ())
         self.assertEqual((plain.cookie_header, plain.forwarded_proto, plain.framework_secure),
                          (None, None, False))
 
 
-class TestWSGISaveUninitialized(TestWSGICase):
+class TestWSGISaveUninitialized(WSGICase):
     """save_uninitialized=False through the WSGI adapter."""
 
     def test_sets_no_cookie_and_stores_nothing_for_an_unmodified_new_session(self):
@@ -312,7 +312,7 @@ class TestWSGISaveUninitialized(TestWSGICase):
         self.assertEqual(server.store.calls["set"], 1)
 
 
-class TestWSGIResave(TestWSGICase):
+class TestWSGIResave(WSGICase):
     """resave=False through the WSGI adapter."""
 
     def test_touches_instead_of_saving_an_unmodified_loaded_session(self):
@@ -327,7 +327,7 @@ class TestWSGIResave(TestWSGICase):
         self.assertEqual(server.store.calls["touch"], 1)
 
 
-class TestWSGIRolling(TestWSGICase):
+class TestWSGIRolling(WSGICase):
     """rolling through the WSGI adapter."""
 
     def test_resends_the_cookie_of_an_unmodified_session_only_when_rolling(self):
@@ -340,7 +340,7 @@ class TestWSGIRolling(TestWSGICase):
                 self.assertEqual(response.session_cookie() is not None, rolling)
 
 
-class TestWSGICookieMaxAge(TestWSGICase):
+class TestWSGICookieMaxAge(WSGICase):
     """cookie.max_age through the WSGI adapter, on a clock the test moves."""
 
     def test_expires_is_max_age_after_the_moment_the_headers_are_decided(self):
@@ -354,7 +354,7 @@ class TestWSGICookieMaxAge(TestWSGICase):
         self.assertEqual(second.cookie_attributes()["Expires"], formatdate(START + 70, usegmt=True))
 
 
-class TestWSGISecureCookie(TestWSGICase):
+class TestWSGISecureCookie(WSGICase):
     """cookie.secure and proxy through the WSGI adapter: wsgi.url_scheme is the framework's 'secure'."""
 
     def test_sends_no_secure_cookie_over_http_but_saves_the_session(self):
@@ -376,12 +376,12 @@ class TestWSGISecureCookie(TestWSGICase):
         for proxy, sent in ((None, True), (False, False)):
             with self.subTest(proxy=proxy):
                 middleware = SessionMiddleware(make_options(cookie={"secure": True}, proxy=proxy))
-                fake = TestWSGIFakeServer()
+                fake = FakeWSGIServer()
                 fake.run(SessionWSGIMiddleware(self.routes, middleware), **{"wsgi.url_scheme": "https"})
                 self.assertEqual(len(fake.set_cookies), 1 if sent else 0)
 
 
-class TestWSGIUnset(TestWSGICase):
+class TestWSGIUnset(WSGICase):
     """state.session = None (express's req.session = null) through the WSGI adapter."""
 
     def test_keep_leaves_the_store_alone_and_destroy_removes_the_session(self):
@@ -398,7 +398,7 @@ class TestWSGIUnset(TestWSGICase):
                 self.assertEqual(len(server.store.sessions), 1 if kept else 0)
 
 
-class TestWSGISessionMethods(TestWSGICase):
+class TestWSGISessionMethods(WSGICase):
     """Session.regenerate() and Session.destroy() inside a WSGI application."""
 
     def test_regenerate_gives_a_new_id_and_destroys_the_old_session(self):
@@ -426,12 +426,12 @@ class TestWSGISessionMethods(TestWSGICase):
         self.assertEqual(server.get("/", cookie=pair).body, "Welcome! This is your first visit.")
 
 
-class TestWSGIFailures(TestWSGICase):
+class TestWSGIFailures(WSGICase):
     """Store and application failures through the WSGI adapter."""
 
     def test_a_store_that_fails_to_load_gives_a_500_that_does_not_echo_the_error(self):
         """A store get failure: 500, plain text without the error's text, the app not run, the log has it."""
-        store = TestWSGIFlakyStore()
+        store = FlakyStore()
         calls = []
 
         def app(environ, start_response):
@@ -456,7 +456,7 @@ class TestWSGIFailures(TestWSGICase):
             def begin(self, request):
                 raise SessionBusyError("session 'abc...' stayed locked for 0 s")
 
-        fake = TestWSGIFakeServer()
+        fake = FakeWSGIServer()
         with self.assertLogs("session_demo", "WARNING"):
             body = fake.run(SessionWSGIMiddleware(self.routes, BusyMiddleware(make_options())))
         self.assertTrue(fake.status.startswith("503 "))
@@ -469,7 +469,7 @@ class TestWSGIFailures(TestWSGICase):
             start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "12")])
             return [b"hello, ", b"wor", b"ld"]
 
-        server = self.serve(app, store=TestWSGIFlakyStore(failing={"set"}))
+        server = self.serve(app, store=FlakyStore(failing={"set"}))
         with self.assertLogs("session_demo", "ERROR") as logs, \
                 mock.patch("wsgiref.simple_server.ServerHandler.log_exception"):
             connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
@@ -541,7 +541,7 @@ class TestWSGIFailures(TestWSGICase):
             write(b"early")  # PEP 3333's write(): the headers are out
             raise RuntimeError("the app failed")
 
-        fake = TestWSGIFakeServer()
+        fake = FakeWSGIServer()
         with self.assertLogs("session_demo", "ERROR"), self.assertRaisesRegex(RuntimeError, "the app failed"):
             fake.run(SessionWSGIMiddleware(app, SessionMiddleware(make_options(store=store))))
         self.assertEqual(store.calls["set"], 1)
@@ -552,14 +552,14 @@ class Abort(BaseException):
     """A BaseException that is not an Exception, as KeyboardInterrupt and SystemExit are."""
 
 
-class TestWSGIBaseException(TestWSGICase):
+class TestWSGIBaseException(WSGICase):
     """A BaseException from the app is not caught, but the end runs: a session lock is released."""
 
     def locked(self) -> tuple[SessionWSGIMiddleware, str]:
         """A locking middleware (lock_timeout 0.05 s) and the cookie of a stored session."""
         middleware = with_concurrency("lock", lock_timeout=0.05)
         wsgi = SessionWSGIMiddleware(self.routes, middleware)
-        fake = TestWSGIFakeServer()
+        fake = FakeWSGIServer()
         fake.run(wsgi, path="/")
         return wsgi, cookie_pair(fake.set_cookies[0])
 
@@ -578,17 +578,17 @@ class TestWSGIBaseException(TestWSGICase):
                 wsgi, cookie = self.locked()
                 failing = SessionWSGIMiddleware(app, wsgi.middleware)
                 with self.assertRaises(Abort):
-                    TestWSGIFakeServer().run(failing, cookie=cookie)
-                fake = TestWSGIFakeServer()
+                    FakeWSGIServer().run(failing, cookie=cookie)
+                fake = FakeWSGIServer()
                 fake.run(wsgi, path="/", cookie=cookie)
                 self.assertEqual(fake.status, "200 OK")
                 self.assertEqual(wsgi.middleware._locks, {})
 
 
-class TestWSGIJoinedCookieLines(TestWSGICase):
+class TestWSGIJoinedCookieLines(WSGICase):
     """Two Cookie lines, which wsgiref and gunicorn join with ',', keep the session."""
 
-    def get_with_cookie_lines(self, server: TestWSGIServer, lines: list[str]) -> Any:
+    def get_with_cookie_lines(self, server: LiveWSGIServer, lines: list[str]) -> Any:
         """GET / sending each of ``lines`` as its own Cookie header line."""
         connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
         self.addCleanup(connection.close)
@@ -636,7 +636,7 @@ class TestWSGIJoinedCookieLines(TestWSGICase):
         return f"{options.name}=" + sd.encode_uri_component("s:" + sd.sign(sid, options.secrets[0]))
 
 
-class TestWSGIHeaders(TestWSGICase):
+class TestWSGIHeaders(WSGICase):
     """The headers moment: Set-Cookie is decided when the app calls start_response."""
 
     def test_keeps_the_apps_own_set_cookie_headers_and_puts_the_session_cookie_last(self):
@@ -681,7 +681,7 @@ class TestWSGIHeaders(TestWSGICase):
                 start_response("500 Internal Server Error", [], sys.exc_info())
             return [b"sorry"]
 
-        fake = TestWSGIFakeServer()
+        fake = FakeWSGIServer()
         middleware = SessionMiddleware(make_options(save_uninitialized=False, store=store))
         fake.run(SessionWSGIMiddleware(app, middleware))
         self.assertEqual([(status, again) for status, _, again in fake.starts],
@@ -704,27 +704,27 @@ class TestWSGIHeaders(TestWSGICase):
                 start_response("500 Internal Server Error", [], sys.exc_info())
             yield b"never"
 
-        fake = TestWSGIFakeServer()
+        fake = FakeWSGIServer()
         with self.assertLogs("session_demo", "ERROR"), self.assertRaisesRegex(ValueError, "rendering failed"):
             fake.run(SessionWSGIMiddleware(app, SessionMiddleware(make_options(store=store))))
         self.assertEqual(store.calls["set"], 1)
         self.assertEqual(fake.status, "200 OK")
 
 
-class TestWSGIBodyAndEnd(TestWSGICase):
+class TestWSGIBodyAndEnd(WSGICase):
     """The end moment: the store operation finishes before the last chunk; close() always runs."""
 
     def test_the_store_operation_finishes_before_the_last_chunk_is_handed_over(self):
         """The app's chunks are passed on one behind; set runs after the app is done, before the last chunk."""
         store = CountingStore()
-        body = TestWSGIBody([b"A", b"", b"B", b"C"], log=store.log)
+        body = RecordingBody([b"A", b"", b"B", b"C"], log=store.log)
 
         def app(environ, start_response):
             environ["session_demo.session"]["views"] = 1
             start_response("200 OK", [])
             return body
 
-        fake = TestWSGIFakeServer(store.log)
+        fake = FakeWSGIServer(store.log)
         handed = fake.run(SessionWSGIMiddleware(app, SessionMiddleware(make_options(store=store))))
         self.assertEqual(handed, b"ABC")
         sid = list(store.sessions)[0]
@@ -744,14 +744,14 @@ class TestWSGIBodyAndEnd(TestWSGICase):
             start_response("200 OK", [])
             return [b"one", b"two"]
 
-        fake = TestWSGIFakeServer(store.log)
+        fake = FakeWSGIServer(store.log)
         fake.run(SessionWSGIMiddleware(app, middleware), cookie=cookie_pair(header))
         names = [name for name, _ in store.log]
         self.assertEqual(names, ["get", "handed", "touch", "handed"])
 
     def test_close_is_called_once_after_a_whole_body(self):
         """The app iterable's close() is called once when the server has the whole body."""
-        body = TestWSGIBody([b"hello, ", b"world"])
+        body = RecordingBody([b"hello, ", b"world"])
 
         def app(environ, start_response):
             start_response("200 OK", [("Content-Type", "text/plain")])
@@ -764,7 +764,7 @@ class TestWSGIBodyAndEnd(TestWSGICase):
 
     def test_close_is_called_when_the_body_fails_midway_and_the_end_ran(self):
         """An iterator raising midway: close() is still called and the session was stored first."""
-        body = TestWSGIBody([b"hello, ", b"world"], fail_at=1)
+        body = RecordingBody([b"hello, ", b"world"], fail_at=1)
 
         def app(environ, start_response):
             environ["session_demo.session"]["views"] = 1
@@ -785,7 +785,7 @@ class TestWSGIBodyAndEnd(TestWSGICase):
         for stop_after in (0, 1):
             with self.subTest(stop_after=stop_after):
                 store = CountingStore()
-                body = TestWSGIBody([b"one", b"two", b"three"])
+                body = RecordingBody([b"one", b"two", b"three"])
 
                 def app(environ, start_response):
                     environ["session_demo.session"]["views"] = 1
@@ -798,7 +798,7 @@ class TestWSGIBodyAndEnd(TestWSGICase):
                     def release(self, state):  # what a locking middleware offers (extras.concurrency)
                         released.append(state.session_id)
 
-                fake = TestWSGIFakeServer()
+                fake = FakeWSGIServer()
                 fake.run(SessionWSGIMiddleware(app, NotingMiddleware(make_options(store=store))),
                          stop_after=stop_after)
                 self.assertEqual(body.close_calls, 1)
@@ -810,21 +810,21 @@ class TestWSGIBodyAndEnd(TestWSGICase):
         middleware = with_concurrency("lock", lock_timeout=0)
         header, _ = run_request(middleware)
         adapter = SessionWSGIMiddleware(self.routes, middleware)
-        TestWSGIFakeServer().run(adapter, path="/peek", cookie=cookie_pair(header), stop_after=0)
-        fake = TestWSGIFakeServer()
+        FakeWSGIServer().run(adapter, path="/peek", cookie=cookie_pair(header), stop_after=0)
+        fake = FakeWSGIServer()
         body = fake.run(adapter, path="/peek", cookie=cookie_pair(header))
         self.assertEqual((fake.status, body), ("200 OK", b"views: none"))
 
     def test_close_is_called_even_if_iteration_never_started(self):
         """A server that closes the body without iterating it still closes the app's iterable."""
-        body = TestWSGIBody([b"one"])
+        body = RecordingBody([b"one"])
 
         def app(environ, start_response):
             start_response("200 OK", [])
             return body
 
         middleware = SessionMiddleware(make_options())
-        fake = TestWSGIFakeServer()
+        fake = FakeWSGIServer()
         result = SessionWSGIMiddleware(app, middleware)(fake.environ(), fake.start_response)
         result.close()
         self.assertEqual(body.close_calls, 1)
@@ -853,7 +853,7 @@ class TestWSGIBodyAndEnd(TestWSGICase):
                     start_response("200 OK", [("Content-Length", "0")])
                     return chunks
 
-                fake = TestWSGIFakeServer(store.log)
+                fake = FakeWSGIServer(store.log)
                 self.assertEqual(fake.run(SessionWSGIMiddleware(app, SessionMiddleware(
                     make_options(store=store)))), b"")
                 self.assertEqual([name for name, _ in store.log], ["set"])
