@@ -235,7 +235,7 @@ class DemoServerCase(SessionAssertions):
 
 
 class TestServerRoutes(DemoServerCase):
-    """The routes of ROUTES.md, with the demo's default flags."""
+    """The demo's routes, with the demo's default flags."""
 
     def test_counts_views_from_a_first_visit(self):
         """/ welcomes a first visit, then counts: 'Number of views: 2', 3, ..."""
@@ -433,10 +433,10 @@ class TestServerRoutes(DemoServerCase):
 
 
 class TestServerFlags(DemoServerCase):
-    """Each flag of ROUTES.md, observed through the demo server."""
+    """Each of the demo's flags, observed through the demo server."""
 
     def test_parse_args_defaults_are_those_of_routes_md(self):
-        """With no flags every option has the default ROUTES.md gives it."""
+        """With no flags every option has the default server.py documents."""
         args = server.parse_args([])
         expected = {
             "port": 3000, "secret": None, "name": "connect.sid", "resave": False,
@@ -1616,7 +1616,7 @@ class TestBadCookies(DemoServerCase):
                 self.assertEqual((response.status, response.body), (200, "views: 1"))
 
 
-# ==== Store failures (spec §9.1 item 4) =====================================
+# ==== Store failures =====================================
 #
 # Upstream: "should pass session fetch error", "should treat ENOENT session fetch error
 # as not found", "when session without cookie property in store" / "should pass error

@@ -249,8 +249,7 @@ UTC = timezone.utc
 START_DATETIME = datetime(2027, 1, 15, 8, 0, 0, tzinfo=UTC)  # the harness's START as a datetime
 DEFAULT_COOKIE_JSON = '{"originalMaxAge":null,"expires":null,"httpOnly":true,"path":"/"}'
 
-# cookie-signature 1.0.7 known answers with the secret 'keyboard cat' (spec §6.2, checked
-# with Node): id, sign() result, cookie value after 's:' + encodeURIComponent.
+# cookie-signature 1.0.7 known answers with the secret 'keyboard cat': id, sign() result, cookie value after 's:' + encodeURIComponent.
 SIGNING_VECTORS = [
     ("abc", "abc.BpxCrWRpvZMh/wk/djl34N+m+VQEU7K/5WenLwJCgFU",
      "s%3Aabc.BpxCrWRpvZMh%2Fwk%2Fdjl34N%2Bm%2BVQEU7K%2F5WenLwJCgFU"),
@@ -276,7 +275,7 @@ EXPRESS_RESERVED_KEYS = [
 ]
 
 
-# ==== Signing (cookie-signature 1.0.7, spec §6) ==============================
+# ==== Signing (cookie-signature 1.0.7) ==============================
 
 
 class TestSigning(unittest.TestCase):
@@ -479,7 +478,7 @@ class TestEncodeURIComponent(unittest.TestCase):
                 self.assertEqual(sd.decode_uri_component(sd.encode_uri_component(text)), text)
 
 
-# ==== The Cookie header: parse (cookie 0.7.2, spec §7.2) =====================
+# ==== The Cookie header: parse (cookie 0.7.2) =====================
 
 
 class TestParseCookieHeader(unittest.TestCase):
@@ -600,7 +599,7 @@ class TestParseCookieHeader(unittest.TestCase):
                     sd.parse_cookie_header(header)
 
 
-# ==== The Cookie header: serialize (cookie 0.7.2, spec §7.1, §2.7) ===========
+# ==== The Cookie header: serialize (cookie 0.7.2) ===========
 
 
 class TestSerializeCookie(unittest.TestCase):
@@ -879,7 +878,7 @@ class TestNewCookieWithOptions(unittest.TestCase):
 
 
 class TestCookieExpiryBookkeeping(unittest.TestCase):
-    """The expires / max_age / original_max_age setters (spec §2.2–2.4), on a frozen clock."""
+    """The expires / max_age / original_max_age setters, on a frozen clock."""
 
     def setUp(self):
         self.clock = FrozenClock()
@@ -1098,7 +1097,7 @@ class TestCookieJSON(unittest.TestCase):
                 self.assertEqual(cookie.expires, START_DATETIME + timedelta(minutes=1))
 
 
-# ==== The Session object (spec §4) ===========================================
+# ==== The Session object ===========================================
 
 
 class TestSessionObject(unittest.TestCase):
@@ -1218,7 +1217,7 @@ class TestSessionObject(unittest.TestCase):
         self.assertEqual(sum(self.store.calls.values()), 0)
 
 
-# ==== hash_session (spec §3.6) ==============================================
+# ==== hash_session ==============================================
 
 
 class TestHashSession(unittest.TestCase):
@@ -1262,7 +1261,7 @@ class TestHashSession(unittest.TestCase):
         self.assertEqual(sd.hash_session(state.session), sd.hash_session({"views": 1}))
 
 
-# ==== MemoryStore (spec §5.5) ===============================================
+# ==== MemoryStore ===============================================
 
 
 class TestMemoryStore(unittest.TestCase):
@@ -1451,7 +1450,7 @@ class TestMemoryStore(unittest.TestCase):
         self.assertEqual(self.store.length(), len(expected) + 1)
 
 
-# ==== SessionOptions (spec §1.1 and the deliberate differences) ==============
+# ==== SessionOptions (and the deliberate differences) ==============
 
 
 class TestSessionOptions(unittest.TestCase):
@@ -1674,8 +1673,8 @@ class TestSessionOptions(unittest.TestCase):
 
 # The upstream blocks covered here (test/session.js): "req.session" and its
 # sub-blocks, "synchronous store", "res.end patch", "cookieParser()"; then the
-# decision matrix (spec 3.7), the other lifecycle cases (spec 3.8) and the
-# "end of the response waits for the store" invariant (spec 3.5).
+# decision matrix , the other lifecycle cases  and the
+# "end of the response waits for the store" invariant .
 #
 # N/A "should not override an overridden `reload` in case of errors": our reload() is a plain
 #     method that raises LookupError; nothing wraps it per request, so there is no wrapper to stack.
@@ -2387,7 +2386,7 @@ class TestReqSessionResEndPatch(ReqSessionCase):
         self.assertEqual(store.calls["set"], 1)
 
 
-# ==== The decision matrix (spec 3.7) ========================================
+# ==== The decision matrix  ========================================
 
 
 class TestDecisionMatrix(ReqSessionCase):
@@ -2446,7 +2445,7 @@ class TestDecisionMatrix(ReqSessionCase):
         return header is not None, self.end_calls(store, since)
 
     def test_decision_matrix(self):
-        """Every row of spec 3.7: Set-Cookie yes/no and the store call at the end (none / set / touch)."""
+        """Every row of the decision matrix: Set-Cookie yes/no and the store call at the end (none / set / touch)."""
         for case in self.cases():
             with self.subTest(dict(zip(("save_uninitialized", "resave", "rolling", "session",
                                         "change", "max_age"), case))):
@@ -2515,11 +2514,11 @@ class TestDecisionMatrixOverHTTP(ReqSessionCase):
                                  matrix.run_case(CountingStore, *row))
 
 
-# ==== Other lifecycle cases (spec 3.8) ======================================
+# ==== Other lifecycle cases  ======================================
 
 
 class TestLifecycleEdgeCases(ReqSessionCase):
-    """The cases of spec 3.8: what happens around the three lifecycle moments."""
+    """The other lifecycle cases: what happens around the three lifecycle moments."""
 
     def test_change_after_the_headers_saves_but_sends_no_cookie(self):
         """Headers sent before the session changes: no cookie (decided unmodified), but the session is saved."""
@@ -2657,7 +2656,7 @@ class TestLifecycleEdgeCases(ReqSessionCase):
                                      ("set", new_id), ("set", new_id)])
 
 
-# ==== The end of the response waits for the store (spec 3.5) ================
+# ==== The end of the response waits for the store  ================
 
 
 class TestResponseHeldUntilStoreAnswers(ReqSessionCase):

@@ -180,7 +180,7 @@ class WSGICase(SessionAssertions):
 
     @classmethod
     def routes(cls, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-        """The demo's routes (ROUTES.md), as a WSGI application."""
+        """The demo's routes, as a WSGI application."""
         path = environ["PATH_INFO"]
         session = environ["session_demo.session"]
         state = environ["session_demo.state"]
@@ -687,7 +687,7 @@ class TestWSGIHeaders(WSGICase):
         self.assertEqual([(status, again) for status, _, again in fake.starts],
                          [("200 OK", False), ("500 Internal Server Error", True)])
         self.assertEqual(fake.set_cookies, [])
-        self.assertEqual(store.calls["set"], 1)  # saved, orphaned, as express does (spec 3.8)
+        self.assertEqual(store.calls["set"], 1)  # saved, orphaned, as express does 
 
     def test_a_late_exc_info_call_is_refused_by_the_server_and_the_end_still_runs(self):
         """start_response with exc_info after the headers went out re-raises; the session is still stored."""
