@@ -386,6 +386,7 @@ def trace_block(visit: Visit) -> str:
 LESSON_FOR: list[tuple[str, str]] = [
     # (words in a log line, the title of the lesson in LESSONS.md that explains it);
     # the first match wins, so the more specific words come first.
+    ("regenerating", "Login and session fixation"),
     ("unsigned", "Tampering"),
     ("signature invalid", "Tampering"),
     ("no SID sent", "What a session is"),

@@ -278,6 +278,7 @@ class RequestState:
         """
         old_id = self.session_id
         session = self.new_session()  # an unusable id fails before anything is destroyed
+        _log.debug("regenerating: destroying %s, the new id is %s", short_id(old_id), short_id(session.id))
         try:
             self.store.destroy(old_id)
         finally:
@@ -697,6 +698,7 @@ class Session(MutableMapping[str, Any]):
 
         No Set-Cookie is sent; the browser keeps its (now useless) cookie.
         """
+        _log.debug("destroying %s", short_id(self._id))
         self._state.session = None
         self._state.store.destroy(self._id)
 

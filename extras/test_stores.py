@@ -21,6 +21,7 @@ from extras.bounded_store import BoundedMemoryStore, SessionTooLargeError
 from extras.sqlite_store import SQLiteStore, _HOST as SQLITE_HOST
 from session_demo import Cookie, MemoryStore, RequestInfo, SessionMiddleware
 from extras.test_concurrency import with_concurrency
+import test_session
 from test_session import (
     AppHandler, FrozenClock, SECRET, SessionAssertions, LiveServer, cookie_pair, make_options,
     run_request,
@@ -1190,6 +1191,16 @@ class TestSQLiteStoreBehindAServer(_BehindAServer, SessionAssertions):
         cookie = self.assert_sets_cookie(server.get())
         self.assertEqual(server.get(cookie=cookie).body, "views: 2")
         self.assertEqual(self.raw(self.path).execute("SELECT COUNT(*) FROM locks").fetchone()[0], 0)
+
+
+class TestExtraStoresNeverPickle(test_session.TestHostileStoreNeverPickles):
+    """The extras' stores keep sessions as JSON too: pickle (code execution on load) is never reached."""
+
+    STORE_NAMES = ("BoundedMemoryStore", "SQLiteStore")
+
+    def store_class(self, name: str) -> type:
+        return {"BoundedMemoryStore": BoundedMemoryStore, "SQLiteStore": SQLiteStore}[name]
+
 
 if __name__ == "__main__":
     unittest.main()
