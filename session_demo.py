@@ -894,7 +894,7 @@ class Cookie:
         if "originalMaxAge" in data:
             original = data["originalMaxAge"]
             usable = (isinstance(original, (int, float)) and not isinstance(original, bool)
-                      and math.isfinite(original) and abs(original) <= _MAX_MS)
+                      and math.isfinite(original) and _MIN_MS <= clock_ms(clock) + original <= _MAX_MS)
             cookie.original_max_age = original if usable else None
         else:
             del cookie._stored["originalMaxAge"]
@@ -1317,7 +1317,7 @@ def short_id(session_id: object) -> str:
 # The three moments of the lifecycle are wired in:
 #   begin   - in handle_one_request, after the request line and headers are read
 #   headers - in end_headers, before the header block is written
-#   end     - in handle_one_request, after do_GET returns, before the
+#   end     - in _handle_with_session, after do_GET returns, before the
 #             buffered response's last byte is released
 # Around them, the guards of a front end, each with what it defends against.
 
@@ -1330,7 +1330,7 @@ class _HeadTooLarge(Exception):
     """More than the handler's max_head_size bytes came without the end of the head: answer 431."""
 
 
-class _HeadReader(io.RawIOBase):
+class _SocketReader(io.RawIOBase):
     """The socket as rfile's raw stream; ``tell()`` counts the bytes received.
 
     While reading a head, no recv starts past ``deadline`` and none reads past ``limit``.
@@ -1414,9 +1414,11 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
     server: SessionHTTPServer
     session_state: RequestState | None = None
     _headers_sent: bool = False
+    _status: int = 200
     idle_timeout: float = 5.0  # idle or stalled clients: each read and write within this (Node's keep-alive: 5 s)
     head_timeout: float = 60.0  # slowloris: the whole head within this (Node's headersTimeout: 60 s)
     max_head_size: int = 16 * 1024  # memory: a larger head is answered 431 (Node's limit: 16 KB)
+    request_timeout: float = 300.0  # a thread held by a trickled body (Node's requestTimeout: 300 s)
 
     def setup(self) -> None:
         """Set up the connection as usual, with Nagle's algorithm off and rfile read under a deadline."""
@@ -1427,7 +1429,7 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.connection.settimeout(self.idle_timeout)
         self.rfile.close()
-        self._reader = _HeadReader(self.connection)
+        self._reader = _SocketReader(self.connection)
         self.rfile = io.BufferedReader(self._reader)
 
     @property
@@ -1440,7 +1442,7 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
         if self.session_state is None:
             raise RuntimeError("this request has no session to replace")
         if value is not None and not isinstance(value, Session):
-            raise TypeError("self.session can only be set to None (to unset it)")
+            raise TypeError("self.session can only be set to None (to unset it) or a Session")
         self.session_state.session = value
 
     @property
@@ -1485,7 +1487,7 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
         self.requestline = self.request_version = self.command = ""
         self.raw_requestline = b""
         try:
-            self._reader.limit = self._reader.tell() + self.max_head_size  # huge heads: 431 past the limit
+            self._reader.limit = self.rfile.tell() + self.max_head_size  # huge heads: 431 past the limit
             if not self.rfile.peek(1):  # the client closed (a silent one times out after idle_timeout)
                 self.close_connection = True
                 return
@@ -1496,7 +1498,13 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
                 return
             if not self.parse_request():
                 return
-            self._reader.deadline = self._reader.limit = None
+            self._reader.limit = None
+            self._reader.deadline = time.monotonic() + self.request_timeout  # a trickled body, too
+            # A header line http.client could not read hides the headers after it (Content-Length
+            # among them): a smuggling vector, answered 400 as Node's parser does.
+            if self.headers.defects:
+                self.send_error(400, "Bad header line")
+                return
             # A control character in the request line (Node's parser answers 400): never a 500, never in a log.
             if _CONTROL_CHARACTER.search(self.requestline):
                 self.send_error(400, "Bad request target")
@@ -1516,6 +1524,12 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
             _log.debug("closing the connection: %s", exc)
             self.close_connection = True
 
+    def handle_expect_100(self) -> bool:
+        """Send the interim 100 Continue only to a request the checks below will not refuse."""
+        if _CONTROL_CHARACTER.search(self.requestline) or not hasattr(self, "do_" + self.command):
+            return True  # its 400 or 501 comes next, with no 100 before it
+        return super().handle_expect_100()
+
     def _body_left_unread(self) -> bool:
         """Did the request carry a body (Content-Length, Transfer-Encoding) not read exactly to its end?"""
         length = self.headers.get("Content-Length", "0").strip()
@@ -1528,7 +1542,6 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
         # begin: load or create the session.
         try:
             self.session_state = middleware.begin(self.request_info())
-            self._headers_sent = False  # an interim 100 Continue is out, the response's headers are not
         except Exception as exc:  # the store failed, or genid did
             _log.error("could not load the session: %s", exc)
             error = exc if isinstance(exc, SessionLoadError) else SessionLoadError()
@@ -1548,7 +1561,11 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
                 if self._headers_sent:
                     failed = "The request failed"  # its held answer may be half-written
                 else:
+                    self._headers_buffer = []  # headers the handler began: not glued onto the 500
                     self.send_error(500)
+            except BaseException:
+                failed = "The request failed"  # SystemExit, KeyboardInterrupt: no half answer goes out
+                raise
         finally:
             # end: the store operation, before the last byte is released.
             self.wfile = real_wfile
@@ -1566,6 +1583,7 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
                 if not held.passed:
                     self.session_state = None  # no Set-Cookie for a session that may not be stored
                     self._headers_sent = False
+                    self._headers_buffer = []
                     self.send_error(500, None, failed + "; the server log says why")
             else:
                 held.release()
@@ -1579,9 +1597,14 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
         self._cache_control_set |= name == "cache-control"
         super().send_header(keyword, value)
 
+    def send_response_only(self, code: int, message: str | None = None) -> None:
+        """Start a response, noting its status: an interim (1xx) one carries no session headers."""
+        self._status = code
+        super().send_response_only(code, message)
+
     def end_headers(self) -> None:
         """Add the session's headers (the on-headers moment), then end the header block."""
-        if self.session_state is not None and not self._headers_sent:
+        if self.session_state is not None and not self._headers_sent and self._status >= 200:
             header = self.server.session_middleware.set_cookie_header(self.session_state)
             if header is not None:
                 self.send_header("Set-Cookie", header)
@@ -1592,7 +1615,7 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
             if not {word.lower() for word in vary} & {"cookie", "*"}:
                 vary.append("Cookie")
             super().send_header("Vary", ", ".join(vary))
-        self._headers_sent = True
+        self._headers_sent = self._headers_sent or self._status >= 200  # an interim 1xx is not the answer
         super().end_headers()
 
     def date_time_string(self, timestamp: float | None = None) -> str:

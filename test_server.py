@@ -2405,7 +2405,7 @@ class TestHostileCookieHeader(DemoServerCase):
                 self.assert_express_outcome(response, expected, since)
 
     def test_control_characters_never_give_a_500(self):
-        """Control characters, NUL, DEL and a bare CR in the Cookie header: 200, the session found as cookie.parse finds it."""
+        """Control characters, NUL and DEL in the Cookie header: 200, the session found as cookie.parse finds it; a bare CR: 400."""
         # Node's HTTP parser answers 400 to all of these before express sees them; http.server passes
         # them on, so the session layer must cope. Expectations: cookie 0.7.2's parse (observed),
         # except the bare CR, where http.server's header parser (email.feedparser) ends the line.
@@ -2418,7 +2418,6 @@ class TestHostileCookieHeader(DemoServerCase):
             ("NUL before our value", b"connect.sid=\x00<good-value>", HOSTILE_NEW),
             ("vertical tab before our value (only spaces and tabs are trimmed)",
              b"connect.sid=\x0b<good-value>", HOSTILE_NEW),
-            ("a bare CR in a neighbour's value", b"a=\rb; <good>", HOSTILE_NEW),
         ]
         for description, line, expected in cases:
             with self.subTest(description):
@@ -2426,6 +2425,9 @@ class TestHostileCookieHeader(DemoServerCase):
                 block = b"Cookie: " + HostileHelpers.expand(line) + b"\r\n"
                 response = HostileHelpers.raw_get(self.demo.server_address[1], block)
                 self.assert_express_outcome(response, expected, since)
+        # A bare CR ends the line for http.server's parser and hides the headers after it: 400, as Node.
+        block = b"Cookie: " + HostileHelpers.expand(b"a=\rb; <good>") + b"\r\n"
+        self.assertEqual(HostileHelpers.raw_get(self.demo.server_address[1], block).status, 400)
 
     def test_heads_up_to_16_kb_are_answered_and_larger_ones_get_431(self):
         """Oversized Cookie headers (CVE-2024-7592 shape): found under the 16 KB head limit (Node's), a 431 above it."""

@@ -4978,6 +4978,79 @@ class TestAdapterHostileRequests(SessionAssertions):
 
 
 
+class TestAdapterReviewedEdges(SessionAssertions):
+    """Edges a review found: a hidden header, a half-built answer, a second head, an interim response."""
+
+    def test_a_header_line_without_a_colon_is_a_400_not_a_hidden_request(self):
+        """Smuggling: 'X-Junk' with no colon hides the Content-Length after it; Node answers 400, so do we."""
+        server = AdapterHelpers.serve(self, _read_body)
+        sock = AdapterHelpers.connect(server)
+        self.addCleanup(sock.close)
+        hidden = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nX-Junk\r\nContent-Length: %d\r\n\r\n" % len(hidden) + hidden)
+        self.assertEqual([answer.status for answer in AdapterHelpers.responses(sock)], [400])
+
+    def test_a_handler_that_fails_between_its_status_and_its_headers_gets_a_clean_500(self):
+        """A half-built header block is dropped: the client reads one 500, never a 200 with an error page."""
+        def half(handler: AppHandler) -> None:
+            handler.send_response(200)
+            handler.send_header("X-Half", "yes")
+            raise RuntimeError("failed while writing headers")
+
+        server = AdapterHelpers.serve(self, half)
+        with self.assertLogs("session_demo", logging.ERROR):
+            response = OneGet.get(server)
+        self.assertEqual(response.status, 500)
+        self.assertNotIn("X-Half", response.headers)
+
+    def test_the_head_cap_counts_from_where_each_head_starts(self):
+        """A second request on a keep-alive connection gets the same 16 KB for its head, not more."""
+        server = AdapterHelpers.serve(self)
+        sock = AdapterHelpers.connect(server)
+        self.addCleanup(sock.close)
+        big = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n"
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + big)
+        statuses = [answer.status for answer in AdapterHelpers.responses(sock)]
+        # The 431, or a reset that overtook it (the rest of the head is left unread): never a 200.
+        self.assertIn(statuses, ([200, 431], [200]))
+
+    def test_no_100_continue_goes_to_a_request_that_is_refused(self):
+        """Expect: 100-continue on a request with a control character: the 400 alone, no interim 100."""
+        server = AdapterHelpers.serve(self)
+        sock = AdapterHelpers.connect(server)
+        self.addCleanup(sock.close)
+        sock.sendall(b"POST /\x01 HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n")
+        self.assertTrue(AdapterHelpers.read_until_closed(sock).startswith(b"HTTP/1.1 400"))
+
+    def test_an_interim_response_does_not_take_the_set_cookie(self):
+        """A handler's own 103 Early Hints goes out without Set-Cookie; the final 200 carries it."""
+        def early_hints(handler: AppHandler) -> None:
+            handler.send_response_only(103)
+            handler.send_header("Link", "</style.css>; rel=preload")
+            handler.end_headers()
+            handler.reply(200, "hello")
+
+        server = AdapterHelpers.serve(self, early_hints)
+        sock = AdapterHelpers.connect(server)
+        self.addCleanup(sock.close)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        interim, _, final = AdapterHelpers.read_until_closed(sock).partition(b"\r\n\r\n")
+        self.assertTrue(interim.startswith(b"HTTP/1.1 103"))
+        self.assertNotIn(b"Set-Cookie", interim)
+        self.assertIn(b"Set-Cookie: connect.sid=", final)
+
+    def test_a_stored_original_max_age_past_the_year_9999_does_not_fail_every_request(self):
+        """express copes with originalMaxAge 253402300799999 (JavaScript dates reach 275760); we read it as None."""
+        clock = FrozenClock()
+        store = MemoryStore(clock=clock)
+        store.sessions["sid-1"] = '{"cookie":{"originalMaxAge":253402300799999,"expires":null},"views":1}'
+        middleware = SessionMiddleware(make_options(store=store, clock=clock, cookie={}, resave=False))
+        cookie = "connect.sid=s%3A" + sd.encode_uri_component(sd.sign("sid-1", SECRET))
+        _, state = run_request(middleware, cookie, lambda state: state.session.update(views=2))
+        self.assertEqual(state.session["views"], 2)
+        self.assertIn('"originalMaxAge":null', store.sessions["sid-1"])
+
+
 class TestPythonVersion(unittest.TestCase):
     """Python 3.11 is the floor: an older one gets one clear line, not a traceback from deep inside."""
 

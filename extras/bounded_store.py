@@ -113,7 +113,7 @@ class BoundedMemoryStore(Store):
       fast enough to cycle the whole store between two visits of a user
       still evicts that user. Size the store for that.
     - Versions (``get_versioned``, ``set_if_version``) for
-      ``concurrency='merge'``: every set() bumps the version; touch() does
+      ``MergingSessionMiddleware``: every set() bumps the version; touch() does
       not. Versions are per id and restart at 1 after a session is
       deleted; the middleware never writes a deleted id with version 0.
     - ``stats()`` reports what the store holds and has removed.
@@ -325,7 +325,7 @@ class BoundedMemoryStore(Store):
             self._expiry_heap = []
             self._bytes = 0
 
-    # -- versions (concurrency='merge') --
+    # -- versions (MergingSessionMiddleware) --
 
     def get_versioned(self, sid: str) -> tuple[dict[str, Any] | None, int]:
         """The stored session (None if absent or expired) and its version (0 when there is none)."""

@@ -34,7 +34,6 @@ one process.)
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -44,7 +43,7 @@ from typing import Any
 
 from session_demo import (
     Clock, RequestInfo, RequestState, Session, SessionLoadError, SessionMiddleware, SessionOptions,
-    Store, hash_session, short_id,
+    Store, hash_session, short_id, stringify,
 )
 
 __all__ = ["LockingSessionMiddleware", "MergingSessionMiddleware", "SessionBusyError",
@@ -181,7 +180,7 @@ class LockingSessionMiddleware(SessionMiddleware):
 
 def _json_values(data: Mapping[str, Any]) -> dict[str, str]:
     """Each top-level data key (not the cookie) with its value as JSON text, to compare later."""
-    return {key: json.dumps(value, sort_keys=True) for key, value in data.items() if key != "cookie"}
+    return {key: stringify(value) for key, value in data.items() if key != "cookie"}
 
 
 class MergingSessionMiddleware(SessionMiddleware):

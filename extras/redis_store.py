@@ -371,13 +371,15 @@ class RedisStore(Store):
       instead of waiting on Redis; at most every ``retry_interval``
       seconds, ``ready`` asks Redis (PING) again, and the first success
       makes it ready again. Error replies do not count: Redis answered.
-    - Versions for ``concurrency='merge'`` (``get_versioned``,
+    - Versions for ``MergingSessionMiddleware`` (``get_versioned``,
       ``set_if_version``): computed from the stored value, compared in
       Redis by a Lua script; see the section comment above.
-    - Locks for ``concurrency='lock'`` (``acquire``, ``release``):
+    - Locks for ``LockingSessionMiddleware`` (``acquire``, ``release``):
       ``SET lock_prefix+id token NX PX lease``; the owner is this store
       object in this thread; a crashed owner's lock ends with its lease
       (``lock_lease`` seconds); only the owner releases (a Lua script).
+      The lease is not renewed: a request that holds a lock longer than
+      ``lock_lease`` loses it, and another request may then run beside it.
     - The clock only turns ``expires`` into a TTL; Redis expires keys on
       its own clock.
 
@@ -564,7 +566,7 @@ class RedisStore(Store):
         for start in range(0, len(keys), self.scan_count):
             self._call("DEL", *keys[start:start + self.scan_count])
 
-    # -- versions (concurrency='merge') --
+    # -- versions (MergingSessionMiddleware) --
 
     def get_versioned(self, sid: str) -> tuple[dict[str, Any] | None, int]:
         """The stored session (None if absent or corrupt) and its version (0 when none).
@@ -589,7 +591,7 @@ class RedisStore(Store):
         written = self._call("EVAL", _SET_IF_VERSION, 1, self._key(sid), expected, text, self._ttl(data))
         return written == 1
 
-    # -- locks (concurrency='lock' across machines) --
+    # -- locks (LockingSessionMiddleware across machines) --
 
     def _owner(self) -> str:
         """Who holds a lock: this store object, in this thread (a random token)."""

@@ -154,9 +154,9 @@ class SQLiteStore(Store):
       write runs at most once every ``sweep_interval`` seconds (in this
       process; no thread). ``sweep()`` is public, e.g. for a cron job.
     - Versions (``get_versioned``, ``set_if_version``) for
-      ``concurrency='merge'``: every set() bumps the row's version; touch()
+      ``MergingSessionMiddleware``: every set() bumps the row's version; touch()
       does not. Versions are per row and restart at 1 after a deletion.
-    - Locks (``acquire``, ``release``) for ``concurrency='lock'`` across
+    - Locks (``acquire``, ``release``) for ``LockingSessionMiddleware`` across
       processes. The owner, ``host:pid:token``, is this store object in
       this thread of this process (host: the hostname and pid namespace). A lock row carries a short lease
       (``lock_lease``, 5 s) that a daemon thread renews every third of it
@@ -250,7 +250,12 @@ class SQLiteStore(Store):
             if connection.in_transaction:  # SQLite itself rolls back on some errors (SQLITE_FULL)
                 connection.execute("ROLLBACK")
             raise
-        connection.execute("COMMIT")
+        try:
+            connection.execute("COMMIT")
+        except BaseException:  # a failed COMMIT must not leave this thread's connection in a transaction
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
 
     def _owner(self) -> str:
         """Who holds a lock: ``host:pid:token``, for this store object in this thread."""
@@ -379,7 +384,7 @@ class SQLiteStore(Store):
         """Forget every session (locks are left alone: their holders release them)."""
         self._connection().execute("DELETE FROM sessions")
 
-    # -- versions (concurrency='merge') --
+    # -- versions (MergingSessionMiddleware) --
 
     def get_versioned(self, sid: str) -> tuple[dict[str, Any] | None, int]:
         """The stored session (None if absent, expired or corrupt) and its version (0 when none)."""
@@ -404,7 +409,7 @@ class SQLiteStore(Store):
         self._maybe_sweep()
         return True
 
-    # -- locks (concurrency='lock' across processes) --
+    # -- locks (LockingSessionMiddleware across processes) --
 
     def acquire(self, sid: str, timeout: float) -> bool:
         """Take the lock for sid, waiting up to ``timeout`` seconds; True if this caller now holds it.

@@ -534,7 +534,7 @@ class TestRedisStoreBehindAServer(_RedisHelpers, SessionAssertions):
         self.assertEqual(first.get(cookie=cookie).body, "views: 3")
 
     def test_the_lock_keeps_8_clients_on_two_servers_exact(self) -> None:
-        """concurrency='lock' on two servers (their own in-process locks, one Redis): 8 x 25 views, exactly 201."""
+        """LockingSessionMiddleware on two servers (their own in-process locks, one Redis): 8 x 25 views, exactly 201."""
         servers = [LiveServer(self, self.counter_app, clock=self.clock,
                               middleware=with_concurrency("lock", store=self.redis_store(), clock=self.clock))
                    for _ in range(2)]
@@ -551,7 +551,7 @@ class TestRedisStoreBehindAServer(_RedisHelpers, SessionAssertions):
         self.assertEqual(self.raw().execute("EXISTS", f"lock:sess:{self.sid_of(cookie)}"), 0)
 
     def test_merge_keeps_concurrent_changes_to_different_keys(self) -> None:
-        """With concurrency='merge' on two middlewares, overlapping requests setting different keys both keep theirs."""
+        """With MergingSessionMiddleware on two middlewares, overlapping requests setting different keys both keep theirs."""
         one = with_concurrency("merge", store=self.store, clock=self.clock)
         other = with_concurrency("merge", store=self.redis_store(), clock=self.clock)
         header, _ = run_request(one)

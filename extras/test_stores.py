@@ -205,7 +205,7 @@ class _StoreContract(_StoreHelpers):
 
 
 class _VersionsContract(_StoreHelpers):
-    """The "versions" capability (get_versioned, set_if_version) for concurrency='merge'."""
+    """The "versions" capability (get_versioned, set_if_version) for MergingSessionMiddleware."""
 
     def test_a_missing_session_has_version_zero(self) -> None:
         """get_versioned() of an unknown id is (None, 0)."""
@@ -1135,7 +1135,7 @@ class _BehindAServer(_StoreHelpers):
         self.assertEqual(server.get(cookie=cookie).body, "views: 1")
 
     def test_merge_keeps_concurrent_changes_to_different_keys(self) -> None:
-        """With concurrency='merge', two overlapping requests setting different keys both keep theirs."""
+        """With MergingSessionMiddleware, two overlapping requests setting different keys both keep theirs."""
         middleware = with_concurrency("merge", store=self.store, clock=self.clock)
         header, _ = run_request(middleware)
         cookie = cookie_pair(header)
@@ -1171,7 +1171,7 @@ class TestBoundedMemoryStoreBehindAServer(_BehindAServer, SessionAssertions):
 
 
 class TestSQLiteStoreBehindAServer(_BehindAServer, SessionAssertions):
-    """SQLiteStore serves the view counter, across a restart and with concurrency='lock'."""
+    """SQLiteStore serves the view counter, across a restart and with LockingSessionMiddleware."""
 
     def make_store(self, clock: FrozenClock) -> SQLiteStore:
         self.path = self.sqlite_path()
@@ -1186,7 +1186,7 @@ class TestSQLiteStoreBehindAServer(_BehindAServer, SessionAssertions):
         self.assertEqual(restarted.get(cookie=cookie).body, "views: 2")
 
     def test_lock_concurrency_takes_and_releases_the_store_lock(self) -> None:
-        """With concurrency='lock', requests count as usual and leave no lock row behind."""
+        """With LockingSessionMiddleware, requests count as usual and leave no lock row behind."""
         server = LiveServer(self, self.counter_app, middleware=with_concurrency("lock", store=self.store, clock=self.clock))
         cookie = self.assert_sets_cookie(server.get())
         self.assertEqual(server.get(cookie=cookie).body, "views: 2")

@@ -451,7 +451,7 @@ class TestWSGIFailures(WSGICase):
         self.assertIn("hunter2", "\n".join(logs.output))
 
     def test_a_busy_session_gives_a_503(self):
-        """A SessionBusyError from begin (concurrency='lock' timed out) gives a 503 and a warning."""
+        """A SessionBusyError from begin (LockingSessionMiddleware timed out) gives a 503 and a warning."""
         class BusyMiddleware(SessionMiddleware):
             def begin(self, request):
                 raise SessionBusyError("session 'abc...' stayed locked for 0 s")
@@ -806,7 +806,7 @@ class TestWSGIBodyAndEnd(WSGICase):
                 self.assertEqual(len(released), 1)
 
     def test_a_session_lock_is_released_when_the_server_stops_early(self):
-        """With concurrency='lock', a body the server abandons releases the lock: the next request is served."""
+        """With LockingSessionMiddleware, a body the server abandons releases the lock: the next request is served."""
         middleware = with_concurrency("lock", lock_timeout=0)
         header, _ = run_request(middleware)
         adapter = SessionWSGIMiddleware(self.routes, middleware)

@@ -73,7 +73,7 @@ class SessionWSGIMiddleware:
     back ``res.write``.
 
     Failures: a session that cannot be loaded gives a 500 whose body does
-    not echo the error (the log has it); a busy session (``concurrency='lock'``)
+    not echo the error (the log has it); a busy session (``LockingSessionMiddleware``)
     a 503. An application that raises (an Exception) gets a 500 with the
     session's Set-Cookie, and the session's end still runs, as with
     SessionRequestHandler: before ``start_response``, and after it as long
@@ -83,7 +83,7 @@ class SessionWSGIMiddleware:
     headers are already out, the server re-raises the error there and it is
     the server's to handle, after the end ran. A BaseException
     (SystemExit, KeyboardInterrupt) is never caught, but the end still
-    runs, so a lock (``concurrency='lock'``) is released.
+    runs, so a lock (``LockingSessionMiddleware``) is released.
     """
 
     session_key = "session_demo.session"
