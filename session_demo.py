@@ -69,13 +69,10 @@ Clock = Callable[[], float]
 
 # ==== 1. The request lifecycle ==============================================
 #
-# express-session does its work at three moments of a request:
-#   begin   - read the cookie, load or create the session   (the middleware)
-#   headers - decide Set-Cookie                            (on-headers hook)
-#   end     - save, touch or destroy in the store,         (wrapped res.end)
-#             before the end of the response reaches the client
-# SessionMiddleware has one method for each; RequestState is what it keeps
-# between them (express keeps it in closures and on req).
+# Three moments of a request, a SessionMiddleware method each; RequestState is kept between them:
+#   begin   - read the cookie, load or create the session           (express: the middleware)
+#   headers - decide Set-Cookie                                     (the on-headers hook)
+#   end     - save, touch or destroy, before the response's end goes (the wrapped res.end)
 
 
 def session_middleware(**options: Any) -> SessionMiddleware:
@@ -95,7 +92,6 @@ class SessionMiddleware:
 
     def begin(self, request: RequestInfo) -> RequestState | None:
         """Load the request's session, or make a new one; None when this request gets no session.
-
         Raises SessionLoadError when the store fails or returns no session object.
         """
         options = self.options
@@ -139,11 +135,9 @@ class SessionMiddleware:
         return state.store.get(state.session_id)
 
     def set_cookie_header(self, state: RequestState) -> str | None:
-        """Decide Set-Cookie as the headers go out; its value, or None (the on-headers hook).
-
-        The session is touched first, as express's ``res.end`` does before it writes
-        the headers. A failure to build the cookie is logged and the response goes
-        on without it (express hands it to the error handler after the fact).
+        """Decide Set-Cookie as the headers go out; its value, or None (the on-headers hook). The session
+        is touched first, as express's ``res.end`` does before it writes the headers. A failure to build the
+        cookie is logged and the response goes on without it (express hands it to the error handler later).
         """
         options = self.options
         if state.session is None:
@@ -167,17 +161,14 @@ class SessionMiddleware:
         return header
 
     def end(self, state: RequestState) -> None:
-        """Save, touch or destroy the session in the store (the wrapped ``res.end``).
-
-        A store error is logged and raised: the adapter then answers 500 instead of
-        the handler's response (express has sent its headers and can only log it).
-        A second call does nothing, as a second ``res.end`` does in express.
+        """Save, touch or destroy the session in the store (the wrapped ``res.end``). A store error is logged
+        and raised: the adapter then answers 500 instead of the handler's response (express has sent its
+        headers and can only log it). A second call does nothing, as a second ``res.end`` does in express.
         """
         if state.ended:
             return
         state.ended = True
-        options = self.options
-        store = options.store
+        store = self.options.store
         try:
             destroy = should_destroy(state)
             if destroy:
@@ -194,7 +185,7 @@ class SessionMiddleware:
                 self.save(state)
                 return
             _log.debug("save: no (%s)", save.reason)
-            if not options.store_implements_touch:
+            if not self.options.store_implements_touch:
                 _log.debug("touch: no (the store has no touch)")
                 return
             touch = should_touch(state)
@@ -236,7 +227,6 @@ class RequestInfo:
 
 class RequestState:
     """One request's state: express's ``req.session``, ``req.sessionID`` and the middleware's closure.
-
     ``cookie_id`` is the id the browser sent; ``original_id``/``original_hash`` how the session began;
     ``saved_hash`` is set when the store holds it as it is.
     """
@@ -272,10 +262,8 @@ class RequestState:
             self.saved_hash = self.original_hash
 
     def regenerate(self) -> Session:
-        """Destroy the session in the store and start a new one (express's ``store.regenerate``).
-
-        As upstream, the bookkeeping stays, so it counts as modified, and its
-        ``save()`` is the plain one: the end of the request saves it again.
+        """Destroy the session in the store and start a new one (express's ``store.regenerate``). As upstream,
+        the bookkeeping stays, so it counts as modified; its plain ``save()``: the request's end saves again.
         """
         old_id = self.session_id
         session = self.new_session()  # an unusable id fails before anything is destroyed
@@ -288,9 +276,7 @@ class RequestState:
 
     def new_session(self) -> Session:
         """A brand-new session, its id from ``genid`` (``store.generate``); 'auto' secure/same_site resolved here.
-
-        Difference: an id with a space, a control character, '"', ',', ';' or '\\' is refused
-        (ValueError) before anything is stored; express accepts it.
+        Difference: an id with a space, a control character, '"', ',', ';' or '\\' is refused (ValueError).
         """
         options = self.options
         session_id = options.genid(self.request)
@@ -323,7 +309,6 @@ _UNSAFE_ID_CHARACTER = re.compile(r'[\x00-\x20",;\\\x7f]')
 
 def read_session_id(cookie_header: str | None, name: str, secrets: list[bytes]) -> str | None:
     """The id in the request's session cookie, if correctly signed (``getcookie``); else None.
-
     The first cookie of the name counts; an unsigned or badly signed one means a new session.
     """
     if not cookie_header:
@@ -356,14 +341,12 @@ def _found(data: Any) -> bool:
 
 # ==== 2. Options ============================================================
 #
-# express-session reads its options once, in session(options), and throws
-# on the few it validates. We read and validate them once too, and fail
-# loudly here rather than on the first request.
+# express-session reads its options once, in session(options), and throws on the few it validates.
+# We read and validate them once too, and fail loudly here rather than on the first request.
 
 
 class SessionOptions:
     """The validated options of one middleware (the top of express's ``session(options)``), snake_case.
-
     Left out, ``resave`` and ``save_uninitialized`` warn and mean True, as in express. Differences:
     ``secret`` is required, and the cookie options are checked now, on a probe cookie.
     """
@@ -426,7 +409,6 @@ def _true_unless_false(value: bool | None, name: str) -> bool:
 
 def _secret_list(secret: object) -> list[bytes]:
     """The ``secret`` option as keys: the first signs, all verify; a str is one secret.
-
     Difference: no secret, or an empty one (even in a list), is an error here; express warns, then fails.
     """
     if isinstance(secret, (list, tuple)):
@@ -437,21 +419,17 @@ def _secret_list(secret: object) -> list[bytes]:
         raise TypeError("secret option required for sessions")
     else:
         items = [secret]
-    keys = []
     for item in items:
         if not isinstance(item, (str, bytes, bytearray)) or not item:
             raise TypeError(f"each secret must be a non-empty str or bytes, not {item!r}")
-        keys.append(_key(item))
-    return keys
+    return [_key(item) for item in items]
 
 
 def _checked_cookie_option(cookie: object, name: str, clock: Clock) -> Any:
     """The ``cookie`` option, probed now so that a bad one fails at construction.
-
     Difference: a path with a space, ',', '"' or '\\' is refused (cookie 0.7.2 lets them through).
     """
-    if cookie is None:
-        cookie = {}
+    cookie = {} if cookie is None else cookie
     if callable(cookie):
         if not _COOKIE_NAME.fullmatch(name):
             raise ValueError(f"argument name is invalid: {name!r} is not a cookie name")
@@ -475,9 +453,8 @@ _UNUSUAL_PATH_CHARACTER = re.compile(r'[ ,"\\]')
 
 # ==== 3. Decisions ==========================================================
 #
-# The four questions express-session asks of every request, as small
-# predicates with its names. Each returns a Decision: true or false, with
-# the reason in words, so that a trace can say why.
+# The four questions express-session asks of every request, as small predicates with its names.
+# Each returns a Decision: true or false, with the reason in words, so that a trace can say why.
 
 
 @dataclass(slots=True)
@@ -493,7 +470,6 @@ class Decision:
 
 def should_set_cookie(state: RequestState) -> Decision:
     """Set-Cookie for a new session, or the browser's own when rolling or modified (``shouldSetCookie``).
-
     New: if ``save_uninitialized`` or modified. The browser's own: with ``rolling``, or when modified
     and its cookie has an expiry (a browser-session cookie is never re-sent).
     """
@@ -520,7 +496,6 @@ def should_set_cookie(state: RequestState) -> Decision:
 
 def should_save(state: RequestState) -> Decision:
     """Save unless the store holds this session as it is (express's ``shouldSave``).
-
     A new session with ``save_uninitialized=False`` only once it is modified.
     """
     if not isinstance(state.session_id, str):
@@ -567,6 +542,7 @@ def is_secure(request: RequestInfo, proxy: bool | None) -> bool:
     """Is the request HTTPS for the cookie's sake? (express's ``issecure``) TLS always counts; otherwise
     ``proxy=True`` trusts X-Forwarded-Proto's first value, ``None`` the framework, ``False`` nothing.
     """
+
     if request.tls:
         return True
     if proxy is False:
