@@ -72,7 +72,7 @@ Clock = Callable[[], float]
 # Three moments of a request, a SessionMiddleware method each; RequestState is kept between them:
 #   begin   - read the cookie, load or create the session           (express: the middleware)
 #   headers - decide Set-Cookie                                     (the on-headers hook)
-#   end     - save, touch or destroy, before the response's end goes (the wrapped res.end)
+#   end     - save, touch or destroy, before the response ends      (the wrapped res.end)
 
 
 def session_middleware(**options: Any) -> SessionMiddleware:
@@ -570,14 +570,11 @@ def path_matches(pathname: str, cookie_path: str | None) -> bool:
 
 # ==== 4. The session ========================================================
 #
-# Session mirrors session/session.js: the data (a mapping), the cookie,
-# the id, and the methods save/reload/destroy/regenerate/touch. In express
-# these are properties and methods of one object; in Python the data is the
-# mapping (session['views']) and the rest are attributes.
+# Session mirrors session/session.js: the data is a mapping (session['views']); the cookie, the id
+# and save/reload/destroy/regenerate/touch are attributes (in express, all are on one object).
 
-# Names express-session cannot hold as data: its own methods and read-only
-# properties, and what every JavaScript object inherits. A stored key with one
-# of these names is dropped when a session is loaded.
+# Names express-session cannot hold as data (its own methods and read-only properties, and what every
+# JavaScript object inherits): a stored key with one of these names is dropped when a session is loaded.
 _RESERVED_KEYS = frozenset({
     "id", "req", "save", "reload", "regenerate", "destroy", "touch", "resetMaxAge",
     "constructor", "hasOwnProperty", "isPrototypeOf", "propertyIsEnumerable",
@@ -588,7 +585,6 @@ _RESERVED_KEYS = frozenset({
 
 class Session(MutableMapping[str, Any]):
     """One visitor's session: its data as a mapping, plus ``id`` and ``cookie`` (express's ``Session``).
-
     ``save``, ``reload``, ``destroy`` and ``regenerate`` call the store now and raise its errors; the
     last two return the *new* Session. Difference: a key express drops on load (``id``, ``save``, ...)
     is refused.
@@ -599,8 +595,7 @@ class Session(MutableMapping[str, Any]):
         self._state = state
         self._id = session_id
         self.cookie: Cookie = cookie
-        # express wraps save() on the session the middleware made (and on its
-        # reloads) so that it counts as saved; a regenerated one is not wrapped.
+        # express wraps save() on the session the middleware made and its reloads, not a regenerated one.
         self.tracks_saves = False
         self._data: dict[str, Any] = {}
         for key, value in (data or {}).items():
@@ -672,7 +667,6 @@ class Session(MutableMapping[str, Any]):
 
     def destroy(self) -> None:
         """Remove the session from the request and from the store (express's ``destroy``).
-
         No Set-Cookie is sent; the browser keeps its (now useless) cookie.
         """
         _log.debug("destroying %s", short_id(self._id))
@@ -686,9 +680,8 @@ class Session(MutableMapping[str, Any]):
 
 # ==== 5. Change detection ===================================================
 #
-# express-session decides whether to save by hashing the session's data
-# (everything but the top-level "cookie") when the request starts and again
-# at the end. Different hash, or a different id: the session was modified.
+# express-session hashes the session's data (all but the top-level "cookie") when the request starts
+# and again at the end. Different hash, or a different id: the session was modified.
 
 
 def is_modified(state: RequestState) -> bool:
@@ -716,13 +709,10 @@ def hash_session(data: Mapping[str, Any]) -> str:
 
 # ==== 6. The session cookie =================================================
 #
-# Cookie mirrors express-session's session/cookie.js: the attributes of the
-# Set-Cookie header, plus the expiry bookkeeping. max_age is in milliseconds,
-# as in express, and it is never stored: setting it sets `expires` (and
-# `original_max_age`, the lifetime that touch() gives the session again).
+# Cookie mirrors session/cookie.js: the Set-Cookie attributes and the expiry. max_age is in ms, as in
+# express, and never stored: it sets `expires` and `original_max_age` (the lifetime touch() restores).
 
-# The cookie's attributes: the Python name and the stored (JSON) name, in the
-# order express stores them. Parse, JSON and load all go through this table.
+# The cookie's attributes, Python name to stored (JSON) name, in the order express stores them.
 _ATTRIBUTES = {
     "original_max_age": "originalMaxAge", "partitioned": "partitioned", "priority": "priority",
     "expires": "expires", "secure": "secure", "http_only": "httpOnly", "domain": "domain",
@@ -804,8 +794,7 @@ class Cookie:
 
     @max_age.setter
     def max_age(self, ms: int | float | datetime | None) -> None:
-        # A number of milliseconds from now; None for a browser-session cookie.
-        # express also takes a Date here (deprecated); so do we.
+        # Milliseconds from now; None for a browser-session cookie; a Date as express does (deprecated).
         if ms is None or isinstance(ms, datetime):
             if ms is not None:
                 warnings.warn("maxAge as Date; pass number of milliseconds instead",
@@ -826,8 +815,7 @@ class Cookie:
         self.original_max_age = expires_ms - now
 
     def restart(self) -> None:
-        """``max_age = original_max_age``: the cookie's lifetime starts again.
-
+        """``max_age = original_max_age``: the cookie's lifetime starts again (express's ``resetMaxAge``).
         A stored cookie with no ``originalMaxAge`` (undefined) loses ``expires`` too, as in express.
         """
         if "originalMaxAge" in self._stored:
@@ -837,10 +825,7 @@ class Cookie:
 
     def to_json(self) -> dict[str, Any]:
         """The stored form (express's ``cookie.data``): JSON names in express's order, unset ones left out."""
-        data = {}
-        for key in _ATTRIBUTES.values():
-            if key in self._stored:
-                data[key] = self._stored[key]
+        data = {key: self._stored[key] for key in _ATTRIBUTES.values() if key in self._stored}
         if data.get("expires") is not None:
             data["expires"] = _iso(data["expires"])
         return data
@@ -848,11 +833,9 @@ class Cookie:
     @classmethod
     def from_json(cls, data: Mapping[str, Any], *, clock: Clock = time.time) -> Cookie:
         """Rebuild a cookie from its stored form (express's ``store.createSession``), keys in stored order.
-
-        A stored ``maxAge`` counts unless ``expires`` is a date string, as in
-        express. Difference, so that odd data never fails every request: an
-        ``expires`` that is no date, or an ``originalMaxAge`` that is no number in
-        range, reads as None.
+        A stored ``maxAge`` counts unless ``expires`` is a date string, as in express. Difference, so that
+        odd data never fails every request: an ``expires`` that is no date, or an ``originalMaxAge`` that
+        is no number in range, reads as None.
         """
         if not isinstance(data, Mapping):
             raise ValueError("the stored session's cookie is not an object")
@@ -879,12 +862,9 @@ class Cookie:
 
     def serialize(self, name: str, value: str) -> str:
         """The Set-Cookie value for this cookie (express's ``cookie.serialize``)."""
-        return serialize_cookie(
-            name, value,
-            domain=self.domain, path=self.path, expires=self.expires,
-            http_only=bool(self.http_only), secure=self.secure,
-            partitioned=self.partitioned, priority=self.priority, same_site=self.same_site,
-        )
+        return serialize_cookie(name, value, domain=self.domain, path=self.path, expires=self.expires,
+                                http_only=bool(self.http_only), secure=self.secure, priority=self.priority,
+                                partitioned=self.partitioned, same_site=self.same_site)
 
     def __repr__(self) -> str:
         return f"Cookie({self.to_json()!r})"
@@ -925,10 +905,8 @@ def _expiry_from_stored(value: Any) -> int | None:
 
 # ==== 7. Signing ============================================================
 #
-# The cookie carries only the session id, signed so that a client cannot
-# pick someone else's id: "s:" + id + "." + base64(HMAC-SHA256(id, secret))
-# without the "=" padding, as cookie-signature 1.0.7 makes it. The cookie is
-# signed, not encrypted: anyone can read the id.
+# The cookie carries only the id, signed so that a client cannot pick another's: "s:" + id + "." +
+# base64(HMAC-SHA256(id, secret)) without "=", as cookie-signature 1.0.7 does. Signed, not encrypted.
 
 
 def unsign_any(signed: str, secrets: list[bytes] | list[str]) -> str | None:
@@ -962,16 +940,13 @@ def sign(value: str, secret: str | bytes) -> str:
         raise TypeError("Cookie value must be provided as a string.")
     mac = _keyed_hmac(_key(secret)).copy()
     mac.update(value.encode("utf-8"))
-    signature = mac.digest()
-    return value + "." + base64.b64encode(signature).decode("ascii").rstrip("=")
+    return value + "." + base64.b64encode(mac.digest()).decode("ascii").rstrip("=")
 
 
 @functools.lru_cache(maxsize=64)
 def _keyed_hmac(key: bytes) -> hmac.HMAC:
-    """An HMAC-SHA256 keyed once per secret.
-
-    Speed: copying it is cheaper than a new HMAC, which in a threaded server costs
-    several times its own work (OpenSSL looks the digest up on every new one).
+    """An HMAC-SHA256 keyed once per secret. Speed: copying it is cheaper than a new HMAC, which in a
+    threaded server costs several times its own work (OpenSSL looks the digest up on every new one).
     """
     return hmac.new(key, digestmod=hashlib.sha256)
 
@@ -987,13 +962,11 @@ def _key(secret: str | bytes) -> bytes:
 
 # ==== 8. The Cookie header ==================================================
 #
-# Reading "Cookie: a=1; connect.sid=s%3A..." and writing "Set-Cookie: ..."
-# the way the `cookie` package 0.7.2 does. We do not use http.cookies: its
-# parser follows different rules from express's.
+# Reading "Cookie: a=1; connect.sid=s%3A..." and writing "Set-Cookie: ..." as the `cookie` package
+# 0.7.2 does (http.cookies' parser follows different rules).
 
-# Used with fullmatch: in a Python pattern "$" also matches before a final
-# newline, which would let "sid\n" through and split the header. ASCII only:
-# with re.IGNORECASE alone, the Kelvin sign would match "k".
+# Used with fullmatch: "$" also matches before a final newline, which would let "sid\n" through and
+# split the header. ASCII only: with re.IGNORECASE alone, the Kelvin sign would match "k".
 _COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _COOKIE_VALUE = re.compile(r'("?)[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]*\1')
 _COOKIE_DOMAIN = re.compile(r"([.]?[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)([.][a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*",
@@ -1003,7 +976,6 @@ _COOKIE_PATH = re.compile(r"[\x20-\x3A\x3D-\x7E]*")
 
 def parse_cookie_header(header: str) -> dict[str, str]:
     """Parse a Cookie header into a dict with cookie 0.7.2's rules (``parse``), in linear time.
-
     Pairs split on ';', one without '=' skipped; names and values trimmed of spaces and tabs; the first
     wins; one pair of quotes removed; '%' decoded, or kept raw if that fails. Difference: a cookie named
     ``__proto__`` is kept (JavaScript drops it).
@@ -1021,18 +993,11 @@ def parse_cookie_header(header: str) -> dict[str, str]:
         value = value.strip(" \t")
         if value[:1] == '"' and value[-1:] == '"':
             value = value[1:-1]  # one pair of quotes; a lone '"' becomes ''
-        cookies[name] = _try_decode(value)
+        if "%" in value:
+            with contextlib.suppress(ValueError):  # kept raw if decoding fails
+                value = decode_uri_component(value)
+        cookies[name] = value
     return cookies
-
-
-def _try_decode(value: str) -> str:
-    """Percent-decode a cookie value if it has a '%'; keep it raw if decoding fails."""
-    if "%" not in value:
-        return value
-    try:
-        return decode_uri_component(value)
-    except ValueError:
-        return value
 
 
 def serialize_cookie(name: str, value: str, *, domain: str | None = None, path: str | None = None,
@@ -1099,10 +1064,8 @@ _URI_UNSAFE = re.compile(r"[^A-Za-z0-9\-_.!~*'()]")
 
 def _percent_escapes(match: re.Match[str]) -> str:
     """``%3A`` for ':', ``%C3%A9`` for 'é': one character as encodeURIComponent writes it."""
-    char = match.group()
-    if char.isascii():
-        return f"%{ord(char):02X}"
-    return "".join(f"%{byte:02X}" for byte in char.encode("utf-8"))
+    return "".join(f"%{byte:02X}" for byte in match.group().encode("utf-8"))
+
 
 
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
