@@ -82,7 +82,6 @@ def session_middleware(**options: Any) -> SessionMiddleware:
 
 class SessionMiddleware:
     """The session layer for any server (express-session's middleware): begin, headers, end.
-
     An adapter calls ``begin`` before the handler, ``set_cookie_header`` as the headers go out and
     ``end`` after the handler, before the last bytes; a subclass may wrap ``load`` and ``save``.
     """
@@ -1083,13 +1082,12 @@ def decode_uri_component(text: str) -> str:
 
 # ==== 9. Stores =============================================================
 #
-# A store keeps sessions on the server, keyed by id. express-session's Store
-# API takes callbacks; ours is synchronous and raises.
+# A store keeps sessions on the server, keyed by id. express-session's Store API takes callbacks;
+# ours is synchronous and raises.
 
 
 class Store:
     """The store interface (express-session's ``Store``): implement ``get``, ``set`` and ``destroy``.
-
     ``get`` returns the stored dict or None (FileNotFoundError: not found, as ENOENT; any other error:
     a 500). Optional, as in express: ``touch(sid, session)``, and ``all``, ``length``, ``clear``. Bound
     each call with a timeout: the request waits for it. While ``ready`` is False, requests get no session.
@@ -1148,12 +1146,8 @@ class MemoryStore(Store):
     def all(self) -> dict[str, dict[str, Any]]:
         """Every live session, keyed by id (expired ones are deleted on the way)."""
         with self._lock:
-            found = {}
-            for sid in list(self.sessions):
-                session = self._lookup(sid)
-                if session is not None:
-                    found[sid] = session
-            return found
+            found = {sid: self._lookup(sid) for sid in list(self.sessions)}
+        return {sid: session for sid, session in found.items() if session is not None}
 
     def length(self) -> int:
         """The number of live sessions."""
@@ -1252,14 +1246,10 @@ def short_id(session_id: object) -> str:
 
 # ==== 10. http.server =======================================================
 #
-# The adapter for the standard library's server. Subclass
-# SessionRequestHandler, write do_GET as usual, and use self.session.
-# The three moments of the lifecycle are wired in:
-#   begin   - in handle_one_request, after the request line and headers are read
-#   headers - in end_headers, before the header block is written
-#   end     - in _handle_with_session, after do_GET returns, before the
-#             buffered response's last byte is released
-# Around them, the guards of a front end, each with what it defends against.
+# The adapter for the standard library's server: subclass SessionRequestHandler, write do_GET as usual,
+# use self.session. begin runs in handle_one_request once the head is read, headers in end_headers, end
+# in _handle_with_session after do_GET, before the held response's last byte. Around them, the guards
+# of a front end, each with what it defends against.
 
 _CLIENT_GONE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
@@ -1272,7 +1262,6 @@ class _HeadTooLarge(Exception):
 
 class _SocketReader(io.RawIOBase):
     """The socket as rfile's raw stream; ``tell()`` counts the bytes received.
-
     While reading a head, no recv starts past ``deadline`` and none reads past ``limit``.
     """
 
@@ -1359,7 +1348,6 @@ class _HeldResponse:
 
 class SessionRequestHandler(BaseHTTPRequestHandler):
     """A BaseHTTPRequestHandler whose ``do_*`` methods see ``self.session`` (express's ``req.session``).
-
     ``self.session = None`` unsets it; ``self.session_id`` is ``req.sessionID``. Set-Cookie (with
     ``Vary: Cookie``) is added at ``end_headers()``; the store is written after the handler returns,
     before the held response goes out. If the handler raises, or the store fails, the client gets a 500.
@@ -1377,8 +1365,7 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         """Set up the connection as usual, with Nagle's algorithm off and rfile read under a deadline."""
         super().setup()
-        # Answers are written in one piece, but a held-back last byte must not
-        # wait for a delayed ACK either.
+        # Answers are written in one piece, but a held-back last byte must not wait for a delayed ACK.
         with contextlib.suppress(OSError, AttributeError):
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # Each read and write within idle_timeout. Speed: a kernel timeout (SO_RCVTIMEO/SO_SNDTIMEO)
@@ -1415,7 +1402,6 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
 
     def request_target(self) -> str:
         """The request target exactly as the client sent it (express's ``req.originalUrl``).
-
         ``self.path`` is not quite that: http.server turns a leading '//' into '/'.
         """
         words = self.requestline.split()
@@ -1425,18 +1411,15 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
         """Describe this request for the session layer."""
         cookie_lines = self.headers.get_all("Cookie") or []
         proto_lines = self.headers.get_all("X-Forwarded-Proto") or []
-        return RequestInfo(
-            url=self.request_target(),
-            cookie_header="; ".join(cookie_lines) if cookie_lines else None,
-            tls=isinstance(self.connection, ssl.SSLSocket),
-            forwarded_proto=", ".join(proto_lines) if proto_lines else None,
-        )
+        return RequestInfo(url=self.request_target(), tls=isinstance(self.connection, ssl.SSLSocket),
+                           cookie_header="; ".join(cookie_lines) if cookie_lines else None,
+                           forwarded_proto=", ".join(proto_lines) if proto_lines else None)
 
     def handle_one_request(self) -> None:
         """Read one request and answer it, with the session's begin and end around ``do_*``.
-
         This follows BaseHTTPRequestHandler.handle_one_request step by step.
         """
+
         self.session_state = None
         self._headers_sent = False
         self._vary: list[str] = []
