@@ -261,8 +261,9 @@ class RequestState:
             self.saved_hash = self.original_hash
 
     def regenerate(self) -> Session:
-        """Destroy the session in the store and start a new one (express's ``store.regenerate``). As upstream,
-        the bookkeeping stays, so it counts as modified; its plain ``save()``: the request's end saves again.
+        """Destroy the session in the store and start a new one (express's ``store.regenerate``).
+        As upstream, the bookkeeping stays, so it counts as modified, and its ``save()`` is the plain
+        one: the end of the request saves it again.
         """
         old_id = self.session_id
         session = self.new_session()  # an unusable id fails before anything is destroyed
@@ -275,7 +276,8 @@ class RequestState:
 
     def new_session(self) -> Session:
         """A brand-new session, its id from ``genid`` (``store.generate``); 'auto' secure/same_site resolved here.
-        Difference: an id with a space, a control character, '"', ',', ';' or '\\' is refused (ValueError).
+        Difference: an id with a space, a control character, '"', ',', ';' or '\\' is refused (ValueError)
+        before anything is stored; express accepts it.
         """
         options = self.options
         session_id = options.genid(self.request)
