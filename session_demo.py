@@ -1,18 +1,16 @@
 """Server-side sessions, the way express-session 1.19.0 does them, in one module.
 
-A faithful reimplementation of Node's express-session 1.19.0 (with cookie
-0.7.2 and cookie-signature 1.0.7 underneath), standard library only. Read it
-from the top: the first section is a request's whole life; each later one
-explains a piece the earlier ones call. LESSONS.md walks the same path with
-things to run; it also lists what we do differently, on purpose.
+A faithful reimplementation of Node's express-session 1.19.0 (with cookie 0.7.2 and cookie-signature
+1.0.7 underneath), standard library only. Read it from the top: the first section is a request's whole
+life; each later one explains a piece the earlier ones call. LESSONS.md walks the same path with things
+to run; it also lists what we do differently, on purpose.
 
     python3 server.py              # the view counter from express-session's README
     python3 -m unittest -v         # every behaviour, pinned down
 
-Sections (grep "# ===="): 1. the request lifecycle, 2. options, 3. decisions,
-4. the session, 5. change detection, 6. the session cookie, 7. signing,
-8. the Cookie header, 9. stores, 10. the http.server adapter. What goes
-beyond express-session lives in the extras package beside this module.
+Sections (grep "# ===="): 1. the request lifecycle, 2. options, 3. decisions, 4. the session,
+5. change detection, 6. the session cookie, 7. signing, 8. the Cookie header, 9. stores, 10. the
+http.server adapter. What goes beyond express-session lives in the extras package beside this module.
 """
 
 from __future__ import annotations
@@ -83,16 +81,14 @@ def session_middleware(**options: Any) -> SessionMiddleware:
 class SessionMiddleware:
     """The session layer for any server (express-session's middleware): begin, headers, end.
     An adapter calls ``begin`` before the handler, ``set_cookie_header`` as the headers go out and
-    ``end`` after the handler, before the last bytes; a subclass may wrap ``load`` and ``save``.
-    """
+    ``end`` after the handler, before the last bytes; a subclass may wrap ``load`` and ``save``."""
 
     def __init__(self, options: SessionOptions) -> None:
         self.options = options
 
     def begin(self, request: RequestInfo) -> RequestState | None:
         """Load the request's session, or make a new one; None when this request gets no session.
-        Raises SessionLoadError when the store fails or returns no session object.
-        """
+        Raises SessionLoadError when the store fails or returns no session object."""
         options = self.options
         # No session while the store is disconnected, or outside the cookie's path.
         if not getattr(options.store, "ready", True):
@@ -136,8 +132,7 @@ class SessionMiddleware:
     def set_cookie_header(self, state: RequestState) -> str | None:
         """Decide Set-Cookie as the headers go out; its value, or None (the on-headers hook). The session
         is touched first, as express's ``res.end`` does before it writes the headers. A failure to build the
-        cookie is logged and the response goes on without it (express hands it to the error handler later).
-        """
+        cookie is logged and the response goes on without it (express hands it to the error handler later)."""
         options = self.options
         if state.session is None:
             _log.debug("set-cookie: no (no session)")
@@ -162,8 +157,7 @@ class SessionMiddleware:
     def end(self, state: RequestState) -> None:
         """Save, touch or destroy the session in the store (the wrapped ``res.end``). A store error is logged
         and raised: the adapter then answers 500 instead of the handler's response (express has sent its
-        headers and can only log it). A second call does nothing, as a second ``res.end`` does in express.
-        """
+        headers and can only log it). A second call does nothing, as a second ``res.end`` does in express."""
         if state.ended:
             return
         state.ended = True
@@ -214,8 +208,7 @@ class SessionMiddleware:
 @dataclass
 class RequestInfo:
     """What the session layer needs of a request: the raw target, the Cookie lines joined with '; ',
-    TLS, X-Forwarded-Proto, and the framework's own idea of "secure" (Express's ``req.secure``).
-    """
+    TLS, X-Forwarded-Proto, and the framework's own idea of "secure" (Express's ``req.secure``)."""
 
     url: str = "/"
     cookie_header: str | None = None
@@ -227,8 +220,7 @@ class RequestInfo:
 class RequestState:
     """One request's state: express's ``req.session``, ``req.sessionID`` and the middleware's closure.
     ``cookie_id`` is the id the browser sent; ``original_id``/``original_hash`` how the session began;
-    ``saved_hash`` is set when the store holds it as it is.
-    """
+    ``saved_hash`` is set when the store holds it as it is."""
 
     def __init__(self, options: SessionOptions, request: RequestInfo) -> None:
         self.options = options
@@ -263,8 +255,7 @@ class RequestState:
     def regenerate(self) -> Session:
         """Destroy the session in the store and start a new one (express's ``store.regenerate``).
         As upstream, the bookkeeping stays, so it counts as modified, and its ``save()`` is the plain
-        one: the end of the request saves it again.
-        """
+        one: the end of the request saves it again."""
         old_id = self.session_id
         session = self.new_session()  # an unusable id fails before anything is destroyed
         _log.debug("regenerating: destroying %s, the new id is %s", short_id(old_id), short_id(session.id))
@@ -277,8 +268,7 @@ class RequestState:
     def new_session(self) -> Session:
         """A brand-new session, its id from ``genid`` (``store.generate``); 'auto' secure/same_site resolved here.
         Difference: an id with a space, a control character, '"', ',', ';' or '\\' is refused (ValueError)
-        before anything is stored; express accepts it.
-        """
+        before anything is stored; express accepts it."""
         options = self.options
         session_id = options.genid(self.request)
         if isinstance(session_id, str) and _UNSAFE_ID_CHARACTER.search(session_id):
@@ -310,8 +300,7 @@ _UNSAFE_ID_CHARACTER = re.compile(r'[\x00-\x20",;\\\x7f]')
 
 def read_session_id(cookie_header: str | None, name: str, secrets: list[bytes]) -> str | None:
     """The id in the request's session cookie, if correctly signed (``getcookie``); else None.
-    The first cookie of the name counts; an unsigned or badly signed one means a new session.
-    """
+    The first cookie of the name counts; an unsigned or badly signed one means a new session."""
     if not cookie_header:
         return None
     raw = parse_cookie_header(cookie_header).get(name)
@@ -349,8 +338,7 @@ def _found(data: Any) -> bool:
 class SessionOptions:
     """The validated options of one middleware (the top of express's ``session(options)``), snake_case.
     Left out, ``resave`` and ``save_uninitialized`` warn and mean True, as in express. Differences:
-    ``secret`` is required, and the cookie options are checked now, on a probe cookie.
-    """
+    ``secret`` is required, and the cookie options are checked now, on a probe cookie."""
 
     def __init__(self, *, secret: str | bytes | list[str | bytes] | tuple[str | bytes, ...] | None = None,
                  name: str = "connect.sid",
@@ -410,8 +398,7 @@ def _true_unless_false(value: bool | None, name: str) -> bool:
 
 def _secret_list(secret: object) -> list[bytes]:
     """The ``secret`` option as keys: the first signs, all verify; a str is one secret.
-    Difference: no secret, or an empty one (even in a list), is an error here; express warns, then fails.
-    """
+    Difference: no secret, or an empty one (even in a list), is an error here; express warns, then fails."""
     if isinstance(secret, (list, tuple)):
         if not secret:
             raise TypeError("secret option array must contain one or more strings")
@@ -428,8 +415,7 @@ def _secret_list(secret: object) -> list[bytes]:
 
 def _checked_cookie_option(cookie: object, name: str, clock: Clock) -> Any:
     """The ``cookie`` option, probed now so that a bad one fails at construction.
-    Difference: a path with a space, ',', '"' or '\\' is refused (cookie 0.7.2 lets them through).
-    """
+    Difference: a path with a space, ',', '"' or '\\' is refused (cookie 0.7.2 lets them through)."""
     cookie = {} if cookie is None else cookie
     if callable(cookie):
         if not _COOKIE_NAME.fullmatch(name):
@@ -472,8 +458,7 @@ class Decision:
 def should_set_cookie(state: RequestState) -> Decision:
     """Set-Cookie for a new session, or the browser's own when rolling or modified (``shouldSetCookie``).
     New: if ``save_uninitialized`` or modified. The browser's own: with ``rolling``, or when modified
-    and its cookie has an expiry (a browser-session cookie is never re-sent).
-    """
+    and its cookie has an expiry (a browser-session cookie is never re-sent)."""
     if not isinstance(state.session_id, str):
         return Decision(False, f"session id is not a string: {state.session_id!r}")
     session = state.session
@@ -497,8 +482,7 @@ def should_set_cookie(state: RequestState) -> Decision:
 
 def should_save(state: RequestState) -> Decision:
     """Save unless the store holds this session as it is (express's ``shouldSave``).
-    A new session with ``save_uninitialized=False`` only once it is modified.
-    """
+    A new session with ``save_uninitialized=False`` only once it is modified."""
     if not isinstance(state.session_id, str):
         return Decision(False, f"session id is not a string: {state.session_id!r}")
     new_session = state.cookie_id != state.session_id
@@ -541,8 +525,7 @@ def should_destroy(state: RequestState) -> Decision:
 
 def is_secure(request: RequestInfo, proxy: bool | None) -> bool:
     """Is the request HTTPS for the cookie's sake? (express's ``issecure``) TLS always counts; otherwise
-    ``proxy=True`` trusts X-Forwarded-Proto's first value, ``None`` the framework, ``False`` nothing.
-    """
+    ``proxy=True`` trusts X-Forwarded-Proto's first value, ``None`` the framework, ``False`` nothing."""
 
     if request.tls:
         return True
@@ -588,8 +571,7 @@ class Session(MutableMapping[str, Any]):
     """One visitor's session: its data as a mapping, plus ``id`` and ``cookie`` (express's ``Session``).
     ``save``, ``reload``, ``destroy`` and ``regenerate`` call the store now and raise its errors; the
     last two return the *new* Session. Difference: a key express drops on load (``id``, ``save``, ...)
-    is refused.
-    """
+    is refused."""
 
     def __init__(self, state: RequestState, session_id: Any, cookie: Cookie,
                  data: Mapping[str, Any] | None = None) -> None:
@@ -668,8 +650,7 @@ class Session(MutableMapping[str, Any]):
 
     def destroy(self) -> None:
         """Remove the session from the request and from the store (express's ``destroy``).
-        No Set-Cookie is sent; the browser keeps its (now useless) cookie.
-        """
+        No Set-Cookie is sent; the browser keeps its (now useless) cookie."""
         _log.debug("destroying %s", short_id(self._id))
         self._state.session = None
         self._state.store.destroy(self._id)
@@ -730,8 +711,7 @@ _MIN_MS = (datetime.min.replace(tzinfo=timezone.utc) - _EPOCH) // _ONE_MS
 
 class _Attribute:
     """A cookie attribute, kept in the stored form under its JSON name: None is JSON null (left out of
-    Set-Cookie, as in express); a stored form that lacks it (JavaScript's undefined) reads as None.
-    """
+    Set-Cookie, as in express); a stored form that lacks it (JavaScript's undefined) reads as None."""
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.key = _ATTRIBUTES[name]
@@ -747,8 +727,7 @@ class _Attribute:
 
 class Cookie:
     """The session cookie's settings and expiry (express-session's ``Cookie``): ``path='/'``, ``http_only``,
-    no expiry, the rest unset. Difference: an unknown option raises ValueError (express ignores a typo).
-    """
+    no expiry, the rest unset. Difference: an unknown option raises ValueError (express ignores a typo)."""
 
     original_max_age = _Attribute()
     partitioned = _Attribute()
@@ -817,8 +796,7 @@ class Cookie:
 
     def restart(self) -> None:
         """``max_age = original_max_age``: the cookie's lifetime starts again (express's ``resetMaxAge``).
-        A stored cookie with no ``originalMaxAge`` (undefined) loses ``expires`` too, as in express.
-        """
+        A stored cookie with no ``originalMaxAge`` (undefined) loses ``expires`` too, as in express."""
         if "originalMaxAge" in self._stored:
             self.max_age = self.original_max_age
         else:
@@ -836,8 +814,7 @@ class Cookie:
         """Rebuild a cookie from its stored form (express's ``store.createSession``), keys in stored order.
         A stored ``maxAge`` counts unless ``expires`` is a date string, as in express. Difference, so that
         odd data never fails every request: an ``expires`` that is no date, or an ``originalMaxAge`` that
-        is no number in range, reads as None.
-        """
+        is no number in range, reads as None."""
         if not isinstance(data, Mapping):
             raise ValueError("the stored session's cookie is not an object")
         cookie = cls(clock=clock)
@@ -884,8 +861,7 @@ def _iso(ms: int) -> str:
 
 def _expiry_from_stored(value: Any) -> int | None:
     """A stored ``expires`` as ms since the epoch, as a JavaScript Date reads it (an ISO or HTTP date,
-    a number, a datetime), or None. Difference: an ISO date without a zone is UTC, not local time.
-    """
+    a number, a datetime), or None. Difference: an ISO date without a zone is UTC, not local time."""
     when = value
     if isinstance(value, str):
         try:
@@ -921,8 +897,7 @@ def unsign_any(signed: str, secrets: list[bytes] | list[str]) -> str | None:
 
 def unsign(signed: str, secret: str | bytes) -> str | None:
     """The value, if its signature is right, else None (cookie-signature's ``unsign``): all before the
-    last '.', signed again and compared in constant time, as bytes (non-ASCII must not raise).
-    """
+    last '.', signed again and compared in constant time, as bytes (non-ASCII must not raise)."""
     if not isinstance(signed, str):
         raise TypeError("Signed cookie string must be provided.")
     value = signed[: signed.rfind(".")]
@@ -947,8 +922,7 @@ def sign(value: str, secret: str | bytes) -> str:
 @functools.lru_cache(maxsize=64)
 def _keyed_hmac(key: bytes) -> hmac.HMAC:
     """An HMAC-SHA256 keyed once per secret. Speed: copying it is cheaper than a new HMAC, which in a
-    threaded server costs several times its own work (OpenSSL looks the digest up on every new one).
-    """
+    threaded server costs several times its own work (OpenSSL looks the digest up on every new one)."""
     return hmac.new(key, digestmod=hashlib.sha256)
 
 
@@ -979,8 +953,7 @@ def parse_cookie_header(header: str) -> dict[str, str]:
     """Parse a Cookie header into a dict with cookie 0.7.2's rules (``parse``), in linear time.
     Pairs split on ';', one without '=' skipped; names and values trimmed of spaces and tabs; the first
     wins; one pair of quotes removed; '%' decoded, or kept raw if that fails. Difference: a cookie named
-    ``__proto__`` is kept (JavaScript drops it).
-    """
+    ``__proto__`` is kept (JavaScript drops it)."""
     if not isinstance(header, str):
         raise TypeError("argument str must be a string")
     cookies: dict[str, str] = {}
@@ -1007,8 +980,7 @@ def serialize_cookie(name: str, value: str, *, domain: str | None = None, path: 
                      same_site: bool | str | None = None) -> str:
     """A Set-Cookie value, as cookie 0.7.2's ``serialize`` builds it: the value percent-encoded, then
     Domain, Path, Expires, HttpOnly, Secure, Partitioned, Priority, SameSite, each left out when falsy.
-    An invalid name, value, domain or path raises ValueError (the CVE-2024-47764 patterns).
-    """
+    An invalid name, value, domain or path raises ValueError (the CVE-2024-47764 patterns)."""
     if not isinstance(name, str) or not _COOKIE_NAME.fullmatch(name):
         raise ValueError(f"argument name is invalid: {name!r}")
     encoded = encode_uri_component(value)
@@ -1052,8 +1024,7 @@ def _attribute_value(option: str, value: object, names: dict[str, str]) -> str:
 
 def encode_uri_component(text: str) -> str:
     """Percent-encode like JavaScript's ``encodeURIComponent`` (``s:a+b`` gives ``s%3Aa%2Bb``): all but
-    letters, digits and ``-_.!~*'()`` as %XX of its UTF-8; a lone surrogate raises ValueError.
-    """
+    letters, digits and ``-_.!~*'()`` as %XX of its UTF-8; a lone surrogate raises ValueError."""
     try:
         return _URI_UNSAFE.sub(_percent_escapes, text)
     except UnicodeEncodeError as exc:
@@ -1092,8 +1063,7 @@ class Store:
     """The store interface (express-session's ``Store``): implement ``get``, ``set`` and ``destroy``.
     ``get`` returns the stored dict or None (FileNotFoundError: not found, as ENOENT; any other error:
     a 500). Optional, as in express: ``touch(sid, session)``, and ``all``, ``length``, ``clear``. Bound
-    each call with a timeout: the request waits for it. While ``ready`` is False, requests get no session.
-    """
+    each call with a timeout: the request waits for it. While ``ready`` is False, requests get no session."""
 
     ready: bool = True
 
@@ -1112,8 +1082,7 @@ class Store:
 
 class MemoryStore(Store):
     """Sessions as JSON strings in a dict (express-session's ``MemoryStore``), thread-safe; faithful, leak
-    included: an expired session goes only when it is read.
-    """
+    included: an expired session goes only when it is read."""
 
     def __init__(self, *, clock: Clock = time.time) -> None:
         self._clock = clock
@@ -1196,8 +1165,7 @@ def expiry_ms(data: Mapping[str, Any]) -> int | None:
 
 def stringify(data: Any) -> str:
     """Compact JSON text, as JSON.stringify writes it: NaN and infinities as null, a datetime as its ISO
-    string (naive: UTC); anything else JSON cannot hold raises TypeError. Numbers as Python writes them.
-    """
+    string (naive: UTC); anything else JSON cannot hold raises TypeError. Numbers as Python writes them."""
     try:
         return _strict_json(data)
     except ValueError as exc:
@@ -1264,8 +1232,7 @@ class _HeadTooLarge(Exception):
 
 class _SocketReader(io.RawIOBase):
     """The socket as rfile's raw stream; ``tell()`` counts the bytes received.
-    While reading a head, no recv starts past ``deadline`` and none reads past ``limit``.
-    """
+    While reading a head, no recv starts past ``deadline`` and none reads past ``limit``."""
 
     deadline: float | None = None
     limit: int | None = None
@@ -1307,8 +1274,7 @@ def _kernel_timeouts(sock: socket.socket, seconds: float) -> bool:
 
 class _HeldResponse:
     """The handler's wfile, held back: a small response goes out in one write when the request ends; a
-    large one all but its last byte, so the client never sees the end before the store has answered.
-    """
+    large one all but its last byte, so the client never sees the end before the store has answered."""
 
     _LIMIT = 64 * 1024
 
@@ -1352,8 +1318,7 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
     """A BaseHTTPRequestHandler whose ``do_*`` methods see ``self.session`` (express's ``req.session``).
     ``self.session = None`` unsets it; ``self.session_id`` is ``req.sessionID``. Set-Cookie (with
     ``Vary: Cookie``) is added at ``end_headers()``; the store is written after the handler returns,
-    before the held response goes out. If the handler raises, or the store fails, the client gets a 500.
-    """
+    before the held response goes out. If the handler raises, or the store fails, the client gets a 500."""
 
     server: SessionHTTPServer
     session_state: RequestState | None = None
@@ -1404,8 +1369,7 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
 
     def request_target(self) -> str:
         """The request target exactly as the client sent it (express's ``req.originalUrl``).
-        ``self.path`` is not quite that: http.server turns a leading '//' into '/'.
-        """
+        ``self.path`` is not quite that: http.server turns a leading '//' into '/'."""
         words = self.requestline.split()
         return words[1] if len(words) >= 2 else self.path
 
@@ -1419,8 +1383,7 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
 
     def handle_one_request(self) -> None:
         """Read one request and answer it, with the session's begin and end around ``do_*``.
-        This follows BaseHTTPRequestHandler.handle_one_request step by step.
-        """
+        This follows BaseHTTPRequestHandler.handle_one_request step by step."""
 
         self.session_state = None
         self._headers_sent = False
