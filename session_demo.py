@@ -66,7 +66,6 @@ Clock = Callable[[], float]
 
 
 # ==== 1. The request lifecycle ==============================================
-#
 # Three moments of a request, a SessionMiddleware method each; RequestState is kept between them:
 #   begin   - read the cookie, load or create the session           (express: the middleware)
 #   headers - decide Set-Cookie                                     (the on-headers hook)
@@ -330,7 +329,6 @@ def _found(data: Any) -> bool:
 
 
 # ==== 2. Options ============================================================
-#
 # express-session reads its options once, in session(options), and throws on the few it validates.
 # We read and validate them once too, and fail loudly here rather than on the first request.
 
@@ -439,7 +437,6 @@ _UNUSUAL_PATH_CHARACTER = re.compile(r'[ ,"\\]')
 
 
 # ==== 3. Decisions ==========================================================
-#
 # The four questions express-session asks of every request, as small predicates with its names.
 # Each returns a Decision: true or false, with the reason in words, so that a trace can say why.
 
@@ -553,7 +550,6 @@ def path_matches(pathname: str, cookie_path: str | None) -> bool:
 
 
 # ==== 4. The session ========================================================
-#
 # Session mirrors session/session.js: the data is a mapping (session['views']); the cookie, the id
 # and save/reload/destroy/regenerate/touch are attributes (in express, all are on one object).
 
@@ -582,12 +578,10 @@ class Session(MutableMapping[str, Any]):
         self.tracks_saves = False
         self._data: dict[str, Any] = {}
         for key, value in (data or {}).items():
-            if key == "cookie":
-                continue  # the stored cookie became self.cookie
             if key in _RESERVED_KEYS:
                 _log.debug("dropping reserved key %r from the stored session", key)
-                continue
-            self._data[key] = value
+            elif key != "cookie":  # the stored cookie became self.cookie
+                self._data[key] = value
 
     @property
     def id(self) -> Any:
@@ -661,7 +655,6 @@ class Session(MutableMapping[str, Any]):
 
 
 # ==== 5. Change detection ===================================================
-#
 # express-session hashes the session's data (all but the top-level "cookie") when the request starts
 # and again at the end. Different hash, or a different id: the session was modified.
 
@@ -690,7 +683,6 @@ def hash_session(data: Mapping[str, Any]) -> str:
 
 
 # ==== 6. The session cookie =================================================
-#
 # Cookie mirrors session/cookie.js: the Set-Cookie attributes and the expiry. max_age is in ms, as in
 # express, and never stored: it sets `expires` and `original_max_age` (the lifetime touch() restores).
 
@@ -881,7 +873,6 @@ def _expiry_from_stored(value: Any) -> int | None:
 
 
 # ==== 7. Signing ============================================================
-#
 # The cookie carries only the id, signed so that a client cannot pick another's: "s:" + id + "." +
 # base64(HMAC-SHA256(id, secret)) without "=", as cookie-signature 1.0.7 does. Signed, not encrypted.
 
@@ -936,7 +927,6 @@ def _key(secret: str | bytes) -> bytes:
 
 
 # ==== 8. The Cookie header ==================================================
-#
 # Reading "Cookie: a=1; connect.sid=s%3A..." and writing "Set-Cookie: ..." as the `cookie` package
 # 0.7.2 does (http.cookies' parser follows different rules).
 
@@ -1054,9 +1044,7 @@ def decode_uri_component(text: str) -> str:
 
 
 # ==== 9. Stores =============================================================
-#
-# A store keeps sessions on the server, keyed by id. express-session's Store API takes callbacks;
-# ours is synchronous and raises.
+# A store keeps sessions on the server, keyed by id; express's Store takes callbacks, ours raises.
 
 
 class Store:
@@ -1215,7 +1203,6 @@ def short_id(session_id: object) -> str:
 
 
 # ==== 10. http.server =======================================================
-#
 # The adapter for the standard library's server: subclass SessionRequestHandler, write do_GET as usual,
 # use self.session. begin runs in handle_one_request once the head is read, headers in end_headers, end
 # in _handle_with_session after do_GET, before the held response's last byte. Around them, the guards
