@@ -523,7 +523,6 @@ def should_destroy(state: RequestState) -> Decision:
 def is_secure(request: RequestInfo, proxy: bool | None) -> bool:
     """Is the request HTTPS for the cookie's sake? (express's ``issecure``) TLS always counts; otherwise
     ``proxy=True`` trusts X-Forwarded-Proto's first value, ``None`` the framework, ``False`` nothing."""
-
     if request.tls:
         return True
     if proxy is False:
@@ -1029,7 +1028,6 @@ def _percent_escapes(match: re.Match[str]) -> str:
     return "".join(f"%{byte:02X}" for byte in match.group().encode("utf-8"))
 
 
-
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
@@ -1371,7 +1369,6 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
     def handle_one_request(self) -> None:
         """Read one request and answer it, with the session's begin and end around ``do_*``.
         This follows BaseHTTPRequestHandler.handle_one_request step by step."""
-
         self.session_state = None
         self._headers_sent = False
         self._vary: list[str] = []
