@@ -1414,11 +1414,14 @@ class HeadlessChromium:
             ["chromium", *self.FLAGS, f"--user-data-dir={profile}", "about:blank"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         url = None
+        stuck = threading.Timer(60, self.process.kill)  # a browser that never says where it listens
+        stuck.start()
         for line in self.process.stderr:  # type: ignore[union-attr]
             match = re.search(r"DevTools listening on (ws://\S+)", line)
             if match:
                 url = match.group(1)
                 break
+        stuck.cancel()
         if url is None:
             self.process.wait(10)
             raise RuntimeError("chromium did not start its DevTools server")
