@@ -1261,41 +1261,30 @@ class _HeldResponse:
     """The handler's wfile, held back: a small response goes out in one write when the request ends; a
     large one all but its last byte, so the client never sees the end before the store has answered."""
 
-    _LIMIT = 64 * 1024
-
     def __init__(self, wfile: BinaryIO) -> None:
         self._wfile = wfile
-        self._chunks: list[bytes] = []
-        self._size = 0
-        self.passed = False
+        self._held = bytearray()
+        self.passed = False  # some of it is out: a 500 can no longer take its place
 
     def write(self, data: bytes) -> int:
-        """Hold ``data``; past the limit, pass on everything held but the last byte."""
-        self._chunks.append(bytes(data))
-        self._size += len(data)
-        if self._size > self._LIMIT:
-            self._pass_on_all_but_last_byte()
+        """Hold ``data``; past 64 KB, pass on everything held but the last byte."""
+        self._held += data
+        if len(self._held) > 64 * 1024:
+            self.flush()
         return len(data)
 
     def flush(self) -> None:
         """The handler asks for its bytes to go out: all of them but the last one do."""
-        self._pass_on_all_but_last_byte()
-
-    def _pass_on_all_but_last_byte(self) -> None:
-        data = b"".join(self._chunks)
-        if len(data) > 1:
-            self._wfile.write(data[:-1])
+        if len(self._held) > 1:
+            self._wfile.write(bytes(self._held[:-1]))
+            del self._held[:-1]
             self.passed = True
-            data = data[-1:]
-        self._chunks = [data] if data else []
-        self._size = len(data)
 
     def release(self) -> None:
         """Send everything that is held."""
-        data = b"".join(self._chunks)
-        self._chunks, self._size = [], 0
-        if data:
-            self._wfile.write(data)
+        if self._held:
+            self._wfile.write(bytes(self._held))
+            self._held.clear()
         self._wfile.flush()
 
 
