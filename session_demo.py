@@ -1417,8 +1417,7 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
 
     def _handle_with_session(self, method: Callable[[], None]) -> None:
         middleware = self.server.session_middleware
-        # begin: load or create the session.
-        try:
+        try:  # begin: load or create the session
             self.session_state = middleware.begin(self.request_info())
         except Exception as exc:  # the store failed, or genid did
             _log.error("could not load the session: %s", exc)
@@ -1426,33 +1425,31 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
             self.send_error(error.status, None, error.advice)
             return
         real_wfile = self.wfile
-        held = _HeldResponse(real_wfile)
-        self.wfile = held  # type: ignore[assignment]
+        held = self.wfile = _HeldResponse(real_wfile)  # type: ignore[assignment]
         failed = ""  # why the held answer cannot go out, if it cannot
         try:
-            try:
-                method()
-            except Exception as exc:
-                log = _log.debug if isinstance(exc, _CLIENT_GONE) else _log.exception  # a client gone is normal
-                log("the handler for %s %r failed", self.command, self.path, exc_info=True)
-                self.close_connection = True
-                if self._headers_sent:
-                    failed = "The request failed"  # its held answer may be half-written
-                else:
-                    self._headers_buffer = []  # headers the handler began: not glued onto the 500
-                    self.send_error(500)
-            except BaseException:
-                failed = "The request failed"  # SystemExit, KeyboardInterrupt: no half answer goes out
-                raise
-        finally:
-            # end: the store operation, before the last byte is released.
+            method()
+        except Exception as exc:
+            log = _log.debug if isinstance(exc, _CLIENT_GONE) else _log.exception  # a client gone is normal
+            log("the handler for %s %r failed", self.command, self.path, exc_info=True)
+            self.close_connection = True
+            if self._headers_sent:
+                failed = "The request failed"  # its held answer may be half-written
+            else:
+                self._headers_buffer = []  # headers the handler began: not glued onto the 500
+                self.send_error(500)
+        except BaseException:
+            failed = "The request failed"  # SystemExit, KeyboardInterrupt: no half answer goes out
+            raise
+        finally:  # end: the store operation, before the last byte is released
             self.wfile = real_wfile
+            state = self.session_state
             try:
-                if self.session_state is not None:
-                    middleware.end(self.session_state)
+                if state is not None:
+                    middleware.end(state)
             except Exception:  # end() logged it
                 failed = "The session could not be saved"
-            if self.session_state is not None and self.session_state.end_error is not None:
+            if state is not None and state.end_error is not None:
                 failed = "The session could not be saved"  # here, or in a handler that ended it itself
             # No silent loss: a request that failed after its headers, or whose session was not
             # stored, gets a 500 in place of its held answer (or, if part of it is out, no last byte).
