@@ -1201,10 +1201,9 @@ def short_id(session_id: object) -> str:
 
 
 # ==== 10. http.server =======================================================
-# The adapter for the standard library's server: subclass SessionRequestHandler, write do_GET as usual,
-# use self.session. begin runs in handle_one_request once the head is read, headers in end_headers, end
-# in _handle_with_session after do_GET, before the held response's last byte. Around them, the guards
-# of a front end, each with what it defends against.
+# Subclass SessionRequestHandler, write do_GET as usual, use self.session. begin runs once the head is
+# read, headers in end_headers, end after do_GET, before the held response's last byte. Around them,
+# the guards of a front end, each with what it defends against.
 
 _CLIENT_GONE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
@@ -1216,8 +1215,8 @@ class _HeadTooLarge(Exception):
 
 
 class _SocketReader(io.RawIOBase):
-    """The socket as rfile's raw stream; ``tell()`` counts the bytes received.
-    While reading a head, no recv starts past ``deadline`` and none reads past ``limit``."""
+    """The socket as rfile's raw stream, counting the bytes received (``tell()``); while a head is read,
+    no recv starts past ``deadline`` and none reads past ``limit``."""
 
     deadline: float | None = None
     limit: int | None = None
@@ -1225,7 +1224,7 @@ class _SocketReader(io.RawIOBase):
     def __init__(self, sock: socket.socket) -> None:
         self._sock, self._received = sock, 0
 
-    def readable(self) -> bool:
+    def readable(self) -> bool:  # what io.BufferedReader asks of its raw stream
         return True
 
     def readinto(self, buffer: Any) -> int:
@@ -1290,9 +1289,8 @@ class _HeldResponse:
 
 class SessionRequestHandler(BaseHTTPRequestHandler):
     """A BaseHTTPRequestHandler whose ``do_*`` methods see ``self.session`` (express's ``req.session``).
-    ``self.session = None`` unsets it; ``self.session_id`` is ``req.sessionID``. Set-Cookie (with
-    ``Vary: Cookie``) is added at ``end_headers()``; the store is written after the handler returns,
-    before the held response goes out. If the handler raises, or the store fails, the client gets a 500."""
+    Set-Cookie (with ``Vary: Cookie``) is added at ``end_headers()``; the store is written after the
+    handler returns, before the held response goes out. A handler or store failure answers 500."""
 
     server: SessionHTTPServer
     session_state: RequestState | None = None
@@ -1319,7 +1317,7 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
 
     @property
     def session(self) -> Session | None:
-        """This request's session (express's ``req.session``)."""
+        """This request's session (express's ``req.session``); ``self.session = None`` unsets it."""
         return self.session_state.session if self.session_state else None
 
     @session.setter
@@ -1356,12 +1354,10 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
                            forwarded_proto=", ".join(proto_lines) if proto_lines else None)
 
     def handle_one_request(self) -> None:
-        """Read one request and answer it, with the session's begin and end around ``do_*``.
-        This follows BaseHTTPRequestHandler.handle_one_request step by step."""
+        """BaseHTTPRequestHandler's, step by step, with the session's begin and end around ``do_*``."""
         self.session_state = None
-        self._headers_sent = False
+        self._headers_sent = self._cache_control_set = False
         self._vary: list[str] = []
-        self._cache_control_set = False
         self.requestline = self.request_version = self.command = ""
         self.raw_requestline = b""
         try:
@@ -1378,8 +1374,7 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
                 return
             self._reader.limit = None
             self._reader.deadline = time.monotonic() + self.request_timeout  # a trickled body, too
-            # A header line http.client could not read hides the headers after it (Content-Length
-            # among them): a smuggling vector, answered 400 as Node's parser does.
+            # A header line http.client cannot read hides those after it: smuggling; 400 as in Node.
             if self.headers.defects:
                 self.send_error(400, "Bad header line")
                 return
@@ -1501,7 +1496,7 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
 
 
 class SessionHTTPServer(ThreadingHTTPServer):
-    """A ThreadingHTTPServer carrying a SessionMiddleware: ``SessionHTTPServer(address, Handler, middleware)``."""
+    """A ThreadingHTTPServer with a SessionMiddleware: ``SessionHTTPServer(address, Handler, middleware)``."""
 
     daemon_threads = True
     # Threads and descriptors: past this many open connections, a new one gets 503; 256 leaves four
