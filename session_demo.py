@@ -140,7 +140,7 @@ class SessionMiddleware:
             self._touch(state)
             decision = should_set_cookie(state)
             if not decision:
-                _log.debug("set-cookie: no (%s)", decision.reason)
+                _log.debug("set-cookie: %s", decision)
                 return None
             if state.session.cookie.secure and not is_secure(state.request, options.proxy):
                 _log.debug("set-cookie: no (secure cookie, but the request is not secure)")
@@ -150,7 +150,7 @@ class SessionMiddleware:
         except Exception:
             _log.exception("set-cookie: failed; the response goes on without the cookie")
             return None
-        _log.debug("set-cookie: yes (%s)", decision.reason)
+        _log.debug("set-cookie: %s", decision)
         return header
 
     def end(self, state: RequestState) -> None:
@@ -164,7 +164,7 @@ class SessionMiddleware:
         try:
             destroy = should_destroy(state)
             if destroy:
-                _log.debug("destroy: yes (%s)", destroy.reason)
+                _log.debug("destroy: %s", destroy)
                 store.destroy(state.session_id)
                 return
             if state.session is None:
@@ -172,20 +172,16 @@ class SessionMiddleware:
                 return
             self._touch(state)
             save = should_save(state)
+            _log.debug("save: %s", save)
             if save:
-                _log.debug("save: yes (%s)", save.reason)
                 self.save(state)
-                return
-            _log.debug("save: no (%s)", save.reason)
-            if not self.options.store_implements_touch:
+            elif not self.options.store_implements_touch:
                 _log.debug("touch: no (the store has no touch)")
-                return
-            touch = should_touch(state)
-            if touch:
-                _log.debug("touch: yes (%s)", touch.reason)
-                store.touch(state.session_id, state.session)
             else:
-                _log.debug("touch: no (%s)", touch.reason)
+                touch = should_touch(state)
+                _log.debug("touch: %s", touch)
+                if touch:
+                    store.touch(state.session_id, state.session)
         except Exception as exc:
             _log.exception("session store failed at the end of the request")
             state.end_error = exc
@@ -450,6 +446,9 @@ class Decision:
 
     def __bool__(self) -> bool:
         return self.yes
+
+    def __str__(self) -> str:
+        return f"{'yes' if self.yes else 'no'} ({self.reason})"
 
 
 def should_set_cookie(state: RequestState) -> Decision:
@@ -1015,17 +1014,9 @@ def encode_uri_component(text: str) -> str:
     """Percent-encode like JavaScript's ``encodeURIComponent`` (``s:a+b`` gives ``s%3Aa%2Bb``): all but
     letters, digits and ``-_.!~*'()`` as %XX of its UTF-8; a lone surrogate raises ValueError."""
     try:
-        return _URI_UNSAFE.sub(_percent_escapes, text)
+        return urllib.parse.quote(text, safe="!~*'()")  # quote keeps letters, digits and "-_.~" too
     except UnicodeEncodeError as exc:
         raise ValueError(f"cannot percent-encode {text!r}: {exc.reason}") from None
-
-
-_URI_UNSAFE = re.compile(r"[^A-Za-z0-9\-_.!~*'()]")
-
-
-def _percent_escapes(match: re.Match[str]) -> str:
-    """``%3A`` for ':', ``%C3%A9`` for 'é': one character as encodeURIComponent writes it."""
-    return "".join(f"%{byte:02X}" for byte in match.group().encode("utf-8"))
 
 
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
