@@ -1014,9 +1014,17 @@ def encode_uri_component(text: str) -> str:
     """Percent-encode like JavaScript's ``encodeURIComponent`` (``s:a+b`` gives ``s%3Aa%2Bb``): all but
     letters, digits and ``-_.!~*'()`` as %XX of its UTF-8; a lone surrogate raises ValueError."""
     try:
-        return urllib.parse.quote(text, safe="!~*'()")  # quote keeps letters, digits and "-_.~" too
+        return _URI_UNSAFE.sub(_percent_escapes, text)
     except UnicodeEncodeError as exc:
         raise ValueError(f"cannot percent-encode {text!r}: {exc.reason}") from None
+
+
+_URI_UNSAFE = re.compile(r"[^A-Za-z0-9\-_.!~*'()]")
+
+
+def _percent_escapes(match: re.Match[str]) -> str:
+    """``%3A`` for ':', ``%C3%A9`` for 'é': one character as encodeURIComponent writes it."""
+    return "".join(f"%{byte:02X}" for byte in match.group().encode("utf-8"))
 
 
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
