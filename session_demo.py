@@ -1274,7 +1274,7 @@ class _HeldResponse:
     def flush(self) -> None:
         """The handler asks for its bytes to go out: all of them but the last one do."""
         if len(self._held) > 1:
-            self._wfile.write(bytes(self._held[:-1]))
+            self._wfile.write(self._held[:-1])
             del self._held[:-1]
             self.passed = True
 
