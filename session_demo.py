@@ -498,13 +498,12 @@ def should_save(state: RequestState) -> Decision:
 
 
 def should_touch(state: RequestState) -> Decision:
-    """Refresh the store's expiry for a session the browser sent that needs no save (``shouldTouch``)."""
+    """Refresh the store's expiry for the session the browser sent (``shouldTouch``). Asked only once
+    should_save has said no, so it does not hash the session again to ask it a second time, as express does."""
     if not isinstance(state.session_id, str):
         return Decision(False, f"session id is not a string: {state.session_id!r}")
     if state.cookie_id != state.session_id:
         return Decision(False, "not the session the browser sent")
-    if should_save(state):
-        return Decision(False, "it is being saved")
     return Decision(True, "unmodified session the browser sent")
 
 
@@ -668,6 +667,8 @@ def is_saved(state: RequestState) -> bool:
     """The store already holds the session as it is now (express's ``isSaved``)."""
     session = state.session
     assert session is not None
+    if state.saved_hash is None:
+        return False  # nothing saved yet: no need to hash
     return state.original_id == session.id and state.saved_hash == hash_session(session)
 
 
@@ -685,13 +686,15 @@ def hash_session(data: Mapping[str, Any]) -> str:
 # express, and never stored: it sets `expires` and `original_max_age` (the lifetime touch() restores).
 
 # The cookie's attributes, Python name to stored (JSON) name, in the order express stores them.
+# As in express, the expiry is kept as `_expires` (here ms since the epoch) behind expires/max_age.
 _ATTRIBUTES = {
     "original_max_age": "originalMaxAge", "partitioned": "partitioned", "priority": "priority",
-    "expires": "expires", "secure": "secure", "http_only": "httpOnly", "domain": "domain",
+    "_expires": "expires", "secure": "secure", "http_only": "httpOnly", "domain": "domain",
     "path": "path", "same_site": "sameSite",
 }
 _STORED_NAMES = {stored: name for name, stored in _ATTRIBUTES.items()}
-_OPTIONS = (*_ATTRIBUTES, "max_age")
+_OPTIONS = ("original_max_age", "partitioned", "priority", "expires", "secure", "http_only", "domain",
+            "path", "same_site", "max_age")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ONE_MS = timedelta(milliseconds=1)
@@ -699,38 +702,26 @@ _MAX_MS = (datetime.max.replace(tzinfo=timezone.utc) - _EPOCH) // _ONE_MS
 _MIN_MS = (datetime.min.replace(tzinfo=timezone.utc) - _EPOCH) // _ONE_MS
 
 
-class _Attribute:
-    """A cookie attribute, kept in the stored form under its JSON name: None is JSON null (left out of
-    Set-Cookie, as in express); a stored form that lacks it (JavaScript's undefined) reads as None."""
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.key = _ATTRIBUTES[name]
-
-    def __get__(self, cookie: Cookie | None, owner: type | None = None) -> Any:
-        if cookie is None:
-            return self
-        return cookie._stored.get(self.key)
-
-    def __set__(self, cookie: Cookie, value: Any) -> None:
-        cookie._stored[self.key] = value
-
-
 class Cookie:
     """The session cookie's settings and expiry (express-session's ``Cookie``): ``path='/'``, ``http_only``,
     no expiry, the rest unset. Difference: an unknown option raises ValueError (express ignores a typo)."""
 
-    original_max_age = _Attribute()
-    partitioned = _Attribute()
-    priority = _Attribute()
-    secure = _Attribute()
-    http_only = _Attribute()
-    domain = _Attribute()
-    path = _Attribute()
-    same_site = _Attribute()
+    # An attribute never set (JavaScript's undefined) reads as None and is left out of to_json();
+    # one set to None is stored as null.
+    original_max_age: int | None = None
+    partitioned: bool | None = None
+    priority: str | None = None
+    secure: bool | str | None = None
+    http_only: bool | None = None
+    domain: str | None = None
+    path: str | None = None
+    same_site: bool | str | None = None
+    _expires: int | None = None
 
     def __init__(self, options: Mapping[str, Any] | None = None, *, clock: Clock = time.time) -> None:
         self._clock = clock
-        self._stored: dict[str, Any] = {"path": "/", "httpOnly": True}
+        self.path = "/"
+        self.http_only = True
         self.max_age = None  # no expiry, and original_max_age None
         if options is not None:
             if not isinstance(options, Mapping):
@@ -745,22 +736,20 @@ class Cookie:
     @property
     def expires(self) -> datetime | None:
         """When the browser should drop the cookie, or None for a browser-session cookie."""
-        ms = self._stored.get("expires")
-        return None if ms is None else _EPOCH + timedelta(milliseconds=ms)
+        return None if self._expires is None else _EPOCH + timedelta(milliseconds=self._expires)
 
     @expires.setter
     def expires(self, when: datetime | None) -> None:
         # As express's setter: original_max_age becomes the time left.
         if when is not None and not (isinstance(when, datetime) and when.tzinfo is not None):
             raise TypeError("expires must be a timezone-aware datetime (e.g. tzinfo=timezone.utc) or None")
-        self._stored["expires"] = None if when is None else (when - _EPOCH) // _ONE_MS
+        self._expires = None if when is None else (when - _EPOCH) // _ONE_MS
         self.original_max_age = self.max_age
 
     @property
     def max_age(self) -> int | None:
         """Milliseconds until expiry (can be negative), or None when there is no expiry."""
-        ms = self._stored.get("expires")
-        return None if ms is None else ms - clock_ms(self._clock)
+        return None if self._expires is None else self._expires - clock_ms(self._clock)
 
     @max_age.setter
     def max_age(self, ms: int | float | datetime | None) -> None:
@@ -780,21 +769,22 @@ class Cookie:
         if not _MIN_MS <= expires_ms <= _MAX_MS:
             # Difference: JavaScript reaches year 275760; Python's datetime stops at 9999.
             raise ValueError(f"max_age {ms!r} puts the expiry outside the years 1 to 9999")
-        self._stored["expires"] = expires_ms
+        self._expires = expires_ms
         # One reading of the clock for both (express reads it twice and can be 1 ms off).
         self.original_max_age = expires_ms - now
 
     def restart(self) -> None:
         """``max_age = original_max_age``: the cookie's lifetime starts again (express's ``resetMaxAge``).
         A stored cookie with no ``originalMaxAge`` (undefined) loses ``expires`` too, as in express."""
-        if "originalMaxAge" in self._stored:
+        if "original_max_age" in vars(self):
             self.max_age = self.original_max_age
         else:
-            self._stored.pop("expires", None)
+            vars(self).pop("_expires", None)
 
     def to_json(self) -> dict[str, Any]:
         """The stored form (express's ``cookie.data``): JSON names in express's order, unset ones left out."""
-        data = {key: self._stored[key] for key in _ATTRIBUTES.values() if key in self._stored}
+        own = vars(self)
+        data = {stored: own[name] for name, stored in _ATTRIBUTES.items() if name in own}
         if data.get("expires") is not None:
             data["expires"] = _iso(data["expires"])
         return data
@@ -810,22 +800,22 @@ class Cookie:
         cookie = cls(clock=clock)
         for key, value in data.items():
             if key == "expires" and not isinstance(value, str):  # a date string: below, as express
-                cookie._stored["expires"] = _expiry_from_stored(value)
+                cookie._expires = _expiry_from_stored(value)
             elif key == "maxAge" and value is None:
-                cookie._stored["expires"] = None
+                cookie._expires = None
             elif key == "maxAge" and isinstance(value, (int, float)):
-                cookie._stored["expires"] = _expiry_from_stored(clock_ms(clock) + value)
+                cookie._expires = _expiry_from_stored(clock_ms(clock) + value)
             elif key in _STORED_NAMES and key != "originalMaxAge":
-                cookie._stored[key] = value
+                setattr(cookie, _STORED_NAMES[key], value)
         if isinstance(data.get("expires"), str):
-            cookie._stored["expires"] = _expiry_from_stored(data["expires"])
+            cookie._expires = _expiry_from_stored(data["expires"])
         if "originalMaxAge" in data:
             original = data["originalMaxAge"]
             usable = (isinstance(original, (int, float)) and not isinstance(original, bool)
                       and math.isfinite(original) and _MIN_MS <= clock_ms(clock) + original <= _MAX_MS)
             cookie.original_max_age = original if usable else None
         else:
-            del cookie._stored["originalMaxAge"]
+            del cookie.original_max_age
         return cookie
 
     def serialize(self, name: str, value: str) -> str:
@@ -956,8 +946,10 @@ def parse_cookie_header(header: str) -> dict[str, str]:
         if value[:1] == '"' and value[-1:] == '"':
             value = value[1:-1]  # one pair of quotes; a lone '"' becomes ''
         if "%" in value:
-            with contextlib.suppress(ValueError):  # kept raw if decoding fails
+            try:
                 value = decode_uri_component(value)
+            except ValueError:
+                pass  # kept raw if decoding fails
         cookies[name] = value
     return cookies
 
@@ -1024,7 +1016,8 @@ _URI_UNSAFE = re.compile(r"[^A-Za-z0-9\-_.!~*'()]")
 
 def _percent_escapes(match: re.Match[str]) -> str:
     """``%3A`` for ':', ``%C3%A9`` for 'é': one character as encodeURIComponent writes it."""
-    return "".join(f"%{byte:02X}" for byte in match.group().encode("utf-8"))
+    # Speed: bytes.hex('%') puts '%' between the bytes (b'\xc3\xa9' gives 'c3%a9'), 2.5 times a join's pace.
+    return "%" + match.group().encode("utf-8").hex("%").upper()
 
 
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
