@@ -46,16 +46,12 @@ from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, BinaryIO
 
-__all__ = [
+__all__ = [  # what an application imports, then the decisions (for tracing), then what a store needs
     "session_middleware", "SessionMiddleware", "SessionOptions", "RequestInfo", "RequestState",
-    "SessionLoadError", "Session", "Cookie", "Store", "MemoryStore",
-    "SessionRequestHandler", "SessionHTTPServer",
-    # the decisions, for tracing and teaching
+    "SessionLoadError", "Session", "Cookie", "Store", "MemoryStore", "SessionRequestHandler", "SessionHTTPServer",
     "Decision", "should_set_cookie", "should_save", "should_touch", "should_destroy", "hash_session",
-    # the building blocks: reading the cookie, signing, the Cookie header
-    "read_session_id", "is_secure", "sign", "unsign", "unsign_any", "parse_cookie_header",
-    "serialize_cookie", "encode_uri_component", "decode_uri_component",
-    # for writing a store
+    "read_session_id", "is_secure", "sign", "unsign", "unsign_any", "parse_cookie_header", "serialize_cookie",
+    "encode_uri_component", "decode_uri_component",
     "stringify", "parse_json", "session_json", "stored_cookie", "expiry_ms", "clock_ms", "short_id",
 ]
 
@@ -78,9 +74,9 @@ def session_middleware(**options: Any) -> SessionMiddleware:
 
 
 class SessionMiddleware:
-    """The session layer for any server (express-session's middleware): begin, headers, end.
-    An adapter calls ``begin`` before the handler, ``set_cookie_header`` as the headers go out and
-    ``end`` after the handler, before the last bytes; a subclass may wrap ``load`` and ``save``."""
+    """The session layer for any server (express-session's middleware). An adapter calls ``begin`` before the
+    handler, ``set_cookie_header`` as the headers go out, ``end`` before the last bytes; a subclass may wrap
+    ``load`` and ``save``."""
 
     def __init__(self, options: SessionOptions) -> None:
         self.options = options
@@ -129,9 +125,8 @@ class SessionMiddleware:
         return state.store.get(state.session_id)
 
     def set_cookie_header(self, state: RequestState) -> str | None:
-        """Decide Set-Cookie as the headers go out; its value, or None (the on-headers hook). The session
-        is touched first, as express's ``res.end`` does before it writes the headers. A failure to build the
-        cookie is logged and the response goes on without it (express hands it to the error handler later)."""
+        """Decide Set-Cookie as the headers go out, touching the session first as express does (the on-headers
+        hook): its value, or None. A failure is logged and the response goes on without the cookie."""
         options = self.options
         if state.session is None:
             _log.debug("set-cookie: no (no session)")
@@ -213,9 +208,8 @@ class RequestInfo:
 
 
 class RequestState:
-    """One request's state: express's ``req.session``, ``req.sessionID`` and the middleware's closure.
-    ``cookie_id`` is the id the browser sent; ``original_id``/``original_hash`` how the session began;
-    ``saved_hash`` is set when the store holds it as it is."""
+    """One request's state (express's ``req.session``, ``req.sessionID`` and the middleware's closure): the id
+    the browser sent, how the session began, and the hash the store holds, once it holds it as it is."""
 
     def __init__(self, options: SessionOptions, request: RequestInfo) -> None:
         self.options = options
@@ -248,9 +242,8 @@ class RequestState:
             self.saved_hash = self.original_hash
 
     def regenerate(self) -> Session:
-        """Destroy the session in the store and start a new one (express's ``store.regenerate``).
-        As upstream, the bookkeeping stays, so it counts as modified, and its ``save()`` is the plain
-        one: the end of the request saves it again."""
+        """Destroy the session in the store and start a new one (``store.regenerate``). As upstream, the
+        bookkeeping stays, so it counts as modified and the end of the request saves it."""
         old_id = self.session_id
         session = self.new_session()  # an unusable id fails before anything is destroyed
         _log.debug("regenerating: destroying %s, the new id is %s", short_id(old_id), short_id(session.id))
@@ -296,9 +289,7 @@ _UNSAFE_ID_CHARACTER = re.compile(r'[\x00-\x20",;\\\x7f]')
 def read_session_id(cookie_header: str | None, name: str, secrets: list[bytes]) -> str | None:
     """The id in the request's session cookie, if correctly signed (``getcookie``); else None.
     The first cookie of the name counts; an unsigned or badly signed one means a new session."""
-    if not cookie_header:
-        return None
-    raw = parse_cookie_header(cookie_header).get(name)
+    raw = parse_cookie_header(cookie_header or "").get(name)
     if not raw:
         return None
     if not raw.startswith("s:"):
@@ -561,10 +552,8 @@ _RESERVED_KEYS = frozenset({
 
 
 class Session(MutableMapping[str, Any]):
-    """One visitor's session: its data as a mapping, plus ``id`` and ``cookie`` (express's ``Session``).
-    ``save``, ``reload``, ``destroy`` and ``regenerate`` call the store now and raise its errors; the
-    last two return the *new* Session. Difference: a key express drops on load (``id``, ``save``, ...)
-    is refused."""
+    """One visitor's session: its data as a mapping, plus ``id`` and ``cookie`` (express's ``Session``); its
+    methods call the store now and raise its errors. Difference: a key express drops on load is refused."""
 
     def __init__(self, state: RequestState, session_id: Any, cookie: Cookie,
                  data: Mapping[str, Any] | None = None) -> None:
@@ -791,10 +780,9 @@ class Cookie:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], *, clock: Clock = time.time) -> Cookie:
-        """Rebuild a cookie from its stored form (express's ``store.createSession``), keys in stored order.
-        A stored ``maxAge`` counts unless ``expires`` is a date string, as in express. Difference, so that
-        odd data never fails every request: an ``expires`` that is no date, or an ``originalMaxAge`` that
-        is no number in range, reads as None."""
+        """Rebuild a cookie from its stored form (``store.createSession``); ``maxAge`` counts unless ``expires``
+        is a date string. Difference, so that odd data never fails every request: an ``expires`` that is no
+        date, or an ``originalMaxAge`` that is no number in range, reads as None."""
         if not isinstance(data, Mapping):
             raise ValueError("the stored session's cookie is not an object")
         cookie = cls(clock=clock)
@@ -928,10 +916,8 @@ _COOKIE_PATH = re.compile(r"[\x20-\x3A\x3D-\x7E]*")
 
 
 def parse_cookie_header(header: str) -> dict[str, str]:
-    """Parse a Cookie header into a dict with cookie 0.7.2's rules (``parse``), in linear time.
-    Pairs split on ';', one without '=' skipped; names and values trimmed of spaces and tabs; the first
-    wins; one pair of quotes removed; '%' decoded, or kept raw if that fails. Difference: a cookie named
-    ``__proto__`` is kept (JavaScript drops it)."""
+    """Parse a Cookie header into a dict with cookie 0.7.2's rules (``parse``), in linear time, as the
+    comments say. Difference: a cookie named ``__proto__`` is kept (JavaScript drops it)."""
     if not isinstance(header, str):
         raise TypeError("argument str must be a string")
     cookies: dict[str, str] = {}
@@ -939,9 +925,9 @@ def parse_cookie_header(header: str) -> dict[str, str]:
         return cookies
     for pair in header.split(";"):
         name, eq, value = pair.partition("=")
-        name = name.strip(" \t")
+        name = name.strip(" \t")  # spaces and tabs only
         if not eq or name in cookies:
-            continue
+            continue  # no '=': skipped; the first of a name wins
         value = value.strip(" \t")
         if value[:1] == '"' and value[-1:] == '"':
             value = value[1:-1]  # one pair of quotes; a lone '"' becomes ''
@@ -1038,10 +1024,9 @@ def decode_uri_component(text: str) -> str:
 
 
 class Store:
-    """The store interface (express-session's ``Store``): implement ``get``, ``set`` and ``destroy``.
-    ``get`` returns the stored dict or None (FileNotFoundError: not found, as ENOENT; any other error:
-    a 500). Optional, as in express: ``touch(sid, session)``, and ``all``, ``length``, ``clear``. Bound
-    each call with a timeout: the request waits for it. While ``ready`` is False, requests get no session."""
+    """The store interface (express-session's ``Store``): ``get``, ``set``, ``destroy``; optionally ``touch``,
+    ``all``, ``length``, ``clear``. An error is a 500 (FileNotFoundError in ``get``: not found, as ENOENT).
+    Bound each call with a timeout: the request waits for it. While ``ready`` is False: no sessions."""
 
     ready: bool = True
 
@@ -1216,7 +1201,7 @@ class _SocketReader(io.RawIOBase):
     def __init__(self, sock: socket.socket) -> None:
         self._sock, self._received = sock, 0
 
-    def readable(self) -> bool:  # what io.BufferedReader asks of its raw stream
+    def readable(self) -> bool:  # io.BufferedReader asks
         return True
 
     def readinto(self, buffer: Any) -> int:
@@ -1285,6 +1270,7 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
     handler returns, before the held response goes out. A handler or store failure answers 500."""
 
     server: SessionHTTPServer
+    disable_nagle_algorithm = True  # answers go in one piece, but a held-back last byte must not wait for an ACK
     session_state: RequestState | None = None
     _headers_sent: bool = False
     _status: int = 200
@@ -1294,11 +1280,8 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
     request_timeout: float = 300.0  # a thread held by a trickled body (Node's requestTimeout: 300 s)
 
     def setup(self) -> None:
-        """Set up the connection as usual, with Nagle's algorithm off and rfile read under a deadline."""
+        """Set up the connection as usual (Nagle's algorithm off), with rfile read under a deadline."""
         super().setup()
-        # Answers are written in one piece, but a held-back last byte must not wait for a delayed ACK.
-        with contextlib.suppress(OSError, AttributeError):
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # Each read and write within idle_timeout. Speed: a kernel timeout (SO_RCVTIMEO/SO_SNDTIMEO)
         # where the socket allows it; Python's own adds a poll() to every call (13% of the server's CPU).
         if isinstance(self.connection, ssl.SSLSocket) or not _kernel_timeouts(self.connection, self.idle_timeout):
@@ -1492,7 +1475,7 @@ class SessionHTTPServer(ThreadingHTTPServer):
 
     daemon_threads = True
     # Threads and descriptors: past this many open connections, a new one gets 503; 256 leaves four
-    # descriptors each under the common limit of 1,024 (the socket; SQLiteStore's file, -wal, -shm).
+    # descriptors each under the common limit of 1,024 (the socket, and what a store may open for it).
     max_connections = 256
     accept_backoff = 0.1  # seconds: out of descriptors, accept() fails at once; wait instead of spinning
 
