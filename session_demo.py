@@ -183,9 +183,12 @@ class SessionMiddleware:
             raise  # no silent loss: the adapter answers 500 instead of the handler's response
 
     def save(self, state: RequestState) -> None:
-        """Write the whole session to the store at the end of the request (``session.save()``)."""
-        assert state.session is not None
-        state.session.save()
+        """Write the whole session to the store at the end of the request (``session.save()``), without the
+        hash express's wrapped save takes: nothing after the end of the request asks whether it is saved."""
+        session = state.session
+        assert session is not None
+        _log.debug("saving %s", short_id(session.id))
+        state.store.set(session.id, session)
 
     @staticmethod
     def _touch(state: RequestState) -> None:
