@@ -8,8 +8,8 @@ to run; it also lists what we do differently, on purpose.
     python3 server.py              # the view counter from express-session's README
     python3 -m unittest -v         # every behaviour, pinned down
 
-Sections (grep "# ===="): 1. the request lifecycle, 2. options, 3. decisions, 4. the session,
-5. change detection, 6. the session cookie, 7. signing, 8. the Cookie header, 9. stores, 10. the
+Sections (grep "# ===="): 1. the request lifecycle, 2. options, 3. decisions, 4. change detection,
+5. the session, 6. the session cookie, 7. signing, 8. the Cookie header, 9. stores, 10. the
 http.server adapter. What goes beyond express-session lives in the extras package beside this module.
 """
 
@@ -540,7 +540,37 @@ def path_matches(pathname: str, cookie_path: str | None) -> bool:
     return pathname.startswith(cookie_path or "/")
 
 
-# ==== 4. The session ========================================================
+# ==== 4. Change detection ===================================================
+# express-session hashes the session's data (all but the top-level "cookie") when the request starts
+# and again at the end. Different hash, or a different id: the session was modified.
+
+
+def is_modified(state: RequestState) -> bool:
+    """The session's id or data differs from when the request started (express's ``isModified``)."""
+    session = state.session
+    assert session is not None
+    return state.original_id != session.id or state.original_hash != hash_session(session)
+
+
+def is_saved(state: RequestState) -> bool:
+    """The store already holds the session as it is now (express's ``isSaved``)."""
+    session = state.session
+    assert session is not None
+    if state.saved_hash is None:
+        return False  # nothing saved yet: no need to hash
+    return state.original_id == session.id and state.saved_hash == hash_session(session)
+
+
+def hash_session(data: Mapping[str, Any]) -> str:
+    """SHA-1 of the data as compact JSON, less the top-level ``cookie`` (express's ``hash``); order counts."""
+    if isinstance(data, Session):
+        plain = data._data  # a Session's data never holds the cookie
+    else:
+        plain = {key: value for key, value in data.items() if key != "cookie"}
+    return hashlib.sha1(stringify(plain).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+# ==== 5. The session ========================================================
 # Session mirrors session/session.js: the data is a mapping (session['views']); the cookie, the id
 # and save/reload/destroy/regenerate/touch are attributes (in express, all are on one object).
 
@@ -641,36 +671,6 @@ class Session(MutableMapping[str, Any]):
     def regenerate(self) -> Session:
         """A new session, with a new id, in place of this one, which the store forgets (``regenerate``)."""
         return self._state.regenerate()
-
-
-# ==== 5. Change detection ===================================================
-# express-session hashes the session's data (all but the top-level "cookie") when the request starts
-# and again at the end. Different hash, or a different id: the session was modified.
-
-
-def is_modified(state: RequestState) -> bool:
-    """The session's id or data differs from when the request started (express's ``isModified``)."""
-    session = state.session
-    assert session is not None
-    return state.original_id != session.id or state.original_hash != hash_session(session)
-
-
-def is_saved(state: RequestState) -> bool:
-    """The store already holds the session as it is now (express's ``isSaved``)."""
-    session = state.session
-    assert session is not None
-    if state.saved_hash is None:
-        return False  # nothing saved yet: no need to hash
-    return state.original_id == session.id and state.saved_hash == hash_session(session)
-
-
-def hash_session(data: Mapping[str, Any]) -> str:
-    """SHA-1 of the data as compact JSON, less the top-level ``cookie`` (express's ``hash``); order counts."""
-    if isinstance(data, Session):
-        plain = data._data  # a Session's data never holds the cookie
-    else:
-        plain = {key: value for key, value in data.items() if key != "cookie"}
-    return hashlib.sha1(stringify(plain).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 # ==== 6. The session cookie =================================================
@@ -1190,83 +1190,6 @@ _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 _TOO_MANY_CONNECTIONS = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
-class _HeadTooLarge(Exception):
-    """More than the handler's max_head_size bytes came without the end of the head: answer 431."""
-
-
-class _SocketReader(io.RawIOBase):
-    """The socket as rfile's raw stream, counting the bytes received (``tell()``); while a head is read,
-    no recv starts past ``deadline`` and none reads past ``limit``."""
-
-    deadline: float | None = None
-    limit: int | None = None
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock, self._received = sock, 0
-
-    def readable(self) -> bool:  # io.BufferedReader asks
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        if self.deadline is not None and time.monotonic() > self.deadline:
-            raise TimeoutError("the request's head took too long to arrive")
-        if self.limit is not None:
-            if self._received >= self.limit:
-                raise _HeadTooLarge()
-            buffer = memoryview(buffer)[:self.limit - self._received]
-        try:
-            count = self._sock.recv_into(buffer)
-        except BlockingIOError:  # the kernel's receive timeout ran out
-            raise TimeoutError("the client sent nothing for idle_timeout") from None
-        self._received += count
-        return count
-
-    def tell(self) -> int:
-        return self._received
-
-
-def _kernel_timeouts(sock: socket.socket, seconds: float) -> bool:
-    """Make the kernel time out a blocking socket's reads and writes; False where it cannot."""
-    timeval = struct.pack("ll", int(seconds), int(seconds % 1 * 1_000_000))
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
-    except (OSError, AttributeError):
-        return False
-    return True
-
-
-class _HeldResponse:
-    """The handler's wfile, held back: a small response goes out in one write when the request ends; a
-    large one all but its last byte, so the client never sees the end before the store has answered."""
-
-    def __init__(self, wfile: BinaryIO) -> None:
-        self._wfile = wfile
-        self._held = bytearray()
-        self.passed = False  # some of it is out: a 500 can no longer take its place
-
-    def write(self, data: bytes) -> int:
-        """Hold ``data``; past 64 KB, pass on everything held but the last byte."""
-        self._held += data
-        if len(self._held) > 64 * 1024:
-            self.flush()
-        return len(data)
-
-    def flush(self) -> None:
-        """The handler asks for its bytes to go out: all of them but the last one do."""
-        if len(self._held) > 1:
-            self._wfile.write(self._held[:-1])
-            del self._held[:-1]
-            self.passed = True
-
-    def release(self) -> None:
-        """Send everything that is held."""
-        if self._held:
-            self._wfile.write(bytes(self._held))
-            self._held.clear()
-        self._wfile.flush()
-
-
 class SessionRequestHandler(BaseHTTPRequestHandler):
     """A BaseHTTPRequestHandler whose ``do_*`` methods see ``self.session`` (express's ``req.session``).
     Set-Cookie (with ``Vary: Cookie``) is added at ``end_headers()``; the store is written after the
@@ -1521,3 +1444,80 @@ class SessionHTTPServer(ThreadingHTTPServer):
             _log.debug("the client %s went away", client_address)
             return
         super().handle_error(request, client_address)
+
+
+class _HeadTooLarge(Exception):
+    """More than the handler's max_head_size bytes came without the end of the head: answer 431."""
+
+
+class _SocketReader(io.RawIOBase):
+    """The socket as rfile's raw stream, counting the bytes received (``tell()``); while a head is read,
+    no recv starts past ``deadline`` and none reads past ``limit``."""
+
+    deadline: float | None = None
+    limit: int | None = None
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock, self._received = sock, 0
+
+    def readable(self) -> bool:  # io.BufferedReader asks
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise TimeoutError("the request's head took too long to arrive")
+        if self.limit is not None:
+            if self._received >= self.limit:
+                raise _HeadTooLarge()
+            buffer = memoryview(buffer)[:self.limit - self._received]
+        try:
+            count = self._sock.recv_into(buffer)
+        except BlockingIOError:  # the kernel's receive timeout ran out
+            raise TimeoutError("the client sent nothing for idle_timeout") from None
+        self._received += count
+        return count
+
+    def tell(self) -> int:
+        return self._received
+
+
+def _kernel_timeouts(sock: socket.socket, seconds: float) -> bool:
+    """Make the kernel time out a blocking socket's reads and writes; False where it cannot."""
+    timeval = struct.pack("ll", int(seconds), int(seconds % 1 * 1_000_000))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
+class _HeldResponse:
+    """The handler's wfile, held back: a small response goes out in one write when the request ends; a
+    large one all but its last byte, so the client never sees the end before the store has answered."""
+
+    def __init__(self, wfile: BinaryIO) -> None:
+        self._wfile = wfile
+        self._held = bytearray()
+        self.passed = False  # some of it is out: a 500 can no longer take its place
+
+    def write(self, data: bytes) -> int:
+        """Hold ``data``; past 64 KB, pass on everything held but the last byte."""
+        self._held += data
+        if len(self._held) > 64 * 1024:
+            self.flush()
+        return len(data)
+
+    def flush(self) -> None:
+        """The handler asks for its bytes to go out: all of them but the last one do."""
+        if len(self._held) > 1:
+            self._wfile.write(self._held[:-1])
+            del self._held[:-1]
+            self.passed = True
+
+    def release(self) -> None:
+        """Send everything that is held."""
+        if self._held:
+            self._wfile.write(bytes(self._held))
+            self._held.clear()
+        self._wfile.flush()

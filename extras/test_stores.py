@@ -270,7 +270,7 @@ class _VersionsContract(_StoreHelpers):
 
 
 class TestMemoryStoreContract(_StoreContract, unittest.TestCase):
-    """MemoryStore (section 6) meets the interface contract the new stores share."""
+    """MemoryStore (session_demo's section on stores) meets the interface contract the new stores share."""
 
     def make_store(self, clock: FrozenClock) -> MemoryStore:
         return MemoryStore(clock=clock)
