@@ -173,7 +173,7 @@ class SessionMiddleware:
             elif not self.options.store_implements_touch:
                 _log.debug("touch: no (the store has no touch)")
             else:
-                touch = should_touch(state)
+                touch = should_touch(state, save)
                 _log.debug("touch: %s", touch)
                 if touch:
                     store.touch(state.session_id, state.session)
@@ -183,8 +183,8 @@ class SessionMiddleware:
             raise  # no silent loss: the adapter answers 500 instead of the handler's response
 
     def save(self, state: RequestState) -> None:
-        """Write the whole session to the store at the end of the request (``session.save()``), without the
-        hash express's wrapped save takes: nothing after the end of the request asks whether it is saved."""
+        """Write the whole session to the store at the end of the request, as express's ``session.save()``
+        does, without the hash its wrapped save takes: nothing after the end asks whether it is saved."""
         session = state.session
         assert session is not None
         _log.debug("saving %s", short_id(session.id))
@@ -491,13 +491,17 @@ def should_save(state: RequestState) -> Decision:
     return Decision(True, "modified")
 
 
-def should_touch(state: RequestState) -> Decision:
-    """Refresh the store's expiry for the session the browser sent (``shouldTouch``). Asked only once
-    should_save has said no, so it does not hash the session again to ask it a second time, as express does."""
+def should_touch(state: RequestState, save: Decision | None = None) -> Decision:
+    """Refresh the store's expiry for a session the browser sent that needs no save (``shouldTouch``).
+    Speed: ``save`` is should_save's answer when the caller has it (end() does); asking again hashes again."""
     if not isinstance(state.session_id, str):
         return Decision(False, f"session id is not a string: {state.session_id!r}")
     if state.cookie_id != state.session_id:
         return Decision(False, "not the session the browser sent")
+    if save is None:
+        save = should_save(state)
+    if save:
+        return Decision(False, "it is being saved")
     return Decision(True, "unmodified session the browser sent")
 
 
@@ -1196,7 +1200,6 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
     handler returns, before the held response goes out. A handler or store failure answers 500."""
 
     server: SessionHTTPServer
-    disable_nagle_algorithm = True  # answers go in one piece, but a held-back last byte must not wait for an ACK
     session_state: RequestState | None = None
     _headers_sent: bool = False
     _status: int = 200
@@ -1206,8 +1209,12 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
     request_timeout: float = 300.0  # a thread held by a trickled body (Node's requestTimeout: 300 s)
 
     def setup(self) -> None:
-        """Set up the connection as usual (Nagle's algorithm off), with rfile read under a deadline."""
+        """Set up the connection as usual, with Nagle's algorithm off and rfile read under a deadline."""
         super().setup()
+        # Answers go in one piece, but a held-back last byte must not wait for a delayed ACK. Not on
+        # every socket (a Unix one has no TCP_NODELAY), hence not StreamRequestHandler's unguarded switch.
+        with contextlib.suppress(OSError, AttributeError):
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # Each read and write within idle_timeout. Speed: a kernel timeout (SO_RCVTIMEO/SO_SNDTIMEO)
         # where the socket allows it; Python's own adds a poll() to every call (13% of the server's CPU).
         if isinstance(self.connection, ssl.SSLSocket) or not _kernel_timeouts(self.connection, self.idle_timeout):

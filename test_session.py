@@ -2454,6 +2454,19 @@ class TestDecisionMatrix(ReqSessionCase):
                 self.assertEqual(got_cookie, set_cookie)
                 self.assertEqual(got_calls, [] if end_call == "none" else [end_call])
 
+    def test_should_touch_asked_on_its_own_asks_should_save_as_express_does(self):
+        """should_touch without should_save's answer asks it: the session the browser sent is touched only unmodified."""
+        middleware = SessionMiddleware(make_options(resave=False, save_uninitialized=True))
+        header, _ = run_request(middleware, app=lambda state: state.session.update(seed=1))
+        for modified in (False, True):
+            with self.subTest(modified=modified):
+                state = middleware.begin(RequestInfo(cookie_header=cookie_pair(header)))
+                if modified:
+                    state.session["added"] = True
+                alone, given = sd.should_touch(state), sd.should_touch(state, sd.should_save(state))
+                self.assertEqual((bool(alone), bool(given)), (not modified, not modified))
+                self.assertEqual(alone.reason, given.reason)
+
     def test_store_without_touch_does_nothing_on_the_touch_rows(self):
         """With a store that has no touch(), the "touch" rows end with no store call; the rest is unchanged."""
         store = DecisionTouchlessStore(clock=FrozenClock())
@@ -4989,6 +5002,30 @@ class TestAdapterReviewedEdges(SessionAssertions):
         hidden = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
         sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nX-Junk\r\nContent-Length: %d\r\n\r\n" % len(hidden) + hidden)
         self.assertEqual([answer.status for answer in AdapterHelpers.responses(sock)], [400])
+
+    def test_a_connection_on_a_unix_socket_is_served(self):
+        """No TCP_NODELAY on a Unix socket (a server behind a proxy's socket): the request is answered anyway."""
+        class Server:
+            session_middleware = SessionMiddleware(make_options())
+            app = staticmethod(hello)
+
+        ours, theirs = socket.socketpair()
+        self.addCleanup(theirs.close)
+
+        def serve() -> None:
+            with ours:  # as socketserver's shutdown_request does, once the handler is done
+                AppHandler(ours, ("local", 0), Server())
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        theirs.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        theirs.settimeout(5)
+        answer = b""
+        while chunk := theirs.recv(65536):
+            answer += chunk
+        thread.join(5)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer[:80])
+        self.assertTrue(answer.endswith(b"hello, world"))
 
     def test_a_handler_that_fails_between_its_status_and_its_headers_gets_a_clean_500(self):
         """A half-built header block is dropped: the client reads one 500, never a 200 with an error page."""
