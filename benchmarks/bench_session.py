@@ -558,6 +558,7 @@ def bytes_per_session(store_factory: Callable[[], sd.Store], count: int, payload
     before = tracemalloc.get_traced_memory()[0]
     for sid, state in zip(ids, states):
         store.set(sid, state.session)
+    states.clear()  # the requests are over: what is left is what the store holds
     gc.collect()
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
