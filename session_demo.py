@@ -1307,7 +1307,8 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
 
     def handle_expect_100(self) -> bool:
         """Send the interim 100 Continue only to a request the checks below will not refuse."""
-        if _CONTROL_CHARACTER.search(self.requestline) or not hasattr(self, "do_" + self.command):
+        if (self.headers.defects or _CONTROL_CHARACTER.search(self.requestline)
+                or not hasattr(self, "do_" + self.command)):
             return True  # its 400 or 501 comes next, with no 100 before it
         return super().handle_expect_100()
 
