@@ -1,0 +1,176 @@
+"""Tests for extras.plain_headers: the same requests, the same answers as http.server's own parsing.
+
+Every request head here goes, over a real socket, to two servers: one whose handler is
+SessionRequestHandler (the email package parses its heads) and one whose handler is
+PlainHeadersHandler. Their answers, which echo what the handler saw, must be identical.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import random
+import re
+import socket
+import threading
+import unittest
+from typing import Any
+
+from extras.plain_headers import PlainHeadersHandler, parse_plain_headers
+from session_demo import SessionHTTPServer, SessionRequestHandler, session_middleware
+
+
+class _Echo:
+    """do_GET and do_POST answer with what the handler parsed: the request line's parts and the headers."""
+
+    protocol_version = "HTTP/1.1"
+    max_head_size = 1 << 20  # past http.client's 64 KB line limit, so that its 431 is compared too
+
+    def do_GET(self: Any) -> None:
+        length = self.headers.get("Content-Length", "")
+        body = self.rfile.read(int(length)) if length.isdigit() else b""
+        seen = (self.command, self.path, self.request_version, self.close_connection,
+                self.headers.items(), [type(defect).__name__ for defect in self.headers.defects], body)
+        answer = repr(seen).encode("utf-8", "backslashreplace")
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    do_POST = do_GET
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def _serve(testcase: unittest.TestCase, base: type) -> SessionHTTPServer:
+    handler = type(f"Echo{base.__name__}", (_Echo, base), {})
+    middleware = session_middleware(secret="keyboard cat", resave=False, save_uninitialized=False)
+    server = SessionHTTPServer(("127.0.0.1", 0), handler, middleware)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    testcase.addCleanup(stop)
+    return server
+
+
+def _exchange(server: SessionHTTPServer, request: bytes) -> bytes:
+    """Send ``request``, close our side for writing, and read everything until the server closes."""
+    with socket.create_connection(server.server_address[:2], timeout=10) as sock:
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except ConnectionResetError:
+            pass
+    return re.sub(rb"Date: [^\r\n]*", b"Date: -", answer)
+
+
+HEADS = [
+    b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /a?b=c HTTP/1.1\r\nHost: x\r\nCookie: a=1; b=2\r\nCookie: c=3\r\nAccept: */*\r\n\r\n",
+    b"GET / HTTP/1.1\r\nX-Empty:\r\nX-Trail: a  \r\nX-Tab:\ta\r\nX-Colon: a:b\r\nx-lower: y\r\n\r\n",
+    b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
+    b"GET / HTTP/1.1\r\nConnection: Keep-Alive\r\n\r\n",
+    b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    b"GET / HTTP/1.0\r\n\r\n",
+    b"GET /\r\n",
+    b"POST /\r\n",
+    b"GET / HTTP/1\r\n\r\n",
+    b"GET / HTTP/x.y\r\n\r\n",
+    b"GET / FOO/1.1\r\n\r\n",
+    b"GET / HTTP/2.0\r\n\r\n",
+    b"GET / HTTP/01234567890.1\r\n\r\n",
+    b"GET  /  HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET / x HTTP/1.1\r\n\r\n",
+    b"GET //a//b HTTP/1.1\r\n\r\n",
+    b"GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n",
+    b"GET / HTTP/1.1\r\n X: a\r\n\r\n",
+    b"GET / HTTP/1.1\r\nX-Junk\r\nHost: x\r\n\r\n",
+    b"GET / HTTP/1.1\r\nX : a\r\n\r\n",
+    b"GET / HTTP/1.1\r\n: a\r\n\r\n",
+    b"GET / HTTP/1.1\nHost: x\n\n",
+    b"GET / HTTP/1.1\r\nHost: x\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\r\n\r\n",
+    b"GET / HTTP/1.1\r\nX: caf\xc3\xa9\r\n\r\n",
+    b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n",
+    b"GET / HTTP/1.1\r\nX\x01Y: a\r\n\r\n",
+    b"GET / HTTP/1.1\r\nX: a\x7f\r\n\r\n",
+    b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nok",
+    b"POST / HTTP/1.1\r\ncontent-length: 2\r\nExpect: 100-continue\r\n\r\nok",
+    b"POST / HTTP/1.0\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\nok",
+    b"GET / HTTP/1.1\r\nHost: x\r\n",  # the client stops before the blank line
+    b"GET / HTTP/1.1\r\n" + b"X: a\r\n" * 99 + b"\r\n",
+    b"GET / HTTP/1.1\r\n" + b"X: a\r\n" * 100 + b"\r\n",
+    b"GET / HTTP/1.1\r\n" + b"X: a\r\n" * 101 + b"\r\n",
+    b"GET / HTTP/1.1\r\nX: " + b"a" * 65531 + b"\r\n\r\n",
+    b"GET / HTTP/1.1\r\nX: " + b"a" * 65540 + b"\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /second HTTP/1.1\r\nConnection: close\r\n\r\n",
+]
+
+
+class TestPlainHeadersHandler(unittest.TestCase):
+    """PlainHeadersHandler answers every request exactly as SessionRequestHandler does."""
+
+    def setUp(self) -> None:
+        self.standard = _serve(self, SessionRequestHandler)
+        self.plain = _serve(self, PlainHeadersHandler)
+
+    def assert_same_answers(self, heads: list[bytes]) -> None:
+        for head in heads:
+            with self.subTest(head=head[:120]):
+                self.assertEqual(_exchange(self.plain, head), _exchange(self.standard, head))
+
+    def test_plain_and_odd_heads_get_the_same_answer(self):
+        """Plain heads, odd request lines, folds, bare LFs, bytes outside ASCII, limits: the same answers."""
+        self.assert_same_answers(HEADS)
+
+    def test_random_heads_get_the_same_answer(self):
+        """Heads made of random header lines, most of them plain, some odd: the same answers."""
+        pieces = [b"Host", b"X-A", b"cookie", b"a.b", b"X Y", b"", b":", b": ", b":\t", b"v", b"a=1; b",
+                  b" ", b"\t", b"\r", b"\n", b"\x00", b"\x80", b"\xff", b"\x7f", b'"', b"(", b"100-continue",
+                  b"close", b"keep-alive"]
+        rng = random.Random(1234)
+        heads = []
+        for _ in range(150):
+            lines = []
+            for _ in range(rng.randint(0, 6)):
+                if rng.random() < 0.7:
+                    line = rng.choice([b"Host", b"X-A", b"Cookie", b"Connection"]) + b": " + b"".join(
+                        rng.choice([b"v", b"a=1; b", b" ", b"close", b"keep-alive"]) for _ in range(3))
+                else:
+                    line = b"".join(rng.choice(pieces) for _ in range(rng.randint(1, 5)))
+                lines.append(line + rng.choice([b"\r\n", b"\r\n", b"\r\n", b"\n"]))
+            heads.append(b"GET / HTTP/1.1\r\n" + b"".join(lines) + b"\r\n")
+        self.assert_same_answers(heads)
+
+
+class TestParsePlainHeaders(unittest.TestCase):
+    """parse_plain_headers: http.client's result for a plain head, None for any other."""
+
+    def test_a_plain_head_gives_what_http_client_gives(self):
+        """Names, values (trailing spaces kept, leading ones dropped), order and repeats as http.client has them."""
+        head = b"Host: x\r\nCookie: a=1\r\nX-Trail: a  \r\nX-Tab:\tb\r\nX-Empty:\r\ncookie: c=3\r\n"
+        lines = io.BytesIO(head).readlines()
+        ours = parse_plain_headers(lines, http.client.HTTPMessage)
+        theirs = http.client.parse_headers(io.BytesIO(head + b"\r\n"))
+        self.assertIsNotNone(ours)
+        self.assertEqual(ours.items(), theirs.items())
+        self.assertEqual(ours.get_all("Cookie"), ["a=1", "c=3"])
+
+    def test_anything_unusual_is_left_to_the_email_package(self):
+        """A fold, a missing colon, a space before it, a bare LF, a tab or a byte outside ASCII in a value: None."""
+        for line in (b" folded\r\n", b"X-Junk\r\n", b"X : a\r\n", b"X: a\n", b"X: a\tb\r\n", b"X: \xe9\r\n",
+                     b"X: a\x00\r\n", b": a\r\n", b"X: a\r\r\n"):
+            with self.subTest(line=line):
+                self.assertIsNone(parse_plain_headers([b"Host: x\r\n", line], http.client.HTTPMessage))
+
+
+if __name__ == "__main__":
+    unittest.main()
