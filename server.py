@@ -39,7 +39,7 @@ from typing import Any, TextIO
 
 from extras.bounded_store import BoundedMemoryStore
 from extras.concurrency import LockingSessionMiddleware, MergingSessionMiddleware
-from extras.plain_headers import PlainHeadersHandler
+from extras.lean_handler import LeanRequestHandler
 from extras.redis_store import RedisStore, parse_redis_url
 from extras.sqlite_store import SQLiteStore
 from session_demo import (
@@ -56,9 +56,9 @@ SHORT_SECRET = 32  # fewer characters than this gets a warning, as Django's depl
 # ---- The routes --------------------------------------------------------------
 
 
-class CounterHandler(PlainHeadersHandler):
+class CounterHandler(LeanRequestHandler):
     """The demo's routes: short plain text, or a small HTML page for a browser. Its handler is
-    SessionRequestHandler with plain request heads read without the email package (a sixth less CPU)."""
+    SessionRequestHandler doing less per request (extras.lean_handler: a fifth less CPU)."""
 
     protocol_version = "HTTP/1.1"  # keep-alive, as Node's server does
     head_only = False  # answering a HEAD: headers as for GET, no body

@@ -8,5 +8,5 @@ One module per capability; session_demo knows nothing of them.
     extras.bounded_store   BoundedMemoryStore: a memory store that cannot leak or be flooded
     extras.sqlite_store    SQLiteStore: sessions that survive a restart, shared by processes
     extras.redis_store     RedisStore: connect-redis's sessions in Redis, shared by machines (and Node apps)
-    extras.plain_headers   PlainHeadersHandler: plain request heads read without the email package (speed)
+    extras.lean_handler    LeanRequestHandler: less work per request (plain heads without the email package)
 """

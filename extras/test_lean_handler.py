@@ -1,22 +1,24 @@
-"""Tests for extras.plain_headers: the same requests, the same answers as http.server's own parsing.
+"""Tests for extras.lean_handler: the same requests, the same answers as SessionRequestHandler's.
 
 Every request head here goes, over a real socket, to two servers: one whose handler is
 SessionRequestHandler (the email package parses its heads) and one whose handler is
-PlainHeadersHandler. Their answers, which echo what the handler saw, must be identical.
+LeanRequestHandler. Their answers, which echo what the handler saw, must be identical.
 """
 
 from __future__ import annotations
 
+import email.utils
 import http.client
 import io
 import random
 import re
 import socket
 import threading
+import time
 import unittest
 from typing import Any
 
-from extras.plain_headers import PlainHeadersHandler, parse_plain_headers
+from extras.lean_handler import LeanRequestHandler, parse_plain_headers
 from session_demo import SessionHTTPServer, SessionRequestHandler, session_middleware
 
 
@@ -43,9 +45,9 @@ class _Echo:
         pass
 
 
-def _serve(testcase: unittest.TestCase, base: type) -> SessionHTTPServer:
+def _serve(testcase: unittest.TestCase, base: type, clock: Any = time.time) -> SessionHTTPServer:
     handler = type(f"Echo{base.__name__}", (_Echo, base), {})
-    middleware = session_middleware(secret="keyboard cat", resave=False, save_uninitialized=False)
+    middleware = session_middleware(secret="keyboard cat", resave=False, save_uninitialized=False, clock=clock)
     server = SessionHTTPServer(("127.0.0.1", 0), handler, middleware)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
@@ -58,7 +60,7 @@ def _serve(testcase: unittest.TestCase, base: type) -> SessionHTTPServer:
     return server
 
 
-def _exchange(server: SessionHTTPServer, request: bytes) -> bytes:
+def _exchange(server: SessionHTTPServer, request: bytes, keep_date: bool = False) -> bytes:
     """Send ``request``, close our side for writing, and read everything until the server closes."""
     with socket.create_connection(server.server_address[:2], timeout=10) as sock:
         sock.sendall(request)
@@ -69,7 +71,7 @@ def _exchange(server: SessionHTTPServer, request: bytes) -> bytes:
                 answer += chunk
         except ConnectionResetError:
             pass
-    return re.sub(rb"Date: [^\r\n]*", b"Date: -", answer)
+    return answer if keep_date else re.sub(rb"Date: [^\r\n]*", b"Date: -", answer)
 
 
 HEADS = [
@@ -115,12 +117,12 @@ HEADS = [
 ]
 
 
-class TestPlainHeadersHandler(unittest.TestCase):
-    """PlainHeadersHandler answers every request exactly as SessionRequestHandler does."""
+class TestLeanRequestHandler(unittest.TestCase):
+    """LeanRequestHandler answers every request exactly as SessionRequestHandler does."""
 
     def setUp(self) -> None:
         self.standard = _serve(self, SessionRequestHandler)
-        self.plain = _serve(self, PlainHeadersHandler)
+        self.plain = _serve(self, LeanRequestHandler)
 
     def assert_same_answers(self, heads: list[bytes]) -> None:
         for head in heads:
@@ -149,6 +151,24 @@ class TestPlainHeadersHandler(unittest.TestCase):
                 lines.append(line + rng.choice([b"\r\n", b"\r\n", b"\r\n", b"\n"]))
             heads.append(b"GET / HTTP/1.1\r\n" + b"".join(lines) + b"\r\n")
         self.assert_same_answers(heads)
+
+
+class TestLeanDateHeader(unittest.TestCase):
+    """The Date header, formatted once a second, is still the middleware clock's time, to the second."""
+
+    def test_the_date_follows_the_clock(self):
+        """Two answers in one second share a Date; a second later, the Date is the new second's."""
+        now = [1_800_000_000.25]
+        server = _serve(self, LeanRequestHandler, clock=lambda: now[0])
+
+        def date() -> str:
+            answer = _exchange(server, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", keep_date=True)
+            return re.search(rb"Date: ([^\r\n]*)", answer).group(1).decode()
+
+        for moment in (1_800_000_000.25, 1_800_000_000.75, 1_800_000_001.5, 1_799_999_000.0):
+            with self.subTest(moment=moment):
+                now[0] = moment
+                self.assertEqual(date(), email.utils.formatdate(moment, usegmt=True))
 
 
 class TestParsePlainHeaders(unittest.TestCase):
