@@ -65,6 +65,8 @@ class CounterHandler(LeanRequestHandler):
     route_path = ""  # the route being answered, for the HTML view's notes
     status: int | None = None  # the status sent, for the trace
     filed = False  # this request's visit is in the history (and traced)
+    ROUTES = {"/": "count_view", "/peek": "peek", "/login": "login", "/logout": "logout",
+              "/remember": "remember", "/forget": "forget", "/whoami": "whoami"}  # path: method
 
     def do_GET(self) -> None:
         """Answer the route, then (for the demo's own server) end the session and file what it did."""
@@ -85,25 +87,16 @@ class CounterHandler(LeanRequestHandler):
         except ValueError:  # not a URL at all, e.g. "http://[": a bad request, never a 500
             self.reply(400, "Bad Request")
             return
-        query = urllib.parse.parse_qs(url.query)
+        query = urllib.parse.parse_qs(url.query) if url.query else {}
         # Express's router ignores letter case and one trailing slash.
         path = url.path.lower()
         if len(path) > 1 and path.endswith("/"):
             path = path[:-1]
-        routes = {
-            "/": self.count_view,
-            "/peek": self.peek,
-            "/login": self.login,
-            "/logout": self.logout,
-            "/remember": self.remember,
-            "/forget": self.forget,
-            "/whoami": self.whoami,
-        }
         self.route_path = path
-        route = routes.get(path)
-        if route is None:
+        if path not in self.ROUTES:
             self.reply(404, "Not Found")
             return
+        route = getattr(self, self.ROUTES[path])
         if self.session is None:
             # Outside the cookie's path (or the store is down) there is no session
             # at all; the same Express app would fail on req.session here, with a 500.
