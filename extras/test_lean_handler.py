@@ -45,8 +45,8 @@ class _Echo:
         pass
 
 
-def _serve(testcase: unittest.TestCase, base: type, clock: Any = time.time) -> SessionHTTPServer:
-    handler = type(f"Echo{base.__name__}", (_Echo, base), {})
+def _serve(testcase: unittest.TestCase, base: type, clock: Any = time.time, **attributes: Any) -> SessionHTTPServer:
+    handler = type(f"Echo{base.__name__}", (_Echo, base), attributes)
     middleware = session_middleware(secret="keyboard cat", resave=False, save_uninitialized=False, clock=clock)
     server = SessionHTTPServer(("127.0.0.1", 0), handler, middleware)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -132,6 +132,17 @@ class TestLeanRequestHandler(unittest.TestCase):
     def test_plain_and_odd_heads_get_the_same_answer(self):
         """Plain heads, odd request lines, folds, bare LFs, bytes outside ASCII, limits: the same answers."""
         self.assert_same_answers(HEADS)
+
+    def test_the_guards_still_hold(self):
+        """The 16 KB head cap (431) and the guard against a line that hides others (400) still answer."""
+        standard = _serve(self, SessionRequestHandler, max_head_size=16 * 1024)
+        lean = _serve(self, LeanRequestHandler, max_head_size=16 * 1024)
+        for head in (b"GET / HTTP/1.1\r\nX: " + b"a" * 20_000 + b"\r\n\r\n",
+                     b"POST / HTTP/1.1\r\nX-Junk\r\nContent-Length: 5\r\n\r\nhello"):
+            with self.subTest(head=head[:40]):
+                answer = _exchange(lean, head)
+                self.assertEqual(answer, _exchange(standard, head))
+                self.assertFalse(answer.startswith(b"HTTP/1.1 200"), answer[:60])
 
     def test_random_heads_get_the_same_answer(self):
         """Heads made of random header lines, most of them plain, some odd: the same answers."""
