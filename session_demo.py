@@ -22,6 +22,7 @@ if sys.version_info < (3, 11):
 
 import base64
 import contextlib
+import email.errors
 import email.utils
 import errno
 import functools
@@ -1191,6 +1192,7 @@ def short_id(session_id: object) -> str:
 
 _CLIENT_GONE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+_UNREADABLE_LINE = (email.errors.MissingHeaderBodySeparatorDefect, email.errors.FirstHeaderLineIsContinuationDefect)
 _TOO_MANY_CONNECTIONS = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
@@ -1283,7 +1285,7 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
             self._reader.limit = None
             self._reader.deadline = time.monotonic() + self.request_timeout  # a trickled body, too
             # A header line http.client cannot read hides those after it: smuggling; 400 as in Node.
-            if self.headers.defects:
+            if self._head_hides_lines():
                 self.send_error(400, "Bad header line")
                 return
             # A control character in the request line (Node's parser answers 400): never a 500, never in a log.
@@ -1307,10 +1309,14 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
 
     def handle_expect_100(self) -> bool:
         """Send the interim 100 Continue only to a request the checks below will not refuse."""
-        if (self.headers.defects or _CONTROL_CHARACTER.search(self.requestline)
+        if (self._head_hides_lines() or _CONTROL_CHARACTER.search(self.requestline)
                 or not hasattr(self, "do_" + self.command)):
             return True  # its 400 or 501 comes next, with no 100 before it
         return super().handle_expect_100()
+
+    def _head_hides_lines(self) -> bool:
+        """Did http.client meet a header line it could not read? (Not a multipart type's missing boundary.)"""
+        return any(isinstance(defect, _UNREADABLE_LINE) for defect in self.headers.defects)
 
     def _body_left_unread(self) -> bool:
         """Did the request carry a body (Content-Length, Transfer-Encoding) not read exactly to its end?"""

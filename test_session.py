@@ -5015,6 +5015,20 @@ class TestAdapterReviewedEdges(SessionAssertions):
         sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nX-Junk\r\nContent-Length: %d\r\n\r\n" % len(hidden) + hidden)
         self.assertEqual([answer.status for answer in AdapterHelpers.responses(sock)], [400])
 
+    def test_a_multipart_upload_is_answered_not_taken_for_a_bad_header_line(self):
+        """multipart/form-data: the email package finds no boundary in the (empty) head's body; that hides nothing."""
+        server = AdapterHelpers.serve(self, _read_body)
+        body = b'------x\r\nContent-Disposition: form-data; name="a"\r\n\r\n1\r\n------x--\r\n'
+        for extra in (b"", b"Expect: 100-continue\r\n"):
+            with self.subTest(extra=extra):
+                sock = AdapterHelpers.connect(server)
+                self.addCleanup(sock.close)
+                sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=----x\r\n"
+                             + extra + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+                answer = AdapterHelpers.read_until_closed(sock)
+                self.assertIn(b"HTTP/1.1 200 ", answer)
+                self.assertNotIn(b" 400 ", answer)
+
     def test_a_connection_on_a_unix_socket_is_served(self):
         """No TCP_NODELAY on a Unix socket (a server behind a proxy's socket): the request is answered anyway."""
         class Server:
