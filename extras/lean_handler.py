@@ -5,8 +5,9 @@ Two things http.server does for every request cost the demo counter a fifth of i
 - It hands the request head to the email package, a parser built for MIME messages. Most heads
   are plain -- each line a token, a colon and printable ASCII, ended by CRLF -- and for those the
   email parser's result is easy to build directly. ``LeanRequestHandler`` does that and hands any
-  other head (a folded line, a line without a colon, a bare LF, a byte outside printable ASCII)
-  to ``http.client.parse_headers`` exactly as http.server does, so an odd head is treated as before.
+  other head (a folded line, a line without a colon, a bare LF, a byte outside printable ASCII,
+  a Content-Type) to ``http.client.parse_headers`` exactly as http.server does, so an odd head is
+  treated as before.
 - It formats the Date header anew for every response; here it is formatted once a second, as
   Node's http module does.
 
@@ -36,17 +37,18 @@ _MAX_HEADERS = 100
 _PLAIN_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+:[ \t]*(?:[\x21-\x7e][\x20-\x7e]*)?\r\n")
 
 
-def parse_plain_headers(lines: list[bytes], message_class: type[http.client.HTTPMessage]
-                        ) -> http.client.HTTPMessage | None:
+def parse_plain_headers(lines: list[bytes]) -> http.client.HTTPMessage | None:
     """The header lines (without the blank line that ends them) as http.client.parse_headers would
-    return them, or None if one of them is not plain. As the email package's compat32 policy does,
-    a value keeps its trailing spaces and loses the leading ones."""
-    if not all(_PLAIN_LINE.fullmatch(line) for line in lines):
+    return them, or None if one of them is not plain or names a Content-Type (whose multipart and
+    message types the email package reads further). As its compat32 policy does, a value keeps its
+    trailing spaces and loses the leading ones."""
+    if not all(_PLAIN_LINE.fullmatch(line) and line[:13].lower() != b"content-type:" for line in lines):
         return None
-    message = message_class()
+    message = http.client.HTTPMessage()
     for line in lines:
         name, _, value = line[:-2].decode("ascii").partition(":")
         message[name] = value.lstrip(" \t")
+    message.set_payload("")  # the empty body the email package reads after the head
     return message
 
 
@@ -115,24 +117,26 @@ class LeanRequestHandler(SessionRequestHandler):
 
     def _read_headers(self) -> bool:
         """Read the head's lines into ``self.headers``; False (after a 431) when there are too many or one is too long."""
-        lines: list[bytes] = []
+        lines: list[bytes] = []  # as http.client reads them: the line that ends the head included
         while True:
             line = self.rfile.readline(_MAX_LINE + 1)
             if len(line) > _MAX_LINE:
                 self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Line too long",
                                 f"got more than {_MAX_LINE} bytes when reading header line")
                 return False
-            if line in (b"\r\n", b"\n", b""):
-                break
             lines.append(line)
-            if len(lines) >= _MAX_HEADERS:
+            if len(lines) > _MAX_HEADERS:
                 self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Too many headers",
                                 f"got more than {_MAX_HEADERS} headers")
                 return False
-        plain = parse_plain_headers(lines, self.MessageClass) if line == b"\r\n" else None
-        if plain is None:  # anything unusual: the email package, as http.server does
-            plain = http.client.parse_headers(io.BytesIO(b"".join(lines) + line), _class=self.MessageClass)
-        self.headers = plain
+            if line in (b"\r\n", b"\n", b""):
+                break
+        headers = None
+        if line == b"\r\n" and self.MessageClass is http.client.HTTPMessage:
+            headers = parse_plain_headers(lines[:-1])
+        if headers is None:  # anything unusual: the email package, as http.server does
+            headers = http.client.parse_headers(io.BytesIO(b"".join(lines)), _class=self.MessageClass)
+        self.headers = headers
         return True
 
 
@@ -143,4 +147,7 @@ def _version_number(version: str) -> tuple[int, int] | None:
     parts = version.split("/", 1)[1].split(".")
     if len(parts) != 2 or not all(part.isdigit() and len(part) <= 10 for part in parts):
         return None
-    return int(parts[0]), int(parts[1])
+    try:
+        return int(parts[0]), int(parts[1])
+    except ValueError:  # '²' is a digit to isdigit() but not to int(), as http.server finds
+        return None
