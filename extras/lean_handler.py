@@ -116,7 +116,8 @@ class LeanRequestHandler(SessionRequestHandler):
         return True
 
     def _read_headers(self) -> bool:
-        """Read the head's lines into ``self.headers``; False after a 431 (too many, or one too long) or a 400 (a bare CR)."""
+        """Read the head's lines into ``self.headers``; False after a 431 (too many lines, or one too long)
+        or a 400 (a bare CR)."""
         lines: list[bytes] = []  # as http.client reads them: the line that ends the head included
         while True:
             line = self.rfile.readline(_MAX_LINE + 1)
