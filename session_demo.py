@@ -1192,7 +1192,7 @@ def short_id(session_id: object) -> str:
 
 _CLIENT_GONE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
-_UNREADABLE_LINE = (email.errors.MissingHeaderBodySeparatorDefect,  # a line without a colon (or one after it)
+_UNREADABLE_LINE = (email.errors.MissingHeaderBodySeparatorDefect,  # a line that is no header (no colon)
                     email.errors.FirstHeaderLineIsContinuationDefect)  # a first header line that is a fold
 _TOO_MANY_CONNECTIONS = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
