@@ -37,11 +37,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from extras.bounded_store import BoundedMemoryStore
-from extras.concurrency import LockingSessionMiddleware, MergingSessionMiddleware
-from extras.lean_handler import LeanRequestHandler
-from extras.redis_store import RedisStore, parse_redis_url
-from extras.sqlite_store import SQLiteStore
+from session_demo_extras.bounded_store import BoundedMemoryStore
+from session_demo_extras.concurrency import LockingSessionMiddleware, MergingSessionMiddleware
+from session_demo_extras.lean_handler import LeanRequestHandler
+from session_demo_extras.redis_store import RedisStore, parse_redis_url
+from session_demo_extras.sqlite_store import SQLiteStore
 from session_demo import (
     MemoryStore, RequestInfo, RequestState, SessionHTTPServer, SessionMiddleware, SessionOptions,
     SessionRequestHandler, Store, parse_cookie_header, session_middleware, short_id, stringify,
@@ -58,7 +58,7 @@ SHORT_SECRET = 32  # fewer characters than this gets a warning, as Django's depl
 
 class CounterHandler(LeanRequestHandler):
     """The demo's routes: short plain text, or a small HTML page for a browser. Its handler is
-    SessionRequestHandler doing less per request (extras.lean_handler: a fifth less CPU)."""
+    SessionRequestHandler doing less per request (session_demo_extras.lean_handler: a fifth less CPU)."""
 
     protocol_version = "HTTP/1.1"  # keep-alive, as Node's server does
     head_only = False  # answering a HEAD: headers as for GET, no body
@@ -702,7 +702,7 @@ def middleware_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def make_middleware(args: argparse.Namespace) -> SessionMiddleware:
-    """The session middleware for these flags: express's, or one of extras.concurrency's."""
+    """The session middleware for these flags: express's, or one of session_demo_extras.concurrency's."""
     options = SessionOptions(**middleware_options(args))
     if args.concurrency == "lock":
         return LockingSessionMiddleware(options)

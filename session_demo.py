@@ -10,7 +10,7 @@ to run; it also lists what we do differently, on purpose.
 
 Sections (grep "# ===="): 1. the request lifecycle, 2. options, 3. decisions, 4. change detection,
 5. the session, 6. the session cookie, 7. signing, 8. the Cookie header, 9. stores, 10. the
-http.server adapter. What goes beyond express-session lives in the extras package beside this module.
+http.server adapter. What goes beyond express-session lives in the session_demo_extras package beside this module.
 """
 
 from __future__ import annotations

@@ -41,8 +41,8 @@ from unittest import mock
 
 import server
 import session_demo as sd
-from extras.bounded_store import BoundedMemoryStore
-from extras.test_redis_store import REDIS_SERVER, shared_redis
+from session_demo_extras.bounded_store import BoundedMemoryStore
+from session_demo_extras.test_redis_store import REDIS_SERVER, shared_redis
 from server import tour
 from session_demo import MemoryStore
 from test_session import (
@@ -2028,8 +2028,8 @@ class TestLessonsCitedNames(unittest.TestCase):
     @staticmethod
     def namespaces_with_tests() -> list[Any]:
         """Where test classes live: this module (test_session)."""
-        names = [__name__, "test_session", "extras.test_concurrency", "extras.test_stores", "extras.test_wsgi",
-                 "extras.test_redis_store"]
+        names = [__name__, "test_session", "session_demo_extras.test_concurrency", "session_demo_extras.test_stores", "session_demo_extras.test_wsgi",
+                 "session_demo_extras.test_redis_store"]
         return [importlib.import_module(name) for name in names]
 
     def cited(self) -> list[tuple[str, str]]:
@@ -2054,12 +2054,12 @@ class TestLessonsCitedNames(unittest.TestCase):
     def test_cited_code_exists_in_session_demo(self):
         """Each name cited as code is an attribute of session_demo, server or extras, dotted paths included."""
         for name in ("bounded_store", "concurrency", "sqlite_store", "wsgi"):
-            importlib.import_module("extras." + name)
+            importlib.import_module("session_demo_extras." + name)
         code = [name for kind, name in self.cited() if kind == "code"]
         self.assertGreater(len(code), 30)
         for name in code:
             with self.subTest(name=name):
-                spaces = (sd, server, types.SimpleNamespace(extras=importlib.import_module("extras")))
+                spaces = (sd, server, types.SimpleNamespace(session_demo_extras=importlib.import_module("session_demo_extras")))
                 self.assertTrue(any(self.resolve(space, name) is not None for space in spaces),
                                 f"LESSONS.md cites `{name}`, which session_demo does not have")
 
@@ -2224,7 +2224,7 @@ class TestLessonsWalkthroughs(LessonsReplayCase):
 
     WALKTHROUGH_LESSONS = {1, 5, 6, 7, 9, 11, 12, 13, 15}  # REPLAYS and REPLAYED_ELSEWHERE below
     # Lesson 15 runs two servers, a Redis and a Node app; these tests run its steps instead.
-    REPLAYED_ELSEWHERE = {15: "extras.test_redis_store: TestRedisStoreTwoProcesses, TestRedisStoreAvailability"}
+    REPLAYED_ELSEWHERE = {15: "session_demo_extras.test_redis_store: TestRedisStoreTwoProcesses, TestRedisStoreAvailability"}
 
     def test_every_walkthrough_is_replayed(self):
         """The lessons that have a ```console block are exactly those with a replay test here, or elsewhere."""

@@ -4227,7 +4227,7 @@ class TestHostileSetCookie(SessionAssertions):
 class TestHostileStoreNeverPickles(SessionAssertions):
     """Sessions are JSON in every store: pickle (code execution on load) is never reached."""
 
-    STORE_NAMES = ("MemoryStore",)  # the extras' stores: extras/test_stores.py runs this test on them
+    STORE_NAMES = ("MemoryStore",)  # the extras' stores: session_demo_extras/test_stores.py runs this test on them
 
     def store_class(self, name: str) -> type:
         return getattr(sd, name)

@@ -49,7 +49,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import session_demo as sd  # noqa: E402
-from extras.bounded_store import BoundedMemoryStore  # noqa: E402
+from session_demo_extras.bounded_store import BoundedMemoryStore  # noqa: E402
 
 SECRET = "keyboard cat"
 

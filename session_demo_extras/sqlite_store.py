@@ -2,7 +2,7 @@
 
 express-session ships only MemoryStore and leaves persistence to
 third-party stores. SQLiteStore keeps express's JSON in one table, sweeps
-expired rows, keeps a version per row (for extras.concurrency's merge)
+expired rows, keeps a version per row (for session_demo_extras.concurrency's merge)
 and leased locks across processes (for its lock).
 """
 

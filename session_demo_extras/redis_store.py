@@ -7,7 +7,7 @@ app on express-session + connect-redis with the same secret and cookie
 name share one Redis and one login. Redis speaks RESP2, a line-based
 protocol; the small client below needs only ``socket`` (and ``ssl`` for
 ``rediss://``). It also offers locks and versions, so that
-extras.concurrency's lock and merge work across machines.
+session_demo_extras.concurrency's lock and merge work across machines.
 """
 
 from __future__ import annotations

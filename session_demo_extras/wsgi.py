@@ -239,7 +239,7 @@ class _SessionExchange:
         """The server stopped before the body ended (the client went away): release, store nothing."""
         if not self.finished:
             self.finished = True
-            release = getattr(self.middleware, "release", None)  # a lock (extras.concurrency)
+            release = getattr(self.middleware, "release", None)  # a lock (session_demo_extras.concurrency)
             if release is not None:
                 release(self.state)
 

@@ -1,4 +1,4 @@
-"""Tests for extras.redis_store: RedisStore against a real redis-server, as connect-redis 10 keeps sessions.
+"""Tests for session_demo_extras.redis_store: RedisStore against a real redis-server, as connect-redis 10 keeps sessions.
 
 The tests start their own redis-server (a free loopback port, a temporary
 directory, no persistence) and are skipped, with a one-line reason, when
@@ -23,11 +23,11 @@ from typing import Any
 
 import server
 import session_demo as sd
-from extras.redis_store import (
+from session_demo_extras.redis_store import (
     RedisClient, RedisConnectionError, RedisReplyError, RedisStore, parse_redis_url,
 )
-from extras.test_concurrency import with_concurrency
-from extras.test_stores import _StoreContract, _StoreHelpers, _VersionsContract
+from session_demo_extras.test_concurrency import with_concurrency
+from session_demo_extras.test_stores import _StoreContract, _StoreHelpers, _VersionsContract
 from session_demo import RequestInfo
 from test_session import (
     AppHandler, FrozenClock, SECRET, Response, SessionAssertions, LiveServer, cookie_pair, run_request,

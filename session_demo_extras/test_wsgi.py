@@ -1,4 +1,4 @@
-"""Tests for extras.wsgi: SessionWSGIMiddleware behaves as the http.server adapter does."""
+"""Tests for session_demo_extras.wsgi: SessionWSGIMiddleware behaves as the http.server adapter does."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 from wsgiref.util import setup_testing_defaults
 
 import session_demo as sd
-from extras.concurrency import SessionBusyError
-from extras.wsgi import SessionWSGIMiddleware
+from session_demo_extras.concurrency import SessionBusyError
+from session_demo_extras.wsgi import SessionWSGIMiddleware
 from session_demo import MemoryStore, SessionMiddleware, SessionOptions
-from extras.test_concurrency import with_concurrency
+from session_demo_extras.test_concurrency import with_concurrency
 from test_session import (
     CountingStore, FrozenClock, START, SessionAssertions, TestHostileSetCookie, LiveServer,
     cookie_pair, make_options, run_request,
@@ -795,7 +795,7 @@ class TestWSGIBodyAndEnd(WSGICase):
                 released = []
 
                 class NotingMiddleware(SessionMiddleware):
-                    def release(self, state):  # what a locking middleware offers (extras.concurrency)
+                    def release(self, state):  # what a locking middleware offers (session_demo_extras.concurrency)
                         released.append(state.session_id)
 
                 fake = FakeWSGIServer()

@@ -1,4 +1,4 @@
-"""Tests for extras.concurrency: the lock and merge middlewares, against the default last write wins."""
+"""Tests for session_demo_extras.concurrency: the lock and merge middlewares, against the default last write wins."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import unittest
 from typing import Any
 from unittest import mock
 
-from extras.bounded_store import BoundedMemoryStore
-from extras.concurrency import (
+from session_demo_extras.bounded_store import BoundedMemoryStore
+from session_demo_extras.concurrency import (
     LockingSessionMiddleware, MergingSessionMiddleware, SessionConflictError, TombstoneStore,
 )
-from extras.sqlite_store import SQLiteStore
+from session_demo_extras.sqlite_store import SQLiteStore
 from session_demo import MemoryStore, RequestInfo, SessionMiddleware
 from test_session import (
     AppHandler, CountingStore, FrozenClock, SessionAssertions, HostileHelpers, LiveServer,
@@ -29,7 +29,7 @@ from test_session import (
 
 def with_concurrency(concurrency: str, *, lock_timeout: float = 10.0, merge_attempts: int = 3,
                      **overrides: Any) -> SessionMiddleware:
-    """extras.concurrency's middleware ('lock' or 'merge') on make_options(**overrides)."""
+    """session_demo_extras.concurrency's middleware ('lock' or 'merge') on make_options(**overrides)."""
     options = make_options(**overrides)
     if concurrency == "lock":
         return LockingSessionMiddleware(options, lock_timeout=lock_timeout)

@@ -1,4 +1,4 @@
-"""Tests for extras.lean_handler: the same requests, the same answers as SessionRequestHandler's.
+"""Tests for session_demo_extras.lean_handler: the same requests, the same answers as SessionRequestHandler's.
 
 Every request head here goes, over a real socket, to two servers: one whose handler is
 SessionRequestHandler (the email package parses its heads) and one whose handler is
@@ -19,7 +19,7 @@ import time
 import unittest
 from typing import Any
 
-from extras.lean_handler import LeanRequestHandler, parse_plain_headers
+from session_demo_extras.lean_handler import LeanRequestHandler, parse_plain_headers
 from session_demo import SessionHTTPServer, SessionRequestHandler, session_middleware
 
 

@@ -17,10 +17,10 @@ from collections.abc import Callable
 from typing import Any
 
 import session_demo as sd
-from extras.bounded_store import BoundedMemoryStore, SessionTooLargeError
-from extras.sqlite_store import SQLiteStore, _HOST as SQLITE_HOST
+from session_demo_extras.bounded_store import BoundedMemoryStore, SessionTooLargeError
+from session_demo_extras.sqlite_store import SQLiteStore, _HOST as SQLITE_HOST
 from session_demo import Cookie, MemoryStore, RequestInfo, SessionMiddleware
-from extras.test_concurrency import with_concurrency
+from session_demo_extras.test_concurrency import with_concurrency
 import test_session
 from test_session import (
     AppHandler, FrozenClock, SECRET, SessionAssertions, LiveServer, cookie_pair, make_options,

@@ -6,7 +6,7 @@ sessions a stream of cookieless requests can create. BoundedMemoryStore
 keeps the same JSON strings, sweeps expired ones as it is used, and is
 bounded in sessions and bytes: when full it evicts the least recently used
 session, anonymous ones first, as Redis and memcached evict rather than
-refuse. It also keeps a version per session, for extras.concurrency's merge.
+refuse. It also keeps a version per session, for session_demo_extras.concurrency's merge.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ Two things http.server does for every request cost the demo counter a fifth of i
 - It formats the Date header anew for every response; here it is formatted once a second, as
   Node's http module does.
 
-    from extras.lean_handler import LeanRequestHandler
+    from session_demo_extras.lean_handler import LeanRequestHandler
 
     class Handler(LeanRequestHandler):  # instead of SessionRequestHandler
         def do_GET(self): ...
