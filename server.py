@@ -39,6 +39,7 @@ from typing import Any, TextIO
 
 from session_demo_extras.bounded_store import BoundedMemoryStore
 from session_demo_extras.concurrency import LockingSessionMiddleware, MergingSessionMiddleware
+from session_demo_extras.frontend import GuardedHTTPServer
 from session_demo_extras.lean_handler import LeanRequestHandler
 from session_demo_extras.redis_store import RedisStore, parse_redis_url
 from session_demo_extras.sqlite_store import SQLiteStore
@@ -711,8 +712,8 @@ def make_middleware(args: argparse.Namespace) -> SessionMiddleware:
     return SessionMiddleware(options)
 
 
-class DemoServer(SessionHTTPServer):
-    """The demo's SessionHTTPServer: it also keeps each browser's recent decisions, and traces them."""
+class DemoServer(GuardedHTTPServer):
+    """The demo's server (session_demo_extras.frontend's, with its guards): it also keeps each browser's recent decisions, and traces them."""
 
     def __init__(self, address: tuple[str, int], handler: type[SessionRequestHandler],
                  middleware: SessionMiddleware, *, trace: TextIO | None = None) -> None:

@@ -21,22 +21,17 @@ if sys.version_info < (3, 11):
     sys.exit("session_demo needs Python 3.11 or newer (this is " + sys.version.split()[0] + ")")
 
 import base64
-import contextlib
 import email.errors
 import email.utils
-import errno
 import functools
 import hashlib
 import hmac
-import io
 import json
 import logging
 import math
 import re
 import secrets as _secrets
-import socket
 import ssl
-import struct
 import threading
 import time
 import urllib.parse
@@ -45,7 +40,7 @@ from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, BinaryIO
+from typing import Any
 
 __all__ = [  # what an application imports, then the decisions (for tracing), then what a store needs
     "session_middleware", "SessionMiddleware", "SessionOptions", "RequestInfo", "RequestState",
@@ -1187,14 +1182,14 @@ def short_id(session_id: object) -> str:
 
 # ==== 10. http.server =======================================================
 # Subclass SessionRequestHandler, write do_GET as usual, use self.session. begin runs once the head is
-# read, headers in end_headers, end after do_GET, before the held response's last byte. Around them,
-# the guards of a front end, each with what it defends against.
+# read, headers in end_headers, end after do_GET, before the held response's last byte. This is plain
+# http.server with sessions; the guards a server reachable from a network needs (deadlines, a head cap,
+# ...) are in session_demo_extras.frontend, as Node's http module sits below Express.
 
 _CLIENT_GONE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 _UNREADABLE_LINE = (email.errors.MissingHeaderBodySeparatorDefect,  # a line that is no header (no colon)
                     email.errors.FirstHeaderLineIsContinuationDefect)  # a first header line that is a fold
-_TOO_MANY_CONNECTIONS = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
 class SessionRequestHandler(BaseHTTPRequestHandler):
@@ -1206,25 +1201,6 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
     session_state: RequestState | None = None
     _headers_sent: bool = False
     _status: int = 200
-    idle_timeout: float = 5.0  # idle or stalled clients: each read and write within this (Node's keep-alive: 5 s)
-    head_timeout: float = 60.0  # slowloris: the whole head within this (Node's headersTimeout: 60 s)
-    max_head_size: int = 16 * 1024  # memory: a larger head is answered 431 (Node's limit: 16 KB)
-    request_timeout: float = 300.0  # a thread held by a trickled body (Node's requestTimeout: 300 s)
-
-    def setup(self) -> None:
-        """Set up the connection as usual, with Nagle's algorithm off and rfile read under a deadline."""
-        super().setup()
-        # Answers go in one piece, but a held-back last byte must not wait for a delayed ACK. Not on
-        # every socket (a Unix one has no TCP_NODELAY), hence not StreamRequestHandler's unguarded switch.
-        with contextlib.suppress(OSError, AttributeError):
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        # Each read and write within idle_timeout. Speed: a kernel timeout (SO_RCVTIMEO/SO_SNDTIMEO)
-        # where the socket allows it; Python's own adds a poll() to every call (13% of the server's CPU).
-        if isinstance(self.connection, ssl.SSLSocket) or not _kernel_timeouts(self.connection, self.idle_timeout):
-            self.connection.settimeout(self.idle_timeout)
-        self.rfile.close()
-        self._reader = _SocketReader(self.connection)
-        self.rfile = io.BufferedReader(self._reader)
 
     @property
     def session(self) -> Session | None:
@@ -1265,51 +1241,44 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
                            forwarded_proto=", ".join(proto_lines) if proto_lines else None)
 
     def handle_one_request(self) -> None:
-        """BaseHTTPRequestHandler's, step by step, with the session's begin and end around ``do_*``."""
+        """BaseHTTPRequestHandler's, in two steps, with the session's begin and end around ``do_*``."""
         self.session_state = None
         self._headers_sent = self._cache_control_set = False
         self._vary: list[str] = []
         self.requestline = self.request_version = self.command = ""
         self.raw_requestline = b""
-        try:
-            self._reader.limit = self.rfile.tell() + self.max_head_size  # huge heads: 431 past the limit
-            if not self.rfile.peek(1):  # the client closed (a silent one times out after idle_timeout)
-                self.close_connection = True
-                return
-            self._reader.deadline = time.monotonic() + self.head_timeout  # slowloris: the whole head in time
-            self.raw_requestline = self.rfile.readline(65537)
-            if len(self.raw_requestline) > 65536:
-                self.send_error(414)
-                return
-            if not self.parse_request():
-                return
-            self._reader.limit = None
-            self._reader.deadline = time.monotonic() + self.request_timeout  # a trickled body, too
-            # A header line http.client cannot read hides those after it: smuggling; 400 as in Node.
-            if self._head_hides_lines():
-                self.send_error(400, "Bad header line")
-                return
-            # A control character in the request line (Node's parser answers 400): never a 500, never in a log.
-            if _CONTROL_CHARACTER.search(self.requestline):
-                self.send_error(400, "Bad request target")
-                return
-            method = getattr(self, "do_" + self.command, None)
-            if method is None:
-                self.send_error(501, f"Unsupported method ({self.command!r})")
-                return
-            self._body_start = self.rfile.tell()
-            self._handle_with_session(method)
-            # Request smuggling: a body not read to its end must not be read as the next request.
-            if self._body_left_unread():
-                self.close_connection = True
-        except _HeadTooLarge:
-            self.send_error(431)
-        except TimeoutError as exc:
-            _log.debug("closing the connection: %s", exc)
+        if self.read_request_head():
+            self.answer_request()
+
+    def read_request_head(self) -> bool:
+        """Read the request line and the headers; False if there is no request to answer."""
+        self.raw_requestline = self.rfile.readline(65537)
+        if len(self.raw_requestline) > 65536:
+            self.send_error(414)
+            return False
+        if not self.raw_requestline:  # the client closed the connection
             self.close_connection = True
+            return False
+        return self.parse_request()
+
+    def answer_request(self) -> None:
+        """Refuse a head that must not be answered, else run ``do_*`` between the session's begin and end."""
+        # A header line http.client cannot read hides those after it: smuggling; 400 as in Node.
+        if self._head_hides_lines():
+            self.send_error(400, "Bad header line")
+            return
+        # A control character in the request line (Node's parser answers 400): never a 500, never in a log.
+        if _CONTROL_CHARACTER.search(self.requestline):
+            self.send_error(400, "Bad request target")
+            return
+        method = getattr(self, "do_" + self.command, None)
+        if method is None:
+            self.send_error(501, f"Unsupported method ({self.command!r})")
+            return
+        self._handle_with_session(method)
 
     def handle_expect_100(self) -> bool:
-        """Send the interim 100 Continue only to a request the checks below will not refuse."""
+        """Send the interim 100 Continue only to a request answer_request will not refuse."""
         if (self._head_hides_lines() or _CONTROL_CHARACTER.search(self.requestline)
                 or not hasattr(self, "do_" + self.command)):
             return True  # its 400 or 501 comes next, with no 100 before it
@@ -1318,13 +1287,6 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
     def _head_hides_lines(self) -> bool:
         """Did http.client meet a header line it could not read? (Not a multipart type's missing boundary.)"""
         return any(isinstance(defect, _UNREADABLE_LINE) for defect in self.headers.defects)
-
-    def _body_left_unread(self) -> bool:
-        """Did the request carry a body (Content-Length, Transfer-Encoding) not read exactly to its end?"""
-        length = self.headers.get("Content-Length", "0").strip()
-        if "Transfer-Encoding" in self.headers or len(self.headers.get_all("Content-Length") or []) > 1:
-            return True
-        return not (length.isascii() and length.isdigit()) or self.rfile.tell() - self._body_start != int(length)
 
     def _handle_with_session(self, method: Callable[[], None]) -> None:
         middleware = self.server.session_middleware
@@ -1347,7 +1309,7 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
             if self._headers_sent:
                 failed = "The request failed"  # its held answer may be half-written
             else:
-                self._headers_buffer = []  # headers the handler began: not glued onto the 500
+                self._headers_buffer: list[bytes] = []  # headers the handler began: not glued onto the 500
                 self.send_error(500)
         except BaseException:
             failed = "The request failed"  # SystemExit, KeyboardInterrupt: no half answer goes out
@@ -1415,43 +1377,11 @@ class SessionHTTPServer(ThreadingHTTPServer):
     """A ThreadingHTTPServer with a SessionMiddleware: ``SessionHTTPServer(address, Handler, middleware)``."""
 
     daemon_threads = True
-    # Threads and descriptors: past this many open connections, a new one gets 503; 256 leaves four
-    # descriptors each under the common limit of 1,024 (the socket, and what a store may open for it).
-    max_connections = 256
-    accept_backoff = 0.1  # seconds: out of descriptors, accept() fails at once; wait instead of spinning
 
     def __init__(self, address: tuple[str, int], handler: type[SessionRequestHandler],
                  middleware: SessionMiddleware) -> None:
         self.session_middleware = middleware
-        self._open_connections = 0
-        self._count_lock = threading.Lock()
         super().__init__(address, handler)
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        """Accept a connection; out of descriptors, back off rather than spin on a readable socket."""
-        try:
-            return super().get_request()
-        except OSError as exc:
-            if exc.errno in (errno.EMFILE, errno.ENFILE):
-                _log.warning("cannot accept a connection (%s); waiting %s s", exc.strerror, self.accept_backoff)
-                time.sleep(self.accept_backoff)
-            raise
-
-    def verify_request(self, request: Any, client_address: Any) -> bool:
-        """Count the connection in; past max_connections, answer 503 (socketserver then closes it)."""
-        with self._count_lock:
-            self._open_connections += 1
-            full = self._open_connections > self.max_connections
-        if full:
-            with contextlib.suppress(OSError):
-                request.sendall(_TOO_MANY_CONNECTIONS)
-        return not full
-
-    def shutdown_request(self, request: Any) -> None:
-        """Close the connection and count it out (socketserver calls this once for each one accepted)."""
-        with self._count_lock:
-            self._open_connections -= 1
-        super().shutdown_request(request)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Report a connection that failed; a client that went away (reset, broken pipe) is normal: debug only."""
@@ -1461,57 +1391,11 @@ class SessionHTTPServer(ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
-class _HeadTooLarge(Exception):
-    """More than the handler's max_head_size bytes came without the end of the head: answer 431."""
-
-
-class _SocketReader(io.RawIOBase):
-    """The socket as rfile's raw stream, counting the bytes received (``tell()``); while a head is read,
-    no recv starts past ``deadline`` and none reads past ``limit``."""
-
-    deadline: float | None = None
-    limit: int | None = None
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock, self._received = sock, 0
-
-    def readable(self) -> bool:  # io.BufferedReader asks
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        if self.deadline is not None and time.monotonic() > self.deadline:
-            raise TimeoutError("the request's head took too long to arrive")
-        if self.limit is not None:
-            if self._received >= self.limit:
-                raise _HeadTooLarge()
-            buffer = memoryview(buffer)[:self.limit - self._received]
-        try:
-            count = self._sock.recv_into(buffer)
-        except BlockingIOError:  # the kernel's receive timeout ran out
-            raise TimeoutError("the client sent nothing for idle_timeout") from None
-        self._received += count
-        return count
-
-    def tell(self) -> int:
-        return self._received
-
-
-def _kernel_timeouts(sock: socket.socket, seconds: float) -> bool:
-    """Make the kernel time out a blocking socket's reads and writes; False where it cannot."""
-    timeval = struct.pack("ll", int(seconds), int(seconds % 1 * 1_000_000))
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
-    except (OSError, AttributeError):
-        return False
-    return True
-
-
 class _HeldResponse:
     """The handler's wfile, held back: a small response goes out in one write when the request ends; a
     large one all but its last byte, so the client never sees the end before the store has answered."""
 
-    def __init__(self, wfile: BinaryIO) -> None:
+    def __init__(self, wfile: Any) -> None:  # the handler's wfile: anything with write and flush
         self._wfile = wfile
         self._held = bytearray()
         self.passed = False  # some of it is out: a 500 can no longer take its place

@@ -8,5 +8,6 @@ One module per capability; session_demo knows nothing of them.
     session_demo_extras.bounded_store   BoundedMemoryStore: a memory store that cannot leak or be flooded
     session_demo_extras.sqlite_store    SQLiteStore: sessions that survive a restart, shared by processes
     session_demo_extras.redis_store     RedisStore: connect-redis's sessions in Redis, shared by machines (and Node apps)
-    session_demo_extras.lean_handler    LeanRequestHandler: less work per request (plain heads without the email package)
+    session_demo_extras.frontend        GuardedRequestHandler, GuardedHTTPServer: the guards of a front end a network can reach
+    session_demo_extras.lean_handler    LeanRequestHandler (a GuardedRequestHandler): less work per request (plain heads without the email package)
 """

@@ -1,4 +1,4 @@
-"""A SessionRequestHandler that does less for each request (beyond express-session: speed).
+"""A GuardedRequestHandler that does less for each request (beyond express-session: speed).
 
 Two things http.server does for every request cost the demo counter a fifth of its CPU time:
 
@@ -13,10 +13,11 @@ Two things http.server does for every request cost the demo counter a fifth of i
 
     from session_demo_extras.lean_handler import LeanRequestHandler
 
-    class Handler(LeanRequestHandler):  # instead of SessionRequestHandler
+    class Handler(LeanRequestHandler):  # instead of GuardedRequestHandler
         def do_GET(self): ...
 
-Everything else is SessionRequestHandler's: the guards, the held response, the session.
+Everything else is GuardedRequestHandler's (frontend.py: the guards) and SessionRequestHandler's (the
+held response, the session).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import io
 import re
 from http import HTTPStatus
 
-from session_demo import SessionRequestHandler
+from session_demo_extras.frontend import GuardedRequestHandler
 
 __all__ = ["LeanRequestHandler", "parse_plain_headers"]
 
@@ -52,8 +53,8 @@ def parse_plain_headers(lines: list[bytes]) -> http.client.HTTPMessage | None:
     return message
 
 
-class LeanRequestHandler(SessionRequestHandler):
-    """A SessionRequestHandler whose ``parse_request`` is http.server's (Python 3.11), step by step, with
+class LeanRequestHandler(GuardedRequestHandler):
+    """A GuardedRequestHandler whose ``parse_request`` is http.server's (Python 3.11), step by step, with
     plain header lines parsed by ``parse_plain_headers`` (any other head goes to the email package), and
     whose Date header is formatted once a second."""
 

@@ -1,7 +1,7 @@
-"""Tests for session_demo_extras.lean_handler: the same requests, the same answers as SessionRequestHandler's.
+"""Tests for session_demo_extras.lean_handler: the same requests, the same answers as GuardedRequestHandler's.
 
 Every request head here goes, over a real socket, to two servers: one whose handler is
-SessionRequestHandler (the email package parses its heads) and one whose handler is
+GuardedRequestHandler (the email package parses its heads) and one whose handler is
 LeanRequestHandler. Their answers, which echo what the handler saw, must be identical -- but
 for a head with a bare CR in a header line, which LeanRequestHandler answers with a 400.
 """
@@ -19,8 +19,9 @@ import time
 import unittest
 from typing import Any
 
+from session_demo_extras.frontend import GuardedHTTPServer, GuardedRequestHandler
 from session_demo_extras.lean_handler import LeanRequestHandler, parse_plain_headers
-from session_demo import SessionHTTPServer, SessionRequestHandler, session_middleware
+from session_demo import session_middleware
 
 
 class _Echo:
@@ -50,10 +51,10 @@ class _Echo:
         pass
 
 
-def _serve(testcase: unittest.TestCase, base: type, clock: Any = time.time, **attributes: Any) -> SessionHTTPServer:
+def _serve(testcase: unittest.TestCase, base: type, clock: Any = time.time, **attributes: Any) -> GuardedHTTPServer:
     handler = type(f"Echo{base.__name__}", (_Echo, base), attributes)
     middleware = session_middleware(secret="keyboard cat", resave=False, save_uninitialized=False, clock=clock)
-    server = SessionHTTPServer(("127.0.0.1", 0), handler, middleware)
+    server = GuardedHTTPServer(("127.0.0.1", 0), handler, middleware)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
 
@@ -65,7 +66,7 @@ def _serve(testcase: unittest.TestCase, base: type, clock: Any = time.time, **at
     return server
 
 
-def _exchange(server: SessionHTTPServer, request: bytes, keep_date: bool = False) -> bytes:
+def _exchange(server: GuardedHTTPServer, request: bytes, keep_date: bool = False) -> bytes:
     """Send ``request``, close our side for writing, and read everything until the server closes."""
     with socket.create_connection(server.server_address[:2], timeout=10) as sock:
         try:
@@ -145,10 +146,10 @@ HEADS = [
 
 
 class TestLeanRequestHandler(unittest.TestCase):
-    """LeanRequestHandler answers every request exactly as SessionRequestHandler does."""
+    """LeanRequestHandler answers every request exactly as GuardedRequestHandler does."""
 
     def setUp(self) -> None:
-        self.standard = _serve(self, SessionRequestHandler)
+        self.standard = _serve(self, GuardedRequestHandler)
         self.plain = _serve(self, LeanRequestHandler)
 
     def assert_same_answers(self, heads: list[bytes]) -> None:
@@ -177,7 +178,7 @@ class TestLeanRequestHandler(unittest.TestCase):
 
     def test_the_guards_still_hold(self):
         """The 16 KB head cap (431) and the guard against a line that hides others (400) still answer."""
-        standard = _serve(self, SessionRequestHandler, max_head_size=16 * 1024)
+        standard = _serve(self, GuardedRequestHandler, max_head_size=16 * 1024)
         lean = _serve(self, LeanRequestHandler, max_head_size=16 * 1024)
         for head in (b"GET / HTTP/1.1\r\nX: " + b"a" * 20_000 + b"\r\n\r\n",
                      b"POST / HTTP/1.1\r\nX-Junk\r\nContent-Length: 5\r\n\r\nhello"):

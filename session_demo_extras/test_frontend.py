@@ -1,0 +1,260 @@
+"""Tests for session_demo_extras.frontend: the guards of a front end, over real sockets.
+
+Each guard is attacked as a client on a network would attack it: a silent connection, a head
+trickled a byte at a time, a head too large, a body left unread to smuggle a request, too many
+connections, descriptors running out.
+"""
+
+from __future__ import annotations
+
+import errno
+import http.client
+import json
+import os
+import re
+import socket
+import threading
+import unittest
+from typing import Any
+from unittest import mock
+
+from session_demo import SessionMiddleware
+from session_demo_extras import frontend
+from session_demo_extras.frontend import GuardedHTTPServer, GuardedRequestHandler
+from test_session import (
+    AdapterHelpers, App, AppHandler, CountingStore, HostileHelpers, OneGet, SessionAssertions, _login, _peek,
+    _read_body, hello, make_options,
+)
+
+
+class GuardedAppHandler(AppHandler, GuardedRequestHandler):
+    """test_session's AppHandler (GET runs ``server.app``), with the front end's guards."""
+
+
+def guarded_serve(testcase: unittest.TestCase, app: App = hello, *, handler: dict[str, Any] | None = None,
+                  server: dict[str, Any] | None = None, middleware: SessionMiddleware | None = None,
+                  **overrides: Any) -> GuardedHTTPServer:
+    """Start a GuardedHTTPServer whose handler (GET/HEAD/POST all run ``app``) has these attributes."""
+    attributes = {"do_HEAD": AppHandler.do_GET, "do_POST": AppHandler.do_GET, **(handler or {})}
+    handler_class = type("TestHandler", (GuardedAppHandler,), attributes)
+    server_class = type("TestServer", (GuardedHTTPServer,), server or {})
+    middleware = middleware or SessionMiddleware(make_options(**overrides))
+    http_server = server_class(("127.0.0.1", 0), handler_class, middleware)
+    http_server.app = app  # type: ignore[attr-defined]
+    thread = threading.Thread(target=http_server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        http_server.shutdown()
+        http_server.server_close()
+        thread.join(5)
+    testcase.addCleanup(stop)
+    return http_server
+
+
+class TestFrontendRequestBodies(SessionAssertions):
+    """A request body is read by the handler or the connection closes: it is never read as the next request."""
+
+    SMUGGLED = b"GET /?user=smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+
+    def test_a_get_body_holding_a_request_gets_one_response_and_the_connection_closes(self):
+        """Request smuggling: GET /peek whose body is 'GET /login?user=smuggled': one answer, nobody logged in."""
+        for method in (b"GET", b"HEAD", b"POST"):
+            with self.subTest(method=method):
+                server = guarded_serve(self, _login)
+                sock = AdapterHelpers.connect(server)
+                self.addCleanup(sock.close)
+                sock.sendall(method + b" / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                             % len(self.SMUGGLED) + self.SMUGGLED)
+                if method == b"HEAD":
+                    data = AdapterHelpers.read_until_closed(sock)
+                    self.assertEqual(data.count(b"HTTP/1.1 "), 1, data)
+                else:
+                    answers = AdapterHelpers.responses(sock)
+                    self.assertEqual([a.body for a in answers], ["views: None"])
+                stored = [json.loads(text) for text in server.session_middleware.options.store.sessions.values()]
+                self.assertNotIn("smuggled", [data.get("user") for data in stored])
+
+    def test_a_chunked_body_closes_the_connection_after_the_response(self):
+        """Transfer-Encoding: chunked is not decoded by http.server: the connection closes after one answer."""
+        server = guarded_serve(self, _login)
+        sock = AdapterHelpers.connect(server)
+        self.addCleanup(sock.close)
+        chunk = b"%x\r\n%s\r\n0\r\n\r\n" % (len(self.SMUGGLED), self.SMUGGLED)
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk)
+        self.assertEqual([a.body for a in AdapterHelpers.responses(sock)], ["views: None"])
+
+    def test_two_content_length_headers_close_the_connection(self):
+        """Two Content-Length headers (a proxy may read the other one): the connection closes after one answer."""
+        server = guarded_serve(self, _read_body)
+        sock = AdapterHelpers.connect(server)
+        self.addCleanup(sock.close)
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 40\r\n\r\nok"
+                     + self.SMUGGLED)
+        self.assertEqual([a.body for a in AdapterHelpers.responses(sock)], ["read 2"])
+
+    def test_a_body_the_handler_reads_keeps_the_connection_open(self):
+        """A POST whose handler reads its whole body: the keep-alive connection answers the next request."""
+        server = guarded_serve(self, _read_body)
+        connection = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+        self.addCleanup(connection.close)
+        bodies = []
+        for body in (b"x" * 100, b"y" * 70000, b""):
+            connection.request("POST", "/", body=body)
+            answer = connection.getresponse()
+            bodies.append(answer.read().decode())
+            self.assertFalse(answer.will_close)
+        self.assertEqual(bodies, ["read 100", "read 70000", "read 0"])
+
+
+class TestFrontendTimeouts(SessionAssertions):
+    """Idle and slow connections are closed: a request must begin within idle_timeout and its head arrive within head_timeout."""
+
+    def test_a_connection_that_sends_nothing_is_closed_after_the_idle_timeout(self):
+        """An idle (silent) connection is closed by the server, quietly (Node: keepAliveTimeout)."""
+        server = guarded_serve(self, handler={"idle_timeout": 0.2})
+        sock = AdapterHelpers.connect(server)
+        self.addCleanup(sock.close)
+        self.assertEqual(AdapterHelpers.read_until_closed(sock), b"")
+
+    def test_an_idle_keep_alive_connection_is_closed_after_its_response(self):
+        """After one answered request, a keep-alive connection left idle is closed by the server."""
+        server = guarded_serve(self, handler={"idle_timeout": 0.2})
+        sock = AdapterHelpers.connect(server)
+        self.addCleanup(sock.close)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        answers = AdapterHelpers.responses(sock)
+        self.assertEqual([a.body for a in answers], ["hello, world"])
+
+    def test_a_head_trickled_one_byte_at_a_time_is_cut_off_at_the_head_timeout(self):
+        """Slowloris: a byte every 20 ms, each within any per-recv timeout, still meets the whole-head deadline."""
+        server = guarded_serve(self, handler={"idle_timeout": 5, "head_timeout": 0.3})
+        sock = AdapterHelpers.connect(server)
+        self.addCleanup(sock.close)
+        sock.settimeout(0.02)
+        head = b"GET / HTTP/1.1\r\n" + b"X-Slow: " + b"a" * 2000 + b"\r\n\r\n"
+        sent, closed = 0, False
+        while sent < len(head) and not closed:
+            try:
+                sock.sendall(head[sent:sent + 1])
+                sent += 1
+                closed = sock.recv(1) == b""  # paces the trickle: waits 20 ms for the server
+            except TimeoutError:
+                continue
+            except (ConnectionResetError, BrokenPipeError):
+                closed = True
+        self.assertTrue(closed, "the server waited for the whole trickled head")
+        self.assertLess(sent, len(head))
+
+
+class TestFrontendHeadSize(SessionAssertions):
+    """A request head larger than max_head_size (16 KB, as Node) is answered 431 before the session layer sees it."""
+
+    def test_a_head_over_the_limit_gets_431_and_one_under_it_is_answered(self):
+        """15 KB of Cookie is answered; 17 KB in one line or in many gets 431, and the store is never asked."""
+        store = CountingStore()
+        server = guarded_serve(self, _peek, store=store)
+        port = server.server_address[1]
+        self.assertEqual(HostileHelpers.raw_get(port, b"Cookie: a=" + b"b" * 15000 + b"\r\n").status, 200)
+        calls = sum(store.calls.values())
+        for block in (b"Cookie: a=" + b"b" * 17000 + b"\r\n",
+                      b"".join(b"X-%d: %s\r\n" % (i, b"b" * 1000) for i in range(17))):
+            with self.subTest(size=len(block)):
+                self.assertEqual(HostileHelpers.raw_get(port, block).status, 431)
+        self.assertEqual(sum(store.calls.values()), calls)
+
+    def test_the_six_megabyte_head_of_the_issue_gets_431_at_once(self):
+        """98 Cookie lines of 65,000 bytes (6.3 MB): 431 after the first 16 KB, not a 200 after reading it all."""
+        server = guarded_serve(self, _peek)
+        sock = AdapterHelpers.connect(server)
+        self.addCleanup(sock.close)
+        line = b"Cookie: a=" + b"b" * 64990 + b"\r\n"
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n" + line)  # the rest would follow; the answer comes first
+        self.assertTrue(AdapterHelpers.read_until_closed(sock).startswith(b"HTTP/1.1 431 "))
+
+    def test_max_head_size_is_configurable(self):
+        """max_head_size on the handler class sets the limit."""
+        server = guarded_serve(self, _peek, handler={"max_head_size": 64 * 1024})
+        block = b"Cookie: a=" + b"b" * 30000 + b"\r\n"
+        self.assertEqual(HostileHelpers.raw_get(server.server_address[1], block).status, 200)
+
+
+class TestFrontendConnectionCap(SessionAssertions):
+    """Past max_connections open connections a new one gets 503 and is closed; out of descriptors, accept backs off."""
+
+    def test_a_connection_past_the_cap_gets_503_and_a_slot_freed_serves_again(self):
+        """Two connections held open with max_connections=2: the third gets 503; once one closes, 200 again."""
+        server = guarded_serve(self, server={"max_connections": 2})
+        held = []
+        for _ in range(2):
+            connection = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+            self.addCleanup(connection.close)
+            connection.request("GET", "/")
+            connection.getresponse().read()  # served: the connection is open and counted
+            held.append(connection)
+        sock = AdapterHelpers.connect(server)
+        self.addCleanup(sock.close)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertTrue(AdapterHelpers.read_until_closed(sock).startswith(b"HTTP/1.1 503 "))
+        held[0].close()
+        freed = threading.Event()
+        for _ in range(200):  # the server notices the close on its own thread; bounded
+            response = OneGet.get(server)
+            if response.status == 200:
+                break
+            freed.wait(0.01)
+        self.assertEqual(response.status, 200)
+
+    def test_running_out_of_descriptors_on_accept_backs_off_instead_of_spinning(self):
+        """accept() failing with EMFILE waits accept_backoff before the loop tries again (it would spin a core)."""
+        server = GuardedHTTPServer(("127.0.0.1", 0), GuardedAppHandler, SessionMiddleware(make_options()))
+        self.addCleanup(server.server_close)
+        for code in (errno.EMFILE, errno.ENFILE):
+            with self.subTest(errno=errno.errorcode[code]):
+                listening = mock.Mock(**{"accept.side_effect": OSError(code, os.strerror(code))})
+                with mock.patch.object(server, "socket", listening), \
+                        mock.patch.object(frontend.time, "sleep") as sleep, self.assertLogs("session_demo", "WARNING"):
+                    server._handle_request_noblock()
+                sleep.assert_called_once_with(server.accept_backoff)
+
+
+class TestFrontendEdges(SessionAssertions):
+    """Edges a review found: a Unix socket (no TCP_NODELAY), a second head on the same connection."""
+
+    def test_a_connection_on_a_unix_socket_is_served(self):
+        """No TCP_NODELAY on a Unix socket (a server behind a proxy's socket): the request is answered anyway."""
+        class Server:
+            session_middleware = SessionMiddleware(make_options())
+            app = staticmethod(hello)
+
+        ours, theirs = socket.socketpair()
+        self.addCleanup(theirs.close)
+
+        def serve() -> None:
+            with ours:  # as socketserver's shutdown_request does, once the handler is done
+                GuardedAppHandler(ours, ("local", 0), Server())
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        theirs.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        theirs.settimeout(5)
+        answer = b""
+        while chunk := theirs.recv(65536):
+            answer += chunk
+        thread.join(5)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer[:80])
+        self.assertTrue(answer.endswith(b"hello, world"))
+
+    def test_the_head_cap_counts_from_where_each_head_starts(self):
+        """A second request on a keep-alive connection gets the same 16 KB for its head, not more."""
+        server = guarded_serve(self)
+        sock = AdapterHelpers.connect(server)
+        self.addCleanup(sock.close)
+        big = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n"
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + big)
+        answers = AdapterHelpers.read_until_closed(sock)  # both at once: one reader, so none is lost
+        self.assertEqual(re.findall(rb"HTTP/1\.1 (\d{3}) ", answers), [b"200", b"431"])
+
+
+if __name__ == "__main__":
+    unittest.main()
