@@ -35,6 +35,7 @@ one process.)
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -88,6 +89,11 @@ class LockingSessionMiddleware(SessionMiddleware):
     ``end()`` releases in a ``finally`` even if the store fails. A lock the
     process could not release because it died is the store's to recover
     (SQLiteStore takes over a dead process's lock at once).
+
+    A lock belongs to the request (its RequestState), not to a thread: the
+    ASGI adapter loads a session in one thread and saves it in another. The
+    store is asked for its lock with the request's own owner token
+    (``acquire(sid, timeout, owner)``, ``release(sid, owner)``).
     """
 
     def __init__(self, options: SessionOptions, *, lock_timeout: float = 10.0) -> None:
@@ -99,24 +105,30 @@ class LockingSessionMiddleware(SessionMiddleware):
         self.store_locks = callable(getattr(store, "acquire", None)) and callable(getattr(store, "release", None))
         self._mutex = threading.Lock()
         self._locks: dict[str, tuple[threading.Lock, int]] = {}  # id -> (lock, requests using it)
-        self._beginning = threading.local()  # the state whose begin() is running in this thread
+        self._loading: dict[int, RequestState] = {}  # id(RequestInfo) -> its state, while begin() runs
 
     def begin(self, request: RequestInfo) -> RequestState | None:
         """As SessionMiddleware.begin; if loading fails after the lock was taken, release it."""
-        self._beginning.state = None
         try:
             return super().begin(request)
         except BaseException:
-            state = self._beginning.state
+            with self._mutex:
+                state = self._loading.get(id(request))
             if state is not None:
                 self.release(state)
             raise
+        finally:
+            with self._mutex:
+                self._loading.pop(id(request), None)
 
     def load(self, state: RequestState) -> Any:
         """Wait (at most lock_timeout) for this session's lock, then read it."""
-        self._acquire(state.session_id)
+        owner = secrets.token_hex(8)  # this request, whichever thread it runs in
+        self._acquire(state.session_id, owner)
         state.locked_id = state.session_id  # type: ignore[attr-defined]
-        self._beginning.state = state
+        state.lock_owner = owner  # type: ignore[attr-defined]
+        with self._mutex:
+            self._loading[id(state.request)] = state
         return super().load(state)
 
     def end(self, state: RequestState) -> None:
@@ -127,22 +139,22 @@ class LockingSessionMiddleware(SessionMiddleware):
             self.release(state)
 
     def release(self, state: RequestState) -> None:
-        """Let go of the lock load() took for this request, if any; safe to call twice."""
+        """Let go of the lock load() took for this request, if any; safe to call twice, from any thread."""
         sid = getattr(state, "locked_id", None)
         if sid is None:
             return
         state.locked_id = None  # type: ignore[attr-defined]
         try:
             if self.store_locks:
-                self.options.store.release(sid)  # type: ignore[attr-defined]
+                self.options.store.release(sid, state.lock_owner)  # type: ignore[attr-defined]
         finally:
             with self._mutex:
                 lock, _ = self._locks[sid]
-            lock.release()
+            lock.release()  # a threading.Lock may be released by another thread than the one that took it
             self._checkin(sid)
 
-    def _acquire(self, sid: str) -> None:
-        """Take this id's lock in this process and, if the store has locks, in the store."""
+    def _acquire(self, sid: str, owner: str) -> None:
+        """Take this id's lock in this process and, if the store has locks, in the store (as ``owner``)."""
         deadline = time.monotonic() + self.timeout
         lock = self._checkout(sid)
         if not lock.acquire(timeout=self.timeout):
@@ -151,7 +163,8 @@ class LockingSessionMiddleware(SessionMiddleware):
         if not self.store_locks:
             return
         try:
-            held = self.options.store.acquire(sid, max(0.0, deadline - time.monotonic()))  # type: ignore[attr-defined]
+            store = self.options.store
+            held = store.acquire(sid, max(0.0, deadline - time.monotonic()), owner)  # type: ignore[attr-defined]
         except BaseException:
             lock.release()
             self._checkin(sid)

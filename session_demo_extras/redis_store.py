@@ -375,8 +375,10 @@ class RedisStore(Store):
       ``set_if_version``): computed from the stored value, compared in
       Redis by a Lua script; see the section comment above.
     - Locks for ``LockingSessionMiddleware`` (``acquire``, ``release``):
-      ``SET lock_prefix+id token NX PX lease``; the owner is this store
-      object in this thread; a crashed owner's lock ends with its lease
+      ``SET lock_prefix+id token NX PX lease``; the owner is the caller's
+      ``owner`` token (LockingSessionMiddleware passes one per request, so a
+      lock taken in one thread can be released in another), or, without
+      one, this store object in this thread; a crashed owner's lock ends with its lease
       (``lock_lease`` seconds); only the owner releases (a Lua script).
       The lease is not renewed: a request that holds a lock longer than
       ``lock_lease`` loses it, and another request may then run beside it.
@@ -408,9 +410,9 @@ class RedisStore(Store):
         for name, value in (("ttl", ttl), ("scan_count", scan_count)):
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a whole number > 0, not {value!r}")
-        for name, value in (("retry_interval", retry_interval), ("lock_lease", lock_lease)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"{name} must be a number of seconds >= 0, not {value!r}")
+        for name, seconds in (("retry_interval", retry_interval), ("lock_lease", lock_lease)):
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
+                raise ValueError(f"{name} must be a number of seconds >= 0, not {seconds!r}")
         if not lock_lease > 0:
             raise ValueError("lock_lease must be a number of seconds > 0")
         self.client = RedisClient(url, connect_timeout=connect_timeout, socket_timeout=socket_timeout,
@@ -452,8 +454,8 @@ class RedisStore(Store):
             self._healthy = True
             _log.warning("RedisStore: %r answers again; ready", self.client)
 
-    @property
-    def ready(self) -> bool:
+    @property  # read-only here: Store's plain attribute becomes a question put to Redis
+    def ready(self) -> bool:  # type: ignore[override]
         """Whether Redis answers (express's storeReady): False after a failed connection, until a PING succeeds.
 
         While not ready, a PING is tried at most every ``retry_interval``
@@ -589,25 +591,30 @@ class RedisStore(Store):
         data, text = session_json(session)
         expected = "0" if version == 0 else f"{version - 1:015x}"
         written = self._call("EVAL", _SET_IF_VERSION, 1, self._key(sid), expected, text, self._ttl(data))
-        return written == 1
+        return bool(written == 1)
 
     # -- locks (LockingSessionMiddleware across machines) --
 
-    def _owner(self) -> str:
-        """Who holds a lock: this store object, in this thread (a random token)."""
-        owner = getattr(self._local, "owner", None)
-        if owner is None:
-            owner = self._local.owner = f"{os.getpid()}-{secrets.token_hex(8)}"
-        return owner
+    def _owner(self, token: str | None = None) -> str:
+        """Who holds a lock: ``pid-token``, the token the caller's (a request's) or this thread's."""
+        if token is None:
+            token = getattr(self._local, "owner", None)
+            if token is None:
+                token = self._local.owner = secrets.token_hex(8)
+        elif not token:
+            raise ValueError("a lock owner must be a non-empty token")
+        return f"{os.getpid()}-{token}"
 
-    def acquire(self, sid: str, timeout: float) -> bool:
-        """Take the lock for sid, waiting up to ``timeout`` seconds; True if this caller now holds it.
+    def acquire(self, sid: str, timeout: float, owner: str | None = None) -> bool:
+        """Take the lock for sid, waiting up to ``timeout`` seconds; True if ``owner`` now holds it.
 
-        ``SET lock_prefix+id token NX PX lease``; if the caller already
-        holds it, its lease is renewed. Otherwise polls every ``lock_poll``
-        seconds until the holder releases it or its lease runs out.
+        ``owner`` names the holder (a request: any token); by default it is
+        this store object in this thread. ``SET lock_prefix+id token NX PX
+        lease``; if the owner already holds it, its lease is renewed.
+        Otherwise polls every ``lock_poll`` seconds until the holder
+        releases it or its lease runs out.
         """
-        key, owner = self.lock_prefix + sid, self._owner()
+        key, owner = self.lock_prefix + sid, self._owner(owner)
         lease_ms = max(1, round(self.lock_lease * 1000))
         deadline = time.monotonic() + max(0.0, timeout)
         while True:
@@ -620,6 +627,6 @@ class RedisStore(Store):
                 return False
             time.sleep(min(self.lock_poll, remaining))
 
-    def release(self, sid: str) -> None:
-        """Let go of the lock for sid if this caller holds it (a lock taken over meanwhile is not touched)."""
-        self._call("EVAL", _RELEASE_LOCK, 1, self.lock_prefix + sid, self._owner())
+    def release(self, sid: str, owner: str | None = None) -> None:
+        """Let go of the lock for sid if ``owner`` (as in acquire) holds it; not one taken over meanwhile."""
+        self._call("EVAL", _RELEASE_LOCK, 1, self.lock_prefix + sid, self._owner(owner))

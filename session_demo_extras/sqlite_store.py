@@ -157,8 +157,10 @@ class SQLiteStore(Store):
       ``MergingSessionMiddleware``: every set() bumps the row's version; touch()
       does not. Versions are per row and restart at 1 after a deletion.
     - Locks (``acquire``, ``release``) for ``LockingSessionMiddleware`` across
-      processes. The owner, ``host:pid:token``, is this store object in
-      this thread of this process (host: the hostname and pid namespace). A lock row carries a short lease
+      processes. The owner is ``host:pid:token`` (host: the hostname and pid
+      namespace); the token is the caller's ``owner`` (LockingSessionMiddleware
+      passes one per request, so a lock taken in one thread can be released
+      in another), or, without one, this store object in this thread. A lock row carries a short lease
       (``lock_lease``, 5 s) that a daemon thread renews every third of it
       while the lock is held, so a long request keeps its lock and a
       crashed one does not keep it long. A lock whose owner is a process of
@@ -226,7 +228,7 @@ class SQLiteStore(Store):
         """This thread's connection, opened on first use (and closed when the thread ends)."""
         if self._closed:
             raise sqlite3.ProgrammingError("this SQLiteStore is closed")
-        held = getattr(self._local, "held", None)
+        held: _ThreadConnection | None = getattr(self._local, "held", None)
         if held is not None:
             return held.connection
         connection = sqlite3.connect(self.path, timeout=self.busy_timeout / 1000,
@@ -257,12 +259,15 @@ class SQLiteStore(Store):
                 connection.execute("ROLLBACK")
             raise
 
-    def _owner(self) -> str:
-        """Who holds a lock: ``host:pid:token``, for this store object in this thread."""
-        owner = getattr(self._local, "owner", None)
-        if owner is None:
-            owner = self._local.owner = f"{_HOST}:{os.getpid()}:{secrets.token_hex(8)}"
-        return owner
+    def _owner(self, token: str | None = None) -> str:
+        """Who holds a lock: ``host:pid:token``, the token the caller's (a request's) or this thread's."""
+        if token is None:
+            token = getattr(self._local, "owner", None)
+            if token is None:
+                token = self._local.owner = secrets.token_hex(8)
+        elif not token or ":" in token:
+            raise ValueError(f"a lock owner must be a non-empty token without ':', not {token!r}")
+        return f"{_HOST}:{os.getpid()}:{token}"
 
     def close(self) -> None:
         """Close every thread's connection and stop renewing leases; the store cannot be used afterwards."""
@@ -378,7 +383,8 @@ class SQLiteStore(Store):
     def length(self) -> int:
         """The number of live sessions (expired rows are swept first)."""
         self.sweep()
-        return self._connection().execute("SELECT COUNT(*) FROM sessions").fetchone()[0]
+        count: int = self._connection().execute("SELECT COUNT(*) FROM sessions").fetchone()[0]
+        return count
 
     def clear(self) -> None:
         """Forget every session (locks are left alone: their holders release them)."""
@@ -411,14 +417,16 @@ class SQLiteStore(Store):
 
     # -- locks (LockingSessionMiddleware across processes) --
 
-    def acquire(self, sid: str, timeout: float) -> bool:
-        """Take the lock for sid, waiting up to ``timeout`` seconds; True if this caller now holds it.
+    def acquire(self, sid: str, timeout: float, owner: str | None = None) -> bool:
+        """Take the lock for sid, waiting up to ``timeout`` seconds; True if ``owner`` now holds it.
 
-        Free locks, our own (renewed), those whose lease has run out and
-        those of a dead process on this host are taken at once; otherwise
-        it polls every ``lock_poll`` seconds.
+        ``owner`` names the holder (a request: any token without ':'); by
+        default it is this store object in this thread. Free locks, our own
+        (renewed), those whose lease has run out and those of a dead process
+        on this host are taken at once; otherwise it polls every
+        ``lock_poll`` seconds.
         """
-        owner = self._owner()
+        owner = self._owner(owner)
         deadline = time.monotonic() + max(0.0, timeout)
         while True:
             if self._try_lock(sid, owner):
@@ -451,9 +459,9 @@ class SQLiteStore(Store):
                          "which is gone", short_id(sid), pid)
         return taken
 
-    def release(self, sid: str) -> None:
-        """Let go of the lock for sid if this caller holds it (a lock taken over meanwhile is not touched)."""
-        owner = self._owner()
+    def release(self, sid: str, owner: str | None = None) -> None:
+        """Let go of the lock for sid if ``owner`` (as in acquire) holds it; not one taken over meanwhile."""
+        owner = self._owner(owner)
         with self._mutex:
             self._held.pop((sid, owner), None)
         self._connection().execute("DELETE FROM locks WHERE sid = ? AND owner = ?", (sid, owner))

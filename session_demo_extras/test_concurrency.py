@@ -424,6 +424,84 @@ class TestLockUnderFlood(unittest.TestCase):
 
 
 
+class TestLockBelongsToTheRequest(unittest.TestCase):
+    """A session loaded in one thread and saved in another (the ASGI adapter does that) leaves no lock held."""
+
+    def stores(self) -> dict[str, Any]:
+        """Each kind of store the lock works with: in this process only, SQLite, and Redis if installed."""
+        directory = tempfile.TemporaryDirectory()
+        self.addCleanup(directory.cleanup)
+        sqlite = SQLiteStore(os.path.join(directory.name, "sessions.db"))
+        self.addCleanup(sqlite.close)
+        stores: dict[str, Any] = {"memory": MemoryStore(), "sqlite": sqlite}
+        from session_demo_extras.test_redis_store import REDIS_CLI, REDIS_SERVER, shared_redis
+        if REDIS_SERVER and REDIS_CLI:
+            from session_demo_extras.redis_store import RedisStore
+            redis = shared_redis()
+            redis.cli("FLUSHALL")
+            stores["redis"] = RedisStore(redis.url())
+            self.addCleanup(stores["redis"].close)
+        return stores
+
+    @staticmethod
+    def in_thread(call: Any, *args: Any) -> Any:
+        """``call(*args)`` in a new thread; its result (or its exception, raised here)."""
+        outcome: list[Any] = []
+
+        def run() -> None:
+            try:
+                outcome.append((True, call(*args)))
+            except BaseException as exc:
+                outcome.append((False, exc))
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join(30)
+        ok, value = outcome[0]
+        if not ok:
+            raise value
+        return value
+
+    def test_a_session_loaded_in_one_thread_and_saved_in_another_is_unlocked(self):
+        """begin() in one thread, end() in another: the count is stored and the next request gets the lock at once."""
+        for name, store in self.stores().items():
+            with self.subTest(store=name):
+                middleware = with_concurrency("lock", lock_timeout=0, store=store)
+                header, _ = run_request(middleware)
+                cookie = cookie_pair(header)
+                for expected in (1, 2, 3):
+                    state = self.in_thread(middleware.begin, RequestInfo(url="/", cookie_header=cookie))
+                    state.session["views"] = state.session.get("views", 0) + 1
+                    self.in_thread(middleware.end, state)
+                    self.assertEqual(store.get(state.session_id)["views"], expected)
+                self.assertEqual(middleware._locks, {})
+
+    def test_a_lock_released_from_another_thread_is_free(self):
+        """begin() in one thread, release() (the client went away) in another: the next begin() is not refused."""
+        for name, store in self.stores().items():
+            with self.subTest(store=name):
+                middleware = with_concurrency("lock", lock_timeout=0, store=store)
+                cookie = cookie_pair(run_request(middleware)[0])
+                state = self.in_thread(middleware.begin, RequestInfo(url="/", cookie_header=cookie))
+                self.in_thread(middleware.release, state)
+                again = self.in_thread(middleware.begin, RequestInfo(url="/", cookie_header=cookie))
+                self.in_thread(middleware.end, again)
+                self.assertEqual(middleware._locks, {})
+
+    def test_a_load_failing_in_another_thread_releases_its_lock(self):
+        """A store failure while loading releases the lock taken for that request, not another request's."""
+        for name, store in self.stores().items():
+            with self.subTest(store=name):
+                middleware = with_concurrency("lock", lock_timeout=0, store=store)
+                cookie = cookie_pair(run_request(middleware)[0])
+                with mock.patch.object(store, "get", side_effect=RuntimeError("down")):
+                    with self.assertRaises(Exception):
+                        self.in_thread(middleware.begin, RequestInfo(url="/", cookie_header=cookie))
+                state = self.in_thread(middleware.begin, RequestInfo(url="/", cookie_header=cookie))
+                self.in_thread(middleware.end, state)
+                self.assertEqual((middleware._locks, middleware._loading), ({}, {}))
+
+
 class TestMergeKeepsWhatTheStoreKeeps(unittest.TestCase):
     """Merging compares values as the store writes them: a datetime (stored as its ISO string) merges too."""
 

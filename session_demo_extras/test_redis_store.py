@@ -488,6 +488,17 @@ class TestRedisStoreLocks(_RedisHelpers, unittest.TestCase):
         self.run_threads(lambda index: results.append(self.first.acquire("sid-1", 0)), count=1)
         self.assertEqual(results, [False])
 
+    def test_an_owner_token_holds_the_lock_in_any_thread(self) -> None:
+        """acquire(sid, t, owner) in one thread and release(sid, owner) in another free it; another owner is refused."""
+        results: list[bool] = []
+        self.run_threads(lambda index: results.append(self.first.acquire("sid-1", 0, "request-1")), count=1)
+        self.assertEqual(results, [True])
+        self.assertTrue(self.first.acquire("sid-1", 0, "request-1"))  # renewed, here
+        self.assertFalse(self.first.acquire("sid-1", 0, "request-2"))
+        self.assertFalse(self.first.acquire("sid-1", 0))  # this thread is not the owner either
+        self.run_threads(lambda index: self.first.release("sid-1", "request-1"), count=1)
+        self.assertTrue(self.second.acquire("sid-1", 0, "request-2"))
+
     def test_release_lets_another_owner_take_it(self) -> None:
         """After release(), the lock key is gone and another owner acquires it at once."""
         self.assertTrue(self.first.acquire("sid-1", 0))
