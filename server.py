@@ -32,6 +32,7 @@ import os
 import sys
 import threading
 import urllib.parse
+import warnings
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -704,7 +705,9 @@ def middleware_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def make_middleware(args: argparse.Namespace) -> SessionMiddleware:
     """The session middleware for these flags: express's, or one of session_demo_extras.concurrency's."""
-    options = SessionOptions(**middleware_options(args))
+    with warnings.catch_warnings():  # startup_warnings() has said it, naming where the secret came from
+        warnings.filterwarnings("ignore", "short secret")
+        options = SessionOptions(**middleware_options(args))
     if args.concurrency == "lock":
         return LockingSessionMiddleware(options)
     if args.concurrency == "merge":
@@ -800,9 +803,11 @@ def tour(out: TextIO = sys.stdout) -> None:
     ids = itertools.count(1)
     clock = lambda: _TOUR_START  # noqa: E731 - a clock that stands still
     store = MemoryStore(clock=clock)
-    middleware = session_middleware(
-        secret=DEMO_SECRET, resave=False, save_uninitialized=True, store=store, clock=clock,
-        genid=lambda request: f"sid{next(ids)}")
+    with warnings.catch_warnings():  # the demo secret, on purpose: the tour says so
+        warnings.filterwarnings("ignore", "short secret")
+        middleware = session_middleware(
+            secret=DEMO_SECRET, resave=False, save_uninitialized=True, store=store, clock=clock,
+            genid=lambda request: f"sid{next(ids)}")
     print("A tour of session_demo, express-session 1.19.0 in Python, one request at a time.\n"
           "Options as server.py's: secret 'keyboard cat', resave=False,\n"
           "save_uninitialized=True, no max_age. Ids are sid1, sid2, ... (real ones are\n"

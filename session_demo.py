@@ -232,24 +232,27 @@ class RequestState:
         self.original_hash = _EMPTY_HASH  # a new session holds no data yet
 
     def inflate(self, data: Mapping[str, Any]) -> None:
-        """Use the stored session, noting how it began (``inflate``); with ``resave=False`` it counts as saved."""
+        """Use the stored session, noting how it began (``inflate``); with ``resave=False`` it counts as saved.
+        As express, the hash is of what the store returned: a reserved key dropped on load is a change, saved."""
         self.session = self.stored_session(data)
         self.session.tracks_saves = True
         self.original_id = self.session_id
-        self.original_hash = hash_session(self.session)
+        self.original_hash = hash_session(data)
         if not self.options.resave:
             self.saved_hash = self.original_hash
 
     def regenerate(self) -> Session:
         """Destroy the session in the store and start a new one (``store.regenerate``). As upstream, the
         bookkeeping stays, so it counts as modified and the end of the request saves it."""
-        old_id = self.session_id
+        old_id, old_session = self.session_id, self.session
         session = self.new_session()  # an unusable id fails before anything is destroyed
         _log.debug("regenerating: destroying %s, the new id is %s", short_id(old_id), short_id(session.id))
         try:
             self.store.destroy(old_id)
         finally:
             self.session = session
+            if old_session is not None:
+                old_session._replaced = True  # Difference: it refuses writes (express's goes nowhere)
         return self.session
 
     def new_session(self) -> Session:
@@ -275,6 +278,9 @@ class RequestState:
         """A session rebuilt from what the store returned (express's ``store.createSession``)."""
         if not isinstance(data, Mapping):
             raise SessionLoadError(f"the store returned {type(data).__name__}, not a session object")
+        if isinstance(data, Session):
+            raise SessionLoadError("the store returned the Session object it was given: a store's set() must "
+                                   "keep session.to_json() (a plain dict), and get() return that")
         if not isinstance(data.get("cookie"), Mapping):
             raise SessionLoadError("the stored session has no cookie")
         cookie = Cookie.from_json(data["cookie"], clock=self.options.clock)
@@ -394,7 +400,29 @@ def _secret_list(secret: object) -> list[bytes]:
     for item in items:
         if not isinstance(item, (str, bytes, bytearray)) or not item:
             raise TypeError(f"each secret must be a non-empty str or bytes, not {item!r}")
+    _warn_if_short(items)
     return [_key(item) for item in items]
+
+
+_short_secret_warned = False  # the warning comes once per process, not once per middleware
+
+
+def _warn_if_short(secrets: list[Any]) -> None:
+    """Difference: a secret under 32 characters warns (express says nothing). Each secret in a list counts,
+    as each one verifies: a cookie forged with a short old secret is accepted too."""
+    global _short_secret_warned
+    short = [str(index) for index, secret in enumerate(secrets) if len(secret) < 32]
+    if short and not _short_secret_warned:
+        _short_secret_warned = True
+        if len(secrets) == 1:
+            which = "the secret has"
+        elif len(short) == 1:
+            which = f"secret {short[0]} of {len(secrets)} has"
+        else:
+            which = f"secrets {', '.join(short[:-1])} and {short[-1]} of {len(secrets)} have"
+        warnings.warn(f"short secret: {which} fewer than 32 characters, so anyone holding one signed "
+                      "cookie can guess it offline; use 32 or more random ones (secrets.token_urlsafe(32))",
+                      stacklevel=4)
 
 
 def _checked_cookie_option(cookie: object, name: str, clock: Clock) -> Any:
@@ -595,6 +623,7 @@ class Session(MutableMapping[str, Any]):
         self.cookie: Cookie = cookie
         # express wraps save() on the session the middleware made and its reloads, not a regenerated one.
         self.tracks_saves = False
+        self._replaced = False  # regenerate() put a new session in its place
         self._data: dict[str, Any] = {}
         for key, value in (data or {}).items():
             if key in _RESERVED_KEYS:
@@ -611,6 +640,7 @@ class Session(MutableMapping[str, Any]):
         return self._data[key]
 
     def __setitem__(self, key: str, value: Any) -> None:
+        self._refuse_if_replaced()
         if key == "cookie":
             raise KeyError("'cookie' is not data: use session.cookie")
         if key in _RESERVED_KEYS:
@@ -619,6 +649,7 @@ class Session(MutableMapping[str, Any]):
         self._data[key] = value
 
     def __delitem__(self, key: str) -> None:
+        self._refuse_if_replaced()
         del self._data[key]
 
     def __iter__(self) -> Iterator[str]:
@@ -640,11 +671,13 @@ class Session(MutableMapping[str, Any]):
 
     def reset_max_age(self) -> Session:
         """Set ``max_age`` back to ``original_max_age`` (express's ``resetMaxAge``)."""
+        self._refuse_if_replaced()
         self.cookie.restart()
         return self
 
     def save(self) -> Session:
         """Write the session to the store now (express's ``save``); unless regenerated, it counts as saved."""
+        self._refuse_if_replaced()
         _log.debug("saving %s", short_id(self._id))
         if self.tracks_saves:
             self._state.saved_hash = hash_session(self)
@@ -653,6 +686,7 @@ class Session(MutableMapping[str, Any]):
 
     def reload(self) -> Session:
         """Load the session again and return the new object (express's ``reload``); LookupError if it is gone."""
+        self._refuse_if_replaced()
         state = self._state
         data = state.store.get(self._id)
         if not _found(data):
@@ -664,13 +698,21 @@ class Session(MutableMapping[str, Any]):
     def destroy(self) -> None:
         """Remove the session from the request and from the store (express's ``destroy``).
         No Set-Cookie is sent; the browser keeps its (now useless) cookie."""
+        self._refuse_if_replaced()
         _log.debug("destroying %s", short_id(self._id))
         self._state.session = None
         self._state.store.destroy(self._id)
 
     def regenerate(self) -> Session:
-        """A new session, with a new id, in place of this one, which the store forgets (``regenerate``)."""
+        """A new session, with a new id, in place of this one, which the store forgets (``regenerate``).
+        Use the session it returns: this one then refuses writes (a difference: express lets them vanish)."""
+        self._refuse_if_replaced()
         return self._state.regenerate()
+
+    def _refuse_if_replaced(self) -> None:
+        if self._replaced:
+            raise RuntimeError("this session was replaced by regenerate(): use the session regenerate() "
+                               "returned (the http.server adapter keeps it in self.session)")
 
 
 # ==== 6. The session cookie =================================================
@@ -1038,7 +1080,9 @@ class Store:
         raise NotImplementedError
 
     def set(self, sid: str, session: Session) -> None:
-        """Store the session (insert or replace): write ``session_json(session)``."""
+        """Store the session (insert or replace). It receives the live Session, which goes on changing:
+        keep its stored form, ``session.to_json()`` (a plain dict; ``session_json`` also gives its JSON
+        text), never the object itself; ``get`` returns that dict."""
         raise NotImplementedError
 
     def destroy(self, sid: str) -> None:

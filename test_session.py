@@ -51,6 +51,7 @@ from session_demo import (
 )
 
 SECRET = "keyboard cat"
+sd._short_secret_warned = True  # the suite signs with express's short test secret on purpose; its warning has its tests
 START = 1_800_000_000.0  # 2027-01-15T08:00:00Z: a fixed "now" for the controlled clock
 
 # ==== Test helpers ==========================================================
@@ -1278,6 +1279,27 @@ class TestMemoryStore(unittest.TestCase):
         state.session.update(data)
         return state.session
 
+    def test_a_store_that_keeps_the_session_object_fails_saying_what_to_keep(self):
+        """A dict store keeping the Session it was given: the next load is a SessionLoadError naming to_json()."""
+        class KeepsTheObject(sd.Store):
+            def __init__(self) -> None:
+                self.kept: dict[str, Any] = {}
+
+            def get(self, sid):
+                return self.kept.get(sid)
+
+            def set(self, sid, session):
+                self.kept[sid] = session
+
+            def destroy(self, sid):
+                self.kept.pop(sid, None)
+
+        middleware = SessionMiddleware(make_options(store=KeepsTheObject()))
+        header, _ = run_request(middleware, app=lambda state: state.session.update(views=1))
+        with self.assertRaisesRegex(sd.SessionLoadError, r"the Session object it was given.*"
+                                                         r"keep session\.to_json\(\) \(a plain dict\)"):
+            run_request(middleware, cookie_pair(header))
+
     def test_stores_compact_json_strings(self):
         """A default session is stored as express does: '{"cookie":{...}}', no spaces."""
         self.store.set("abc", self.session())
@@ -1493,10 +1515,36 @@ class TestSessionOptions(unittest.TestCase):
         self.assertEqual(messages, ["undefined resave option; provide resave option",
                                     "undefined saveUninitialized option; provide saveUninitialized option"])
 
+    def test_a_short_secret_warns_once_per_process(self):
+        """Difference: a secret under 32 characters gives one UserWarning, never repeating the secret."""
+        with mock.patch.object(sd, "_short_secret_warned", False):
+            with self.assertWarnsRegex(UserWarning, r"^short secret: the secret has fewer than 32 characters"
+                                                    r".*offline") as caught:
+                self.build(secret="keyboard cat")
+            self.assertNotIn("keyboard", str(caught.warning))
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                self.build(secret="again short")  # once per process, not once per middleware
+
+    def test_a_short_secret_anywhere_in_a_list_warns(self):
+        """Every secret verifies, so a short old one warns too, naming its place in the list."""
+        long = "x" * 32
+        with mock.patch.object(sd, "_short_secret_warned", False):
+            with self.assertWarnsRegex(UserWarning, r"^short secret: secrets 1 and 2 of 3 have fewer"):
+                self.build(secret=[long, "old", b"older"])
+
+    def test_secrets_of_32_characters_or_more_do_not_warn(self):
+        """32 characters (or bytes) in every secret: no warning."""
+        with mock.patch.object(sd, "_short_secret_warned", False), warnings.catch_warnings():
+            warnings.simplefilter("error")
+            self.build(secret="y" * 32)
+            self.build(secret=["z" * 40, b"b" * 32])
+            self.assertFalse(sd._short_secret_warned)
+
     def test_given_resave_and_save_uninitialized_do_not_warn(self):
         """Explicit False values are kept, without a warning; rolling is coerced to bool."""
         with warnings.catch_warnings():
-            warnings.simplefilter("error")
+            warnings.simplefilter("error", DeprecationWarning)
             options = self.build(rolling=1)
         self.assertIs(options.resave, False)
         self.assertIs(options.save_uninitialized, False)
@@ -1887,6 +1935,42 @@ class TestReqSessionRegenerate(ReqSessionCase):
         self.assertEqual(second.body, "False")
         new_pair = self.assert_sets_cookie(second)
         self.assertNotEqual(self.session_id_of(new_pair), self.session_id_of(pair))
+
+
+    def test_the_replaced_session_refuses_writes_and_the_new_one_takes_them(self):
+        """Difference: after regenerate(), writing to the old object raises, naming the new one; reads still work."""
+        clock = FrozenClock()
+        store = CountingStore(clock=clock)
+        middleware = SessionMiddleware(make_options(clock=clock, store=store, resave=False))
+        first, _ = run_request(middleware, app=lambda state: state.session.update(views=1))
+        for regenerate in ("session", "state"):
+            with self.subTest(regenerate=regenerate):
+                seen = {}
+
+                def app(state: sd.RequestState) -> None:
+                    old = state.session
+                    new = old.regenerate() if regenerate == "session" else state.regenerate()
+                    writes = {"set": lambda: old.__setitem__("user", "ann"), "delete": lambda: old.pop("views"),
+                              "update": lambda: old.update(user="ann"), "save": old.save, "touch": old.touch,
+                              "reset_max_age": old.reset_max_age, "reload": old.reload,
+                              "destroy": old.destroy, "regenerate": old.regenerate}
+                    for name, write in writes.items():
+                        with self.subTest(write=name):
+                            with self.assertRaisesRegex(RuntimeError, r"use the session regenerate\(\) returned "
+                                                                      r"\(the http.server adapter keeps it in self.session\)"):
+                                write()
+                    seen["old"] = (old["views"], dict(old), len(old), old.to_json()["views"])
+                    new["user"] = "ann"
+                    new.touch()
+                    new.save()
+                    seen["new"] = new.id
+
+                header, state = run_request(middleware, cookie_pair(first), app)
+                self.assertEqual(seen["old"], (1, {"views": 1}, 1, 1))
+                self.assertIs(state.session.id, seen["new"])
+                self.assertEqual(store.get(seen["new"])["user"], "ann")
+                self.assertEqual(self.session_id_of(cookie_pair(header)), seen["new"])
+                first, _ = run_request(middleware, app=lambda state: state.session.update(views=1))
 
 
 class TestReqSessionReload(ReqSessionCase):
@@ -4494,6 +4578,22 @@ class TestSideBySideWithExpress(SessionAssertions):
             with self.subTest(expires=expires):
                 store.sessions["s"] = json.dumps({"cookie": {"expires": expires}})
                 self.assertEqual(store.get("s") is None, expired)
+
+    def test_stored_reserved_keys_are_dropped_and_the_cleaned_session_saved(self):
+        """express: a stored 'id' and 'toString' are dropped on load, which counts as a change: set, not touch."""
+        for cookie, set_cookie in (({"originalMaxAge": None, "expires": None}, False),
+                                   ({"originalMaxAge": 60000, "expires": "2027-01-15T08:01:00.000Z"}, True)):
+            with self.subTest(cookie=cookie):
+                self.store.log.clear()
+                self.store.sessions["sid-1"] = json.dumps(
+                    {"cookie": {**cookie, "httpOnly": True, "path": "/"}, "views": 1, "id": "evil", "toString": "x"},
+                    separators=(",", ":"))
+                header, state = run_request(self.middleware(), signed_cookie("sid-1"))
+                self.assertEqual(self.store.log, [("get", "sid-1"), ("set", "sid-1")])
+                self.assertEqual(json.loads(self.store.sessions["sid-1"]),
+                                 {"cookie": {**cookie, "httpOnly": True, "path": "/"}, "views": 1})
+                self.assertEqual(state.session.id, "sid-1")
+                self.assertEqual(header is not None, set_cookie)
 
     def test_a_regenerated_session_saved_by_hand_is_saved_again_at_the_end(self):
         """express: genid returning an id in use, regenerate(), a change, save(): get, destroy, set, set."""
