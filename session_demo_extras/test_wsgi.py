@@ -231,7 +231,7 @@ class TestWSGIViewCounter(WSGICase):
         """environ['session_demo.state'].session_id is express's req.sessionID: the id in the cookie."""
         def app(environ, start_response):
             state = environ["session_demo.state"]
-            self.assertIs(state.session, environ["session_demo.session"])
+            self.assertIs(state.session, environ["session_demo.session"].current)
             return self.reply(start_response, state.session_id)
 
         server = self.serve(app)
@@ -685,7 +685,7 @@ class TestWSGIHeaders(WSGICase):
         middleware = SessionMiddleware(make_options(save_uninitialized=False, store=store))
         fake.run(SessionWSGIMiddleware(app, middleware))
         self.assertEqual([(status, again) for status, _, again in fake.starts],
-                         [("200 OK", False), ("500 Internal Server Error", True)])
+                         [("500 Internal Server Error", False)])  # the first was held, then replaced
         self.assertEqual(fake.set_cookies, [])
         self.assertEqual(store.calls["set"], 1)  # saved, orphaned, as express does 
 
@@ -763,7 +763,7 @@ class TestWSGIBodyAndEnd(WSGICase):
         self.assertEqual(body.close_calls, 1)
 
     def test_close_is_called_when_the_body_fails_midway_and_the_end_ran(self):
-        """An iterator raising midway: close() is still called and the session was stored first."""
+        """An iterator raising before anything went out: a 500, close() is still called, the session was stored."""
         body = RecordingBody([b"hello, ", b"world"], fail_at=1)
 
         def app(environ, start_response):
@@ -774,8 +774,8 @@ class TestWSGIBodyAndEnd(WSGICase):
         server = self.serve(app)
         with self.assertLogs("session_demo", "ERROR"):
             response = server.get("/")
-        self.assertEqual(response.status, 200)
-        self.assertNotIn("world", response.body)
+        self.assertEqual(response.status, 500)
+        self.assertNotIn("hello", response.body)
         self.assertTrue(body.closed.wait(5))
         self.assertEqual(body.close_calls, 1)
         self.assertEqual([data["views"] for data in self.stored(server.store).values()], [1])
@@ -873,6 +873,216 @@ class TestWSGIBodyAndEnd(WSGICase):
         self.assertEqual(first.body, "views: 1")
         second = server.get("/", cookie=self.assert_sets_cookie(first))
         self.assertEqual(second.body, "views: 2")
+
+
+class EagerHeadersServer(FakeWSGIServer):
+    """A server that sends the status and headers on the first chunk it is handed, even an empty one (as gunicorn does).
+
+    Every chunk, empty ones included, is noted as ``("chunk", data)`` in the
+    shared log, after ``("headers", status)`` the first time.
+    """
+
+    def run(self, app: Callable[..., Any], *, stop_after: int | None = None, **environ: Any) -> bytes:
+        result = app(self.environ(**environ), self.start_response)
+        body = b""
+        try:
+            for chunk in result:
+                if not self.headers_sent:
+                    self.headers_sent = True
+                    self.log.append(("headers", self.status))
+                self.log.append(("chunk", chunk))
+                body += chunk
+        finally:
+            if hasattr(result, "close"):
+                result.close()
+        if not self.headers_sent:
+            self.log.append(("headers", self.status))
+        return body
+
+
+class FailingSaveStore(CountingStore):
+    """A CountingStore whose set (noted first) fails."""
+
+    def set(self, sid, session):
+        self._note("set", sid)
+        raise RuntimeError("the disk is full")
+
+
+class TestWSGINothingBeforeTheStoreAnswers(WSGICase):
+    """The server is handed no status, headers or chunk, not even an empty one, before the store has answered."""
+
+    APPS = {
+        "one chunk": [b"views: 1"],
+        "an empty chunk first": [b"", b"views: 1"],
+        "empty chunks around": [b"", b"views: 1", b""],
+        "no body": [],
+    }
+
+    def app(self, chunks: list[bytes]) -> Callable[..., Any]:
+        def app(environ, start_response):
+            environ["session_demo.session"]["views"] = 1
+            length = sum(len(chunk) for chunk in chunks)
+            start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(length))])
+            return list(chunks)
+        return app
+
+    def test_a_failed_save_is_a_clean_500_without_the_cookie_even_if_the_server_sends_headers_on_an_empty_chunk(self):
+        """A store set failure: the server's only start_response is a 500 without Set-Cookie, and it comes after the set."""
+        for label, chunks in self.APPS.items():
+            with self.subTest(label):
+                store = FailingSaveStore()
+                fake = EagerHeadersServer(store.log)
+                with self.assertLogs("session_demo", "ERROR"):
+                    body = fake.run(SessionWSGIMiddleware(self.app(chunks), SessionMiddleware(
+                        make_options(store=store))))
+                self.assertEqual([status for status, _, _ in fake.starts], ["500 Internal Server Error"])
+                self.assertEqual(fake.set_cookies, [])
+                self.assertEqual(dict(fake.starts[0][1])["Content-Length"], str(len(body)))
+                self.assertIn(b"could not be saved", body)
+                names = [name for name, _ in store.log]
+                self.assertEqual(names[:2], ["set", "headers"])
+
+    def test_a_good_save_comes_before_the_headers_and_the_body(self):
+        """The same apps with a working store: set, then the 200 with its cookie, then the body."""
+        for label, chunks in self.APPS.items():
+            with self.subTest(label):
+                store = CountingStore()
+                fake = EagerHeadersServer(store.log)
+                body = fake.run(SessionWSGIMiddleware(self.app(chunks), SessionMiddleware(make_options(store=store))))
+                self.assertEqual(body, b"".join(chunks))
+                self.assertEqual(len(fake.starts), 1)
+                self.assertEqual(len(fake.set_cookies), 1)
+                self.assertEqual([name for name, _ in store.log][:2], ["set", "headers"])
+
+    def test_a_streamed_body_still_goes_chunk_by_chunk_and_empty_chunks_pass_once_the_headers_are_out(self):
+        """Three chunks: the first goes (with the headers) when the second exists; an empty one after it passes on."""
+        store = CountingStore()
+        body = RecordingBody([b"", b"A", b"B", b"", b"C"], log=store.log)
+
+        def app(environ, start_response):
+            environ["session_demo.session"]["views"] = 1
+            start_response("200 OK", [])
+            return body
+
+        fake = EagerHeadersServer(store.log)
+        fake.run(SessionWSGIMiddleware(app, SessionMiddleware(make_options(store=store))))
+        sid = list(store.sessions)[0]
+        self.assertEqual(store.log, [
+            ("produced", b""), ("produced", b"A"), ("produced", b"B"), ("headers", "200 OK"), ("chunk", b"A"),
+            ("produced", b""), ("chunk", b""), ("produced", b"C"), ("chunk", b"B"), ("set", sid),
+            ("chunk", b"C"), ("close", None),
+        ])
+
+    def test_write_sends_the_headers_and_any_held_chunk_first(self):
+        """PEP 3333's write(): the headers go at once, after them a chunk the body produced before it."""
+        store = CountingStore()
+
+        def app(environ, start_response):
+            environ["session_demo.session"]["views"] = 1
+            write = start_response("200 OK", [])
+            yield b"first"
+            write(b"second")
+            yield b"third"
+
+        FakeWSGIServer(store.log).run(SessionWSGIMiddleware(app, SessionMiddleware(make_options(store=store))))
+        self.assertEqual(store.log[:3], [("handed", b"first"), ("handed", b"second"), ("set", store.log[2][1])])
+        self.assertEqual(store.log[3:], [("handed", b"third")])
+
+
+class TestWSGISessionFollowsRegenerate(WSGICase):
+    """environ['session_demo.session'] is the request's session as it is now, not as it began."""
+
+    def test_writing_after_regenerate_logs_in(self):
+        """The issue's repro: s.regenerate(); s['user'] = 'ann' logs in, and the next request sees the user."""
+        def app(environ, start_response):
+            session = environ["session_demo.session"]
+            if environ["PATH_INFO"] == "/login":
+                session.regenerate()
+                session["user"] = "ann"
+                return self.reply(start_response, "logged in")
+            return self.reply(start_response, f"user: {session.get('user')}")
+
+        server = self.serve(app)
+        first = self.assert_sets_cookie(server.get("/"))
+        cookie = self.assert_sets_cookie(server.get("/login", cookie=first))
+        self.assertNotEqual(cookie, first)
+        self.assertEqual(server.get("/", cookie=cookie).body, "user: ann")
+        self.assertEqual(server.get("/", cookie=first).body, "user: None")
+
+    def test_id_cookie_and_reload_are_the_current_sessions(self):
+        """id and cookie follow regenerate(); reload() drops unsaved changes and the mapping follows it."""
+        header, state = run_request(SessionMiddleware(make_options()), app=lambda state: None)
+        store = state.store
+        session = sd_current(state)
+        old_id = session.id
+        new = session.regenerate()
+        session["draft"] = 1
+        self.assertEqual((session.id, session.cookie), (new.id, new.cookie))
+        self.assertNotEqual(session.id, old_id)
+        session.save()
+        session["draft"] = 2
+        session.reload()
+        self.assertEqual(dict(session), {"draft": 1})
+        self.assertEqual(store.get(session.id)["draft"], 1)
+
+    def test_using_a_destroyed_session_raises_instead_of_writing_nowhere(self):
+        """After destroy() every read or write raises RuntimeError (the app's 500), never a silent write."""
+        def app(environ, start_response):
+            session = environ["session_demo.session"]
+            session.destroy()
+            session["user"] = "ann"
+            return self.reply(start_response, "saved?")
+
+        server = self.serve(app)
+        with self.assertLogs("session_demo", "ERROR") as logs:
+            response = server.get("/")
+        self.assertEqual(response.status, 500)
+        self.assertIn("no session any more", "\n".join(logs.output))
+        self.assertEqual(server.store.sessions, {})
+
+
+def sd_current(state: Any) -> Any:
+    """The mapping the adapters hand the application for ``state``."""
+    from session_demo_extras.wsgi import CurrentSession
+    return CurrentSession(state)
+
+
+class TestWSGIMultiprocessWarning(WSGICase):
+    """Under a server with several processes, a store that keeps sessions in the process is a WARNING, once."""
+
+    def run_twice(self, store: Any, multiprocess: bool) -> list[str]:
+        """Two requests with wsgi.multiprocess as given; the WARNINGs logged (the once-per-process mark reset)."""
+        adapter = SessionWSGIMiddleware(self.routes, SessionMiddleware(make_options(store=store)))
+        with mock.patch("session_demo_extras.wsgi._warned_in_process", None), \
+                self.assertLogs("session_demo", "DEBUG") as logs:
+            for _ in range(2):
+                FakeWSGIServer().run(adapter, **{"wsgi.multiprocess": multiprocess})
+        return [line for line in logs.output if line.startswith("WARNING")]
+
+    def test_a_memory_store_under_several_processes_is_warned_about_once_naming_what_to_use(self):
+        """MemoryStore, BoundedMemoryStore, and either behind TombstoneStore: one WARNING naming SQLiteStore and RedisStore."""
+        from session_demo_extras.bounded_store import BoundedMemoryStore
+        from session_demo_extras.concurrency import TombstoneStore
+        for store in (MemoryStore(), BoundedMemoryStore(), TombstoneStore(MemoryStore())):
+            with self.subTest(store=type(store).__name__):
+                warnings = self.run_twice(store, multiprocess=True)
+                self.assertEqual(len(warnings), 1, warnings)
+                self.assertIn("wsgi.multiprocess", warnings[0])
+                self.assertIn("SQLiteStore", warnings[0])
+                self.assertIn("RedisStore", warnings[0])
+
+    def test_one_process_or_a_shared_store_is_not_warned_about(self):
+        """wsgi.multiprocess false, or a store the processes share (SQLiteStore): no WARNING."""
+        import tempfile
+        from session_demo_extras.sqlite_store import SQLiteStore
+        directory = tempfile.TemporaryDirectory()
+        self.addCleanup(directory.cleanup)
+        sqlite = SQLiteStore(directory.name + "/sessions.db")
+        self.addCleanup(sqlite.close)
+        for store, multiprocess in ((MemoryStore(), False), (sqlite, True)):
+            with self.subTest(store=type(store).__name__, multiprocess=multiprocess):
+                logging.getLogger("session_demo").debug("a line, so that assertLogs has one")
+                self.assertEqual(self.run_twice(store, multiprocess), [])
 
 
 class TestWSGIHostileGenid(SessionAssertions):
