@@ -138,10 +138,11 @@ def _warn_once_per_process(store: Store) -> None:
     if _warned_in_process == os.getpid():
         return
     _warned_in_process = os.getpid()
-    _log.warning("the server runs several processes (wsgi.multiprocess), but %s keeps sessions in each "
-                 "process's memory: each process sees only its own, so counts restart and logins vanish "
-                 "at random. Use SQLiteStore (processes on one machine) or RedisStore (several machines); "
-                 "add LockingSessionMiddleware when concurrent requests must not lose an update",
+    _log.warning("SessionWSGIMiddleware: the server runs several processes (wsgi.multiprocess), but %s "
+                 "keeps sessions in each process's memory: each process sees only its own, so counts "
+                 "restart and logins vanish at random. Use SQLiteStore (processes on one machine) or "
+                 "RedisStore (several machines); add LockingSessionMiddleware when concurrent requests "
+                 "must not lose an update",
                  type(store).__name__)
 
 
