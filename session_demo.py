@@ -1,16 +1,30 @@
-"""Server-side sessions, the way express-session 1.19.0 does them, in one module.
+"""Server-side sessions as Node's express-session 1.19.0 makes them, in one module, standard library only.
 
-A faithful reimplementation of Node's express-session 1.19.0 (with cookie 0.7.2 and cookie-signature
-1.0.7 underneath), standard library only. Read it from the top: the first section is a request's whole
-life; each later one explains a piece the earlier ones call. LESSONS.md walks the same path with things
-to run; it also lists what we do differently, on purpose.
+Read it from the top: the primer below, then section 1, a request's whole life; each later section
+explains what the earlier ones call. LESSONS.md walks the same path with things to run, and lists what
+we do differently on purpose ("Difference:" marks each in the code). What goes beyond express-session
+lives in the session_demo_extras package.
 
-    python3 server.py              # the view counter from express-session's README
-    python3 -m unittest -v         # every behaviour, pinned down
+    python3 server.py          # the view counter from express-session's README, on port 3000
+    python3 -m unittest        # the tests: every behaviour, pinned down
 
 Sections (grep "# ===="): 1. the request lifecycle, 2. options, 3. decisions, 4. change detection,
-5. the session, 6. the session cookie, 7. signing, 8. the Cookie header, 9. stores, 10. the
-http.server adapter. What goes beyond express-session lives in the session_demo_extras package beside this module.
+5. the session, 6. the session cookie, 7. signing, 8. the Cookie header, 9. stores, 10. http.server.
+
+Primer. HTTP forgets everything between two requests; a session is how a server remembers a visitor.
+- The browser holds only a cookie with the session's id, signed ("s:" + id + "." + an HMAC of the id)
+  so that nobody can make an id up. The first secret signs; every secret verifies (for rotation).
+- A store keeps the session's data on the server, as JSON, under its id.
+- Each request: read the id from the cookie -> verify it -> load that session from the store, or make
+  a new one -> the handler uses it -> as the headers go out, Set-Cookie or not -> at the end, save it
+  in the store, touch it there, or destroy it.
+- A new session is one the browser did not send (no cookie, a bad one, an id the store lacks, or
+  regenerated): in the code, the id in the cookie differs from the session's id.
+- A browser-session cookie has no expiry and goes when the browser closes; max_age (ms) sets one.
+- "touch" means two things, as in express: Session.touch() restarts the cookie's lifetime; a store's
+  touch() moves the stored session's expiry without rewriting it.
+- "JS rule:" marks a JavaScript value rule copied for fidelity (undefined vs null, truthiness, the
+  names every object has, date limits): skip those on a first read.
 """
 
 from __future__ import annotations
@@ -42,102 +56,119 @@ from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = [  # what an application imports, then the decisions (for tracing), then what a store needs
-    "session_middleware", "SessionMiddleware", "SessionOptions", "RequestInfo", "RequestState",
-    "SessionLoadError", "Session", "Cookie", "Store", "MemoryStore", "SessionRequestHandler", "SessionHTTPServer",
+__all__ = [
+    # To use it: build the middleware and serve it; the session and its cookie; the stores.
+    "session_middleware", "SessionMiddleware", "SessionOptions", "SessionRequestHandler", "SessionHTTPServer",
+    "Session", "Cookie", "Store", "MemoryStore", "SessionLoadError", "RequestInfo", "RequestState",
+    # The decisions, for tracing; signing and cookies, as express-session's dependencies do them.
     "Decision", "should_set_cookie", "should_save", "should_touch", "should_destroy", "hash_session",
     "read_session_id", "is_secure", "sign", "unsign", "unsign_any", "parse_cookie_header", "serialize_cookie",
     "encode_uri_component", "decode_uri_component",
+    # For writing a store of one's own.
     "stringify", "parse_json", "session_json", "stored_cookie", "expiry_ms", "clock_ms", "short_id",
 ]
 
 _log = logging.getLogger("session_demo")
 
 Clock = Callable[[], float]
-"""A clock returns the current time in seconds since the epoch, like time.time."""
+"""A clock returns the current time in seconds since the epoch, like time.time (tests freeze it)."""
+
+
+def short_id(session_id: object) -> str:
+    """A session id cut short for a log line or a page: a full id is a bearer token (Difference: express
+    logs it whole)."""
+    if isinstance(session_id, str) and len(session_id) > 8:
+        return repr(session_id[:6] + "...")
+    return repr(session_id)
 
 
 # ==== 1. The request lifecycle ==============================================
-# Three moments of a request, a SessionMiddleware method each; RequestState is kept between them:
-#   begin   - read the cookie, load or create the session           (express: the middleware)
-#   headers - decide Set-Cookie                                     (the on-headers hook)
-#   end     - save, touch or destroy, before the response ends      (the wrapped res.end)
+# A server adapter (section 10 for http.server; WSGI and ASGI ones in the extras) calls a
+# SessionMiddleware at three moments of each request, and keeps the request's RequestState between them:
+#   begin              before the handler: read the cookie's id, load that session or make a new one
+#   set_cookie_header  as the response's headers go out: the Set-Cookie header's value, or None
+#   end                after the handler, before the response's last byte: save, touch or destroy
+# In express these are the middleware function itself, its on-headers hook and its wrapped res.end.
 
 
 def session_middleware(**options: Any) -> SessionMiddleware:
-    """Build the session middleware from SessionOptions' keywords (express's ``session(options)``)."""
+    """Build the middleware from SessionOptions' keywords (express's ``session(options)``)."""
     return SessionMiddleware(SessionOptions(**options))
 
 
 class SessionMiddleware:
-    """The session layer for any server (express-session's middleware). An adapter calls ``begin`` before the
-    handler, ``set_cookie_header`` as the headers go out, ``end`` before the last bytes; a subclass may wrap
-    ``load`` and ``save``."""
+    """The session layer for any server (express-session's middleware); a subclass may wrap ``load``
+    and ``save`` (the extras' locking middleware does)."""
 
     def __init__(self, options: SessionOptions) -> None:
         self.options = options
 
     def begin(self, request: RequestInfo) -> RequestState | None:
-        """Load the request's session, or make a new one; None when this request gets no session.
-        Raises SessionLoadError when the store fails or returns no session object."""
-        options = self.options
-        # No session while the store is disconnected, or outside the cookie's path.
-        if not getattr(options.store, "ready", True):
-            _log.debug("no session: store is disconnected")
+        """Load the session the request's cookie names, or make a new one. None when this request gets
+        no session (the store is not ready, or the URL is outside the cookie's path). Raises
+        SessionLoadError when the store fails or returns something that is not a session."""
+        if self._skips(request):
             return None
-        cookie_path = options.cookie_options_for(request).get("path")
-        if not path_matches(request_pathname(request.url), cookie_path):
-            _log.debug("no session: pathname mismatch (cookie path %r)", cookie_path or "/")
-            return None
-
-        state = RequestState(options, request)
+        state = RequestState(self.options, request)
         state.cookie_id = state.session_id = read_session_id(
-            request.cookie_header, options.name, options.secrets)
-        # No (valid) cookie: a new session, without asking the store.
-        if not state.session_id:
+            request.cookie_header, self.options.name, self.options.secrets)
+        if not state.session_id:  # no cookie, or not signed with our secrets: no need to ask the store
             _log.debug("no SID sent, generating session")
             state.generate()
             return state
+        data = self._fetch(state)
+        if data is None:
+            _log.debug("no session found; generating a new one")
+            state.generate()
+        else:
+            _log.debug("session found")
+            state.inflate(data)
+        return state
 
+    def _skips(self, request: RequestInfo) -> bool:
+        """No session while the store is not ready (disconnected), nor outside the cookie's path."""
+        if not getattr(self.options.store, "ready", True):
+            _log.debug("no session: store is disconnected")
+            return True
+        cookie_path = self.options.cookie_options_for(request).get("path")
+        if not path_matches(request_pathname(request.url), cookie_path):
+            _log.debug("no session: pathname mismatch (cookie path %r)", cookie_path or "/")
+            return True
+        return False
+
+    def _fetch(self, state: RequestState) -> Any:
+        """What the store holds under the cookie's id, or None if nothing; a store error is a SessionLoadError."""
         _log.debug("fetching %s", short_id(state.session_id))
         try:
             data = self.load(state)
         except FileNotFoundError:
-            data = None  # express's ENOENT: not found
+            return None  # a store may say "not found" this way, as express's stores say ENOENT
         except SessionLoadError:
             raise
         except Exception as exc:
             raise SessionLoadError(f"the session store failed: {exc!r}") from exc
-        if _found(data):
-            _log.debug("session found")
-            state.inflate(data)
-        else:
-            _log.debug("no session found; generating a new one")
-            state.generate()
-        return state
+        return data if _found(data) else None
 
     def load(self, state: RequestState) -> Any:
         """Read the session the browser named from the store (express's ``store.get``)."""
         return state.store.get(state.session_id)
 
     def set_cookie_header(self, state: RequestState) -> str | None:
-        """Decide Set-Cookie as the headers go out, touching the session first as express does (the on-headers
-        hook): its value, or None. A failure is logged and the response goes on without the cookie."""
-        options = self.options
+        """The Set-Cookie value for this response, or None (express's on-headers hook); the cookie's
+        lifetime restarts first, as there. A failure is logged and the response goes on without it."""
         if state.session is None:
             _log.debug("set-cookie: no (no session)")
             return None
         try:
-            self._touch(state)
+            self._restart_cookie_once(state)
             decision = should_set_cookie(state)
+            if decision and state.session.cookie.secure and not is_secure(state.request, self.options.proxy):
+                decision = Decision(False, "secure cookie, but the request is not secure")
             if not decision:
                 _log.debug("set-cookie: %s", decision)
                 return None
-            if state.session.cookie.secure and not is_secure(state.request, options.proxy):
-                _log.debug("set-cookie: no (secure cookie, but the request is not secure)")
-                return None
-            value = "s:" + sign(state.session_id, options.secrets[0])
-            header = state.session.cookie.serialize(options.name, value)
+            value = "s:" + sign(state.session_id, self.options.secrets[0])
+            header = state.session.cookie.serialize(self.options.name, value)
         except Exception:
             _log.exception("set-cookie: failed; the response goes on without the cookie")
             return None
@@ -145,53 +176,50 @@ class SessionMiddleware:
         return header
 
     def end(self, state: RequestState) -> None:
-        """Save, touch or destroy the session in the store (the wrapped ``res.end``). A store error is logged
-        and raised: the adapter then answers 500 instead of the handler's response (express has sent its
-        headers and can only log it). A second call does nothing, as a second ``res.end`` does in express."""
+        """Save the session, touch it or destroy it in the store (express's wrapped ``res.end``); a second
+        call does nothing. A store error is logged and raised: the adapter answers 500 in place of the
+        handler's response (express has sent its headers by then, and can only log it)."""
         if state.ended:
             return
         state.ended = True
         store = self.options.store
         try:
-            destroy = should_destroy(state)
-            if destroy:
+            if state.session is not None:
+                self._restart_cookie_once(state)
+                save = should_save(state)
+                _log.debug("save: %s", save)
+                if save:
+                    self.save(state)
+                elif not self.options.store_implements_touch:
+                    _log.debug("touch: no (the store has no touch)")
+                else:
+                    touch = should_touch(state, save)
+                    _log.debug("touch: %s", touch)
+                    if touch:
+                        store.touch(state.session_id, state.session)  # type: ignore[attr-defined]  # optional
+            elif destroy := should_destroy(state):
                 _log.debug("destroy: %s", destroy)
                 store.destroy(state.session_id)
-                return
-            if state.session is None:
-                _log.debug("store: nothing to do (no session on the request)")
-                return
-            self._touch(state)
-            save = should_save(state)
-            _log.debug("save: %s", save)
-            if save:
-                self.save(state)
-            elif not self.options.store_implements_touch:
-                _log.debug("touch: no (the store has no touch)")
             else:
-                touch = should_touch(state, save)
-                _log.debug("touch: %s", touch)
-                if touch:
-                    store.touch(state.session_id, state.session)
+                _log.debug("store: nothing to do (no session on the request)")
         except Exception as exc:
             _log.exception("session store failed at the end of the request")
             state.end_error = exc
             raise  # no silent loss: the adapter answers 500 instead of the handler's response
 
     def save(self, state: RequestState) -> None:
-        """Write the whole session to the store at the end of the request, as express's ``session.save()``
-        does, without the hash its wrapped save takes: nothing after the end asks whether it is saved."""
+        """Write the whole session to the store at the end of the request (express's ``session.save()``)."""
         session = state.session
         assert session is not None
         _log.debug("saving %s", short_id(session.id))
         state.store.set(session.id, session)
 
     @staticmethod
-    def _touch(state: RequestState) -> None:
-        """Restart the session cookie's lifetime, once per request (express's ``touched`` flag)."""
-        if not state.touched and state.session is not None:
+    def _restart_cookie_once(state: RequestState) -> None:
+        """Session.touch(), at most once per request: at the headers, or at the end if none went out."""
+        if not state.cookie_restarted and state.session is not None:
             state.session.touch()
-            state.touched = True
+            state.cookie_restarted = True
 
 
 @dataclass
@@ -207,43 +235,57 @@ class RequestInfo:
 
 
 class RequestState:
-    """One request's state (express's ``req.session``, ``req.sessionID`` and the middleware's closure): the id
-    the browser sent, how the session began, and the hash the store holds, once it holds it as it is."""
+    """One request's session and its bookkeeping (express: ``req.session``, ``req.sessionID`` and the
+    middleware's local variables). What the request began with:
+
+      cookie_id    the id in the browser's cookie, if its signature checked; else None
+      start_id     the session's id when it was loaded or made             (express's originalId)
+      start_hash   hash_session of its data at that moment                 (originalHash)
+
+    What holds now:
+
+      session      the Session the handler sees; None once the handler unsets it
+      session_id   its id, which the Set-Cookie carries                     (req.sessionID)
+      stored_hash  the hash of what the store holds for it, when known; else None   (savedHash)
+
+    Section 3 reads them: ``cookie_id != session_id`` is a new session; a session whose id or hash
+    differs from its start was modified; one whose hash equals ``stored_hash`` needs no save. With
+    ``resave=False`` a loaded session counts as stored as it is; with True, only once it is saved."""
 
     def __init__(self, options: SessionOptions, request: RequestInfo) -> None:
         self.options = options
         self.request = request
         self.store: Store = options.store
         self.session: Session | None = None
-        self.session_id: Any = None
+        self.session_id: Any = None  # any value: a handler may set it, as in express (section 3 checks)
         self.cookie_id: str | None = None
-        self.original_id: Any = None
-        self.original_hash: str | None = None
-        self.saved_hash: str | None = None
-        self.touched = False
+        self.start_id: Any = None
+        self.start_hash: str | None = None
+        self.stored_hash: str | None = None
+        self.cookie_restarted = False
         self.ended = False
         self.end_error: Exception | None = None  # the store's error at the end, if it failed
 
     def generate(self) -> None:
-        """Start a new session and remember how it began (express's ``generate``)."""
+        """Start a new session (express's ``generate``)."""
         self.session = self.new_session()
-        self.session.tracks_saves = True
-        self.original_id = self.session_id
-        self.original_hash = _EMPTY_HASH  # a new session holds no data yet
+        self.session.save_sets_stored_hash = True
+        self.start_id = self.session_id
+        self.start_hash = _EMPTY_HASH  # a new session holds no data yet
 
     def inflate(self, data: Mapping[str, Any]) -> None:
-        """Use the stored session, noting how it began (``inflate``); with ``resave=False`` it counts as saved.
-        As express, the hash is of what the store returned: a reserved key dropped on load is a change, saved."""
+        """Use the session the store returned (express's ``inflate``). As there, the start hash is of what
+        the store returned: a reserved key dropped on load (section 5) is a change, and gets saved."""
         self.session = self.stored_session(data)
-        self.session.tracks_saves = True
-        self.original_id = self.session_id
-        self.original_hash = hash_session(data)
+        self.session.save_sets_stored_hash = True
+        self.start_id = self.session_id
+        self.start_hash = hash_session(data)
         if not self.options.resave:
-            self.saved_hash = self.original_hash
+            self.stored_hash = self.start_hash
 
     def regenerate(self) -> Session:
-        """Destroy the session in the store and start a new one (``store.regenerate``). As upstream, the
-        bookkeeping stays, so it counts as modified and the end of the request saves it."""
+        """Destroy the session in the store and put a new one, with a new id, in its place (express's
+        ``store.regenerate``). The start id stays the old one, so the end of the request saves the new."""
         old_id, old_session = self.session_id, self.session
         session = self.new_session()  # an unusable id fails before anything is destroyed
         _log.debug("regenerating: destroying %s, the new id is %s", short_id(old_id), short_id(session.id))
@@ -256,9 +298,9 @@ class RequestState:
         return self.session
 
     def new_session(self) -> Session:
-        """A brand-new session, its id from ``genid`` (``store.generate``); 'auto' secure/same_site resolved here.
-        Difference: an id with a space, a control character, '"', ',', ';' or '\\' is refused (ValueError)
-        before anything is stored; express accepts it."""
+        """A brand-new session, its id from ``genid``, its cookie from the options (``store.generate``).
+        Difference: an id with a space, a control character, '"', ',', ';' or '\\' is refused
+        (ValueError) before anything is stored; express accepts it."""
         options = self.options
         session_id = options.genid(self.request)
         if isinstance(session_id, str) and _UNSAFE_ID_CHARACTER.search(session_id):
@@ -268,14 +310,14 @@ class RequestState:
         cookie_options = options.cookie_options_for(self.request)
         cookie = Cookie(cookie_options, clock=options.clock)
         secure = is_secure(self.request, options.proxy)
-        if cookie_options.get("secure") == "auto":
+        if cookie_options.get("secure") == "auto":  # 'auto': Secure exactly when this request is HTTPS
             cookie.secure = secure
         if cookie_options.get("same_site") == "auto":
             cookie.same_site = "none" if secure else "lax"
         return Session(self, session_id, cookie)
 
     def stored_session(self, data: Mapping[str, Any]) -> Session:
-        """A session rebuilt from what the store returned (express's ``store.createSession``)."""
+        """A Session rebuilt from what the store returned (express's ``store.createSession``)."""
         if not isinstance(data, Mapping):
             raise SessionLoadError(f"the store returned {type(data).__name__}, not a session object")
         if isinstance(data, Session):
@@ -292,8 +334,8 @@ _UNSAFE_ID_CHARACTER = re.compile(r'[\x00-\x20",;\\\x7f]')
 
 
 def read_session_id(cookie_header: str | None, name: str, secrets: list[bytes]) -> str | None:
-    """The id in the request's session cookie, if correctly signed (``getcookie``); else None.
-    The first cookie of the name counts; an unsigned or badly signed one means a new session."""
+    """The id in the request's session cookie if it is signed with one of the secrets, else None
+    (express's ``getcookie``). The first cookie of that name counts."""
     raw = parse_cookie_header(cookie_header or "").get(name)
     if not raw:
         return None
@@ -314,21 +356,36 @@ class SessionLoadError(Exception):
 
 
 def _found(data: Any) -> bool:
-    """Does a store's answer count as a session? As JavaScript's truthiness: not None, False, '', 0, NaN."""
+    """Does a store's answer count as a session? JS rule: express tests it for truthiness, so None,
+    False, '', 0 and NaN all mean "not found"."""
     if isinstance(data, (int, float)) and not isinstance(data, bool):
         return data != 0 and not math.isnan(data)
     return data is not None and data is not False and data != ""
 
 
 # ==== 2. Options ============================================================
-# express-session reads its options once, in session(options), and throws on the few it validates.
-# We read and validate them once too, and fail loudly here rather than on the first request.
+# express-session reads its options once, in session(options). So do we, and a bad one fails here,
+# when the middleware is built, rather than on the first request.
 
 
 class SessionOptions:
-    """The validated options of one middleware (the top of express's ``session(options)``), snake_case.
+    """The middleware's options (express's ``session(options)``, in snake_case), validated once:
+
+    secret              the key that signs the cookie, or a list: the first signs, every one verifies
+    name                the cookie's name, "connect.sid"
+    cookie              the cookie's settings (section 6), or a callable from RequestInfo to them
+    store               where sessions are kept (section 9): a MemoryStore by default
+    resave              save every loaded session at the end of the request, even unchanged
+    save_uninitialized  store a new session, and send its cookie, even if nothing was put in it
+    rolling             send the cookie on every response, so its expiry restarts in the browser too
+    unset               when the handler sets the session to None: "keep" it in the store, or "destroy"
+    proxy               is the request HTTPS? True: trust X-Forwarded-Proto; False: only TLS counts;
+                        None: ask the framework (RequestInfo.framework_secure)
+    genid               makes a new session id from the RequestInfo
+    clock               returns now in seconds, like time.time
+
     Left out, ``resave`` and ``save_uninitialized`` warn and mean True, as in express. Differences:
-    ``secret`` is required, and the cookie options are checked now, on a probe cookie."""
+    ``secret`` is required, a short one warns, and the cookie options are checked now."""
 
     def __init__(self, *, secret: str | bytes | list[str | bytes] | tuple[str | bytes, ...] | None = None,
                  name: str = "connect.sid",
@@ -348,20 +405,18 @@ class SessionOptions:
         if unset and unset not in ("destroy", "keep"):
             raise TypeError('unset option must be "destroy" or "keep"')
         self.unset_destroy: bool = unset == "destroy"
-        # proxy: True trusts X-Forwarded-Proto, False only TLS, None the framework's idea.
         if proxy is not None and proxy is not True and proxy is not False:
             raise TypeError("proxy option must be True, False or None")
         self.proxy: bool | None = proxy
         self.secrets: list[bytes] = _secret_list(secret)
-        self.name: str = name or "connect.sid"  # an empty name falls back to the default, as in express
+        self.name: str = name or "connect.sid"  # an empty name means the default, as in express
         self.cookie: Mapping[str, Any] | Callable[[RequestInfo], Mapping[str, Any]] = _checked_cookie_option(
             cookie, self.name, clock)
         self.store: Store = store if store is not None else MemoryStore(clock=clock)
         for method in ("get", "set", "destroy"):
             if not callable(getattr(self.store, method, None)):
                 raise TypeError(f"store must implement {method}()")
-        # express decides once, at construction, whether the store can touch.
-        self.store_implements_touch: bool = callable(getattr(self.store, "touch", None))
+        self.store_implements_touch: bool = callable(getattr(self.store, "touch", None))  # decided once, as express
 
     def cookie_options_for(self, request: RequestInfo) -> Mapping[str, Any]:
         """The cookie options for this request: the mapping, or what the callable returns."""
@@ -387,8 +442,8 @@ def _true_unless_false(value: bool | None, name: str) -> bool:
 
 
 def _secret_list(secret: object) -> list[bytes]:
-    """The ``secret`` option as keys: the first signs, all verify; a str is one secret.
-    Difference: no secret, or an empty one (even in a list), is an error here; express warns, then fails."""
+    """The ``secret`` option as HMAC keys; a str is one secret. Differences: no secret, or an empty one
+    (even in a list), is an error here (express warns, then fails every request); a short one warns."""
     if isinstance(secret, (list, tuple)):
         if not secret:
             raise TypeError("secret option array must contain one or more strings")
@@ -408,25 +463,20 @@ _short_secret_warned = False  # the warning comes once per process, not once per
 
 
 def _warn_if_short(secrets: list[Any]) -> None:
-    """Difference: a secret under 32 characters warns (express says nothing). Each secret in a list counts,
-    as each one verifies: a cookie forged with a short old secret is accepted too."""
+    """Warn about a secret under 32 characters: anyone holding one signed cookie can guess it offline.
+    Each secret in a list counts, since each one verifies."""
     global _short_secret_warned
     short = [str(index) for index, secret in enumerate(secrets) if len(secret) < 32]
     if short and not _short_secret_warned:
         _short_secret_warned = True
-        if len(secrets) == 1:
-            which = "the secret has"
-        elif len(short) == 1:
-            which = f"secret {short[0]} of {len(secrets)} has"
-        else:
-            which = f"secrets {', '.join(short[:-1])} and {short[-1]} of {len(secrets)} have"
-        warnings.warn(f"short secret: {which} fewer than 32 characters, so anyone holding one signed "
+        which = "the secret" if len(secrets) == 1 else f"secret {' and '.join(short)} (of {len(secrets)})"
+        warnings.warn(f"short secret: {which} has fewer than 32 characters, so anyone holding one signed "
                       "cookie can guess it offline; use 32 or more random ones (secrets.token_urlsafe(32))",
                       stacklevel=4)
 
 
 def _checked_cookie_option(cookie: object, name: str, clock: Clock) -> Any:
-    """The ``cookie`` option, probed now so that a bad one fails at construction.
+    """The ``cookie`` option, tried on a probe cookie now, so that a bad one fails at construction.
     Difference: a path with a space, ',', '"' or '\\' is refused (cookie 0.7.2 lets them through)."""
     cookie = {} if cookie is None else cookie
     if callable(cookie):
@@ -451,8 +501,9 @@ _UNUSUAL_PATH_CHARACTER = re.compile(r'[ ,"\\]')
 
 
 # ==== 3. Decisions ==========================================================
-# The four questions express-session asks of every request, as small predicates with its names.
-# Each returns a Decision: true or false, with the reason in words, so that a trace can say why.
+# The questions express-session asks of every request (send the cookie? save? touch? destroy?), as
+# small predicates with its names. Each returns a Decision, yes or no with the reason, for the log.
+# A handler may set session_id to anything, as in express; an id that is not a string means no.
 
 
 @dataclass(slots=True)
@@ -470,9 +521,9 @@ class Decision:
 
 
 def should_set_cookie(state: RequestState) -> Decision:
-    """Set-Cookie for a new session, or the browser's own when rolling or modified (``shouldSetCookie``).
-    New: if ``save_uninitialized`` or modified. The browser's own: with ``rolling``, or when modified
-    and its cookie has an expiry (a browser-session cookie is never re-sent)."""
+    """Send Set-Cookie? (express's ``shouldSetCookie``) For a new session: if ``save_uninitialized`` or
+    modified. For the browser's own: with ``rolling``, or when modified and the cookie has an expiry
+    (a browser-session cookie the browser already holds would not change)."""
     if not isinstance(state.session_id, str):
         return Decision(False, f"session id is not a string: {state.session_id!r}")
     session = state.session
@@ -495,12 +546,12 @@ def should_set_cookie(state: RequestState) -> Decision:
 
 
 def should_save(state: RequestState) -> Decision:
-    """Save unless the store holds this session as it is (express's ``shouldSave``).
-    A new session with ``save_uninitialized=False`` only once it is modified."""
+    """Save, unless the store holds the session as it is (express's ``shouldSave``); a new session with
+    ``save_uninitialized=False`` only once it is modified."""
     if not isinstance(state.session_id, str):
         return Decision(False, f"session id is not a string: {state.session_id!r}")
     new_session = state.cookie_id != state.session_id
-    if not state.options.save_uninitialized and state.saved_hash is None and new_session:
+    if not state.options.save_uninitialized and state.stored_hash is None and new_session:
         # An uninitialized session: only worth keeping once it holds something.
         if is_modified(state):
             return Decision(True, "new session, modified")
@@ -510,14 +561,14 @@ def should_save(state: RequestState) -> Decision:
         return Decision(False, "the store already holds it as it is")
     if new_session:
         return Decision(True, "new session")
-    if state.saved_hash is None:
-        return Decision(True, "resave=True")  # nothing counts as saved until it is
+    if state.stored_hash is None:
+        return Decision(True, "resave=True")  # nothing counts as stored until it is saved
     return Decision(True, "modified")
 
 
 def should_touch(state: RequestState, save: Decision | None = None) -> Decision:
-    """Refresh the store's expiry for a session the browser sent that needs no save (``shouldTouch``).
-    Speed: ``save`` is should_save's answer when the caller has it (end() does); asking again hashes again."""
+    """Touch the store (refresh the stored expiry) for the browser's own session when it is not being
+    saved (express's ``shouldTouch``). ``save``: should_save's answer, if the caller has it already."""
     if not isinstance(state.session_id, str):
         return Decision(False, f"session id is not a string: {state.session_id!r}")
     if state.cookie_id != state.session_id:
@@ -541,7 +592,7 @@ def should_destroy(state: RequestState) -> Decision:
 
 
 def is_secure(request: RequestInfo, proxy: bool | None) -> bool:
-    """Is the request HTTPS for the cookie's sake? (express's ``issecure``) TLS always counts; otherwise
+    """Is the request HTTPS, for the cookie's sake? (express's ``issecure``) TLS always counts; otherwise
     ``proxy=True`` trusts X-Forwarded-Proto's first value, ``None`` the framework, ``False`` nothing."""
     if request.tls:
         return True
@@ -569,28 +620,29 @@ def path_matches(pathname: str, cookie_path: str | None) -> bool:
 
 
 # ==== 4. Change detection ===================================================
-# express-session hashes the session's data (all but the top-level "cookie") when the request starts
-# and again at the end. Different hash, or a different id: the session was modified.
+# express-session hashes the session's data (all but its cookie) when the request starts and again at
+# the end: a different hash, or a different id, means the session was modified.
 
 
 def is_modified(state: RequestState) -> bool:
-    """The session's id or data differs from when the request started (express's ``isModified``)."""
+    """The session's id or data differs from the request's start (express's ``isModified``)."""
     session = state.session
     assert session is not None
-    return state.original_id != session.id or state.original_hash != hash_session(session)
+    return state.start_id != session.id or state.start_hash != hash_session(session)
 
 
 def is_saved(state: RequestState) -> bool:
-    """The store already holds the session as it is now (express's ``isSaved``)."""
+    """The store holds the session as it is now (express's ``isSaved``)."""
     session = state.session
     assert session is not None
-    if state.saved_hash is None:
-        return False  # nothing saved yet: no need to hash
-    return state.original_id == session.id and state.saved_hash == hash_session(session)
+    if state.stored_hash is None:
+        return False  # nothing known to be stored: no need to hash
+    return state.start_id == session.id and state.stored_hash == hash_session(session)
 
 
 def hash_session(data: Mapping[str, Any]) -> str:
-    """SHA-1 of the data as compact JSON, less the top-level ``cookie`` (express's ``hash``); order counts."""
+    """SHA-1 of the data as compact JSON (``stringify``, section 9), less the top-level ``cookie``
+    (express's ``hash``). Key order counts, as in JavaScript."""
     if isinstance(data, Session):
         plain = data._data  # a Session's data never holds the cookie
     else:
@@ -599,11 +651,12 @@ def hash_session(data: Mapping[str, Any]) -> str:
 
 
 # ==== 5. The session ========================================================
-# Session mirrors session/session.js: the data is a mapping (session['views']); the cookie, the id
-# and save/reload/destroy/regenerate/touch are attributes (in express, all are on one object).
+# What a handler uses (express's req.session): the data as a mapping (session["views"]), and as
+# attributes its id, its cookie, and methods that call the store at once: save, reload, destroy,
+# regenerate (a new id for the same visitor, at login); and touch, which restarts the cookie's lifetime.
 
-# Names express-session cannot hold as data (its own methods and read-only properties, and what every
-# JavaScript object inherits): a stored key with one of these names is dropped when a session is loaded.
+# JS rule: express keeps data and methods on one object, so a stored key named like one of its methods
+# or properties, or like what every JavaScript object inherits, is dropped when a session is loaded.
 _RESERVED_KEYS = frozenset({
     "id", "req", "save", "reload", "regenerate", "destroy", "touch", "resetMaxAge",
     "constructor", "hasOwnProperty", "isPrototypeOf", "propertyIsEnumerable",
@@ -613,16 +666,15 @@ _RESERVED_KEYS = frozenset({
 
 
 class Session(MutableMapping[str, Any]):
-    """One visitor's session: its data as a mapping, plus ``id`` and ``cookie`` (express's ``Session``); its
-    methods call the store now and raise its errors. Difference: a key express drops on load is refused."""
+    """One visitor's session (express's ``Session``): its data as a mapping, plus ``id`` and ``cookie``;
+    its methods call the store now and raise its errors. Difference: a reserved key is refused on set."""
 
     def __init__(self, state: RequestState, session_id: Any, cookie: Cookie,
                  data: Mapping[str, Any] | None = None) -> None:
         self._state = state
         self._id = session_id
         self.cookie: Cookie = cookie
-        # express wraps save() on the session the middleware made and its reloads, not a regenerated one.
-        self.tracks_saves = False
+        self.save_sets_stored_hash = False  # as express: for the session begin() made, not a regenerated one
         self._replaced = False  # regenerate() put a new session in its place
         self._data: dict[str, Any] = {}
         for key, value in (data or {}).items():
@@ -676,11 +728,12 @@ class Session(MutableMapping[str, Any]):
         return self
 
     def save(self) -> Session:
-        """Write the session to the store now (express's ``save``); unless regenerated, it counts as saved."""
+        """Write the session to the store now (express's ``save``); the end of the request then saves
+        it again only if it changes (but always, as in express, for a regenerated session)."""
         self._refuse_if_replaced()
         _log.debug("saving %s", short_id(self._id))
-        if self.tracks_saves:
-            self._state.saved_hash = hash_session(self)
+        if self.save_sets_stored_hash:
+            self._state.stored_hash = hash_session(self)
         self._state.store.set(self._id, self)
         return self
 
@@ -688,16 +741,16 @@ class Session(MutableMapping[str, Any]):
         """Load the session again and return the new object (express's ``reload``); LookupError if it is gone."""
         self._refuse_if_replaced()
         state = self._state
-        data = state.store.get(self._id)
+        data: Any = state.store.get(self._id)  # any answer: _found() decides, as in begin()
         if not _found(data):
             raise LookupError("failed to load session")
         state.session = state.stored_session(data)
-        state.session.tracks_saves = self.tracks_saves
+        state.session.save_sets_stored_hash = self.save_sets_stored_hash
         return state.session
 
     def destroy(self) -> None:
-        """Remove the session from the request and from the store (express's ``destroy``).
-        No Set-Cookie is sent; the browser keeps its (now useless) cookie."""
+        """Remove the session from the request and from the store (express's ``destroy``); no Set-Cookie
+        is sent, and the browser keeps its now useless cookie."""
         self._refuse_if_replaced()
         _log.debug("destroying %s", short_id(self._id))
         self._state.session = None
@@ -705,7 +758,7 @@ class Session(MutableMapping[str, Any]):
 
     def regenerate(self) -> Session:
         """A new session, with a new id, in place of this one, which the store forgets (``regenerate``).
-        Use the session it returns: this one then refuses writes (a difference: express lets them vanish)."""
+        Use the one it returns: this one then refuses writes (Difference: in express they vanish)."""
         self._refuse_if_replaced()
         return self._state.regenerate()
 
@@ -716,11 +769,12 @@ class Session(MutableMapping[str, Any]):
 
 
 # ==== 6. The session cookie =================================================
-# Cookie mirrors session/cookie.js: the Set-Cookie attributes and the expiry. max_age is in ms, as in
-# express, and never stored: it sets `expires` and `original_max_age` (the lifetime touch() restores).
+# The cookie's settings (path, secure, same_site, ...) and its expiry, which the store keeps a copy of.
+# max_age is in milliseconds, as in express, and is not stored: it sets `expires`, and
+# `original_max_age`, the lifetime that touch() starts again.
 
-# The cookie's attributes, Python name to stored (JSON) name, in the order express stores them.
-# As in express, the expiry is kept as `_expires` (here ms since the epoch) behind expires/max_age.
+# Python name to stored (JSON) name, in the order express stores them; the expiry is kept as `_expires`,
+# in ms since the epoch, behind the `expires` and `max_age` properties.
 _ATTRIBUTES = {
     "original_max_age": "originalMaxAge", "partitioned": "partitioned", "priority": "priority",
     "_expires": "expires", "secure": "secure", "http_only": "httpOnly", "domain": "domain",
@@ -740,8 +794,8 @@ class Cookie:
     """The session cookie's settings and expiry (express-session's ``Cookie``): ``path='/'``, ``http_only``,
     no expiry, the rest unset. Difference: an unknown option raises ValueError (express ignores a typo)."""
 
-    # An attribute never set (JavaScript's undefined) reads as None and is left out of to_json();
-    # one set to None is stored as null.
+    # JS rule, undefined vs null: an attribute never set reads as None (these class defaults) and is left
+    # out of to_json(); one set to None, in vars(self), is stored as null.
     original_max_age: int | None = None
     partitioned: bool | None = None
     priority: str | None = None
@@ -787,7 +841,7 @@ class Cookie:
 
     @max_age.setter
     def max_age(self, ms: int | float | datetime | None) -> None:
-        # Milliseconds from now; None for a browser-session cookie; a Date as express does (deprecated).
+        # Milliseconds from now; None for a browser-session cookie; a datetime as express takes a Date (deprecated).
         if ms is None or isinstance(ms, datetime):
             if ms is not None:
                 warnings.warn("maxAge as Date; pass number of milliseconds instead",
@@ -799,17 +853,16 @@ class Cookie:
         if not math.isfinite(ms):
             raise ValueError(f"max_age must be a finite number of milliseconds, not {ms!r}")
         now = clock_ms(self._clock)
-        expires_ms = math.trunc(now + ms)  # a JavaScript Date drops the fraction, toward zero
+        expires_ms = math.trunc(now + ms)  # JS rule: a Date drops the fraction of a ms, toward zero
         if not _MIN_MS <= expires_ms <= _MAX_MS:
-            # Difference: JavaScript reaches year 275760; Python's datetime stops at 9999.
+            # Difference: a JavaScript Date reaches the year 275760; Python's datetime stops at 9999.
             raise ValueError(f"max_age {ms!r} puts the expiry outside the years 1 to 9999")
         self._expires = expires_ms
-        # One reading of the clock for both (express reads it twice and can be 1 ms off).
-        self.original_max_age = expires_ms - now
+        self.original_max_age = expires_ms - now  # one reading of the clock (express's two can differ by 1 ms)
 
     def restart(self) -> None:
-        """``max_age = original_max_age``: the cookie's lifetime starts again (express's ``resetMaxAge``).
-        A stored cookie with no ``originalMaxAge`` (undefined) loses ``expires`` too, as in express."""
+        """The cookie's lifetime starts again: ``max_age = original_max_age`` (express's ``resetMaxAge``).
+        JS rule: a stored cookie with no ``originalMaxAge`` (undefined) loses ``expires`` too."""
         if "original_max_age" in vars(self):
             self.max_age = self.original_max_age
         else:
@@ -825,14 +878,15 @@ class Cookie:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], *, clock: Clock = time.time) -> Cookie:
-        """Rebuild a cookie from its stored form (``store.createSession``); ``maxAge`` counts unless ``expires``
-        is a date string. Difference, so that odd data never fails every request: an ``expires`` that is no
-        date, or an ``originalMaxAge`` that is no number in range, reads as None."""
+        """Rebuild a cookie from its stored form (``store.createSession``). As there, the stored keys are
+        set in order, then a date-string ``expires`` wins, and ``originalMaxAge`` is set as stored.
+        Difference, so that odd data never fails every request: an ``expires`` that is no date, or an
+        ``originalMaxAge`` that is no number in range, reads as None."""
         if not isinstance(data, Mapping):
             raise ValueError("the stored session's cookie is not an object")
         cookie = cls(clock=clock)
         for key, value in data.items():
-            if key == "expires" and not isinstance(value, str):  # a date string: below, as express
+            if key == "expires" and not isinstance(value, str):
                 cookie._expires = _expiry_from_stored(value)
             elif key == "maxAge" and value is None:
                 cookie._expires = None
@@ -842,13 +896,13 @@ class Cookie:
                 setattr(cookie, _STORED_NAMES[key], value)
         if isinstance(data.get("expires"), str):
             cookie._expires = _expiry_from_stored(data["expires"])
-        if "originalMaxAge" in data:
-            original = data["originalMaxAge"]
-            usable = (isinstance(original, (int, float)) and not isinstance(original, bool)
-                      and math.isfinite(original) and _MIN_MS <= clock_ms(clock) + original <= _MAX_MS)
-            cookie.original_max_age = original if usable else None
-        else:
-            del cookie.original_max_age
+        if "originalMaxAge" not in data:
+            del cookie.original_max_age  # JS rule: undefined, not null
+            return cookie
+        original = data["originalMaxAge"]
+        usable = (isinstance(original, (int, float)) and not isinstance(original, bool)
+                  and math.isfinite(original) and _MIN_MS <= clock_ms(clock) + original <= _MAX_MS)
+        cookie.original_max_age = original if usable else None
         return cookie
 
     def serialize(self, name: str, value: str) -> str:
@@ -873,8 +927,8 @@ def _iso(ms: int) -> str:
 
 
 def _expiry_from_stored(value: Any) -> int | None:
-    """A stored ``expires`` as ms since the epoch, as a JavaScript Date reads it (an ISO or HTTP date,
-    a number, a datetime), or None. Difference: an ISO date without a zone is UTC, not local time."""
+    """A stored ``expires`` as ms since the epoch, read as a JavaScript Date would read it (an ISO or HTTP
+    date, a number, a datetime), or None. Difference: an ISO date without a zone is UTC, not local time."""
     when = value
     if isinstance(value, str):
         try:
@@ -894,8 +948,9 @@ def _expiry_from_stored(value: Any) -> int | None:
 
 
 # ==== 7. Signing ============================================================
-# The cookie carries only the id, signed so that a client cannot pick another's: "s:" + id + "." +
-# base64(HMAC-SHA256(id, secret)) without "=", as cookie-signature 1.0.7 does. Signed, not encrypted.
+# The cookie carries the id signed, so that a client cannot name another visitor's session: "s:" + id +
+# "." + base64(HMAC-SHA256(id, secret)) without "=", as cookie-signature 1.0.7 does. Signed, not encrypted:
+# anyone can read the id, nobody can make one up without the secret.
 
 
 def unsign_any(signed: str, secrets: list[bytes] | list[str]) -> str | None:
@@ -933,8 +988,7 @@ def sign(value: str, secret: str | bytes) -> str:
 
 @functools.lru_cache(maxsize=64)
 def _keyed_hmac(key: bytes) -> hmac.HMAC:
-    """An HMAC-SHA256 keyed once per secret. Speed: copying it is cheaper than a new HMAC, which in a
-    threaded server costs several times its own work (OpenSSL looks the digest up on every new one)."""
+    """An HMAC-SHA256 keyed once per secret: copying it costs less than keying a new one."""
     return hmac.new(key, digestmod=hashlib.sha256)
 
 
@@ -948,8 +1002,8 @@ def _key(secret: str | bytes) -> bytes:
 
 
 # ==== 8. The Cookie header ==================================================
-# Reading "Cookie: a=1; connect.sid=s%3A..." and writing "Set-Cookie: ..." as the `cookie` package
-# 0.7.2 does (http.cookies' parser follows different rules).
+# Reading "Cookie: a=1; connect.sid=s%3A..." and writing "Set-Cookie: ..." with the rules of the `cookie`
+# package 0.7.2 that express uses (http.cookies follows other rules, and parses some headers slowly).
 
 # Used with fullmatch: "$" also matches before a final newline, which would let "sid\n" through and
 # split the header. ASCII only: with re.IGNORECASE alone, the Kelvin sign would match "k".
@@ -961,8 +1015,8 @@ _COOKIE_PATH = re.compile(r"[\x20-\x3A\x3D-\x7E]*")
 
 
 def parse_cookie_header(header: str) -> dict[str, str]:
-    """Parse a Cookie header into a dict with cookie 0.7.2's rules (``parse``), in linear time, as the
-    comments say. Difference: a cookie named ``__proto__`` is kept (JavaScript drops it)."""
+    """A Cookie header as a dict, by cookie 0.7.2's ``parse``: split on ';', then on the first '=', in
+    one pass (linear time). Difference: a cookie named ``__proto__`` is kept (JavaScript drops it)."""
     if not isinstance(header, str):
         raise TypeError("argument str must be a string")
     cookies: dict[str, str] = {}
@@ -991,7 +1045,8 @@ def serialize_cookie(name: str, value: str, *, domain: str | None = None, path: 
                      same_site: bool | str | None = None) -> str:
     """A Set-Cookie value, as cookie 0.7.2's ``serialize`` builds it: the value percent-encoded, then
     Domain, Path, Expires, HttpOnly, Secure, Partitioned, Priority, SameSite, each left out when falsy.
-    An invalid name, value, domain or path raises ValueError (the CVE-2024-47764 patterns)."""
+    A name, value, domain or path that could smuggle in another attribute raises ValueError (the checks
+    cookie 0.7 added for CVE-2024-47764)."""
     if not isinstance(name, str) or not _COOKIE_NAME.fullmatch(name):
         raise ValueError(f"argument name is invalid: {name!r}")
     encoded = encode_uri_component(value)
@@ -1047,8 +1102,7 @@ _URI_UNSAFE = re.compile(r"[^A-Za-z0-9\-_.!~*'()]")
 
 def _percent_escapes(match: re.Match[str]) -> str:
     """``%3A`` for ':', ``%C3%A9`` for 'é': one character as encodeURIComponent writes it."""
-    # Speed: bytes.hex('%') puts '%' between the bytes (b'\xc3\xa9' gives 'c3%a9'), 2.5 times a join's pace.
-    return "%" + match.group().encode("utf-8").hex("%").upper()
+    return "%" + match.group().encode("utf-8").hex("%").upper()  # hex('%') puts '%' between the bytes
 
 
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
@@ -1065,7 +1119,8 @@ def decode_uri_component(text: str) -> str:
 
 
 # ==== 9. Stores =============================================================
-# A store keeps sessions on the server, keyed by id; express's Store takes callbacks, ours raises.
+# A store keeps sessions on the server, keyed by id, in their stored form: {"cookie": {...}, ...data}, as
+# JSON (never pickle: unpickling can run code). express's stores take callbacks; ours return or raise.
 
 
 class Store:
@@ -1081,8 +1136,8 @@ class Store:
 
     def set(self, sid: str, session: Session) -> None:
         """Store the session (insert or replace). It receives the live Session, which goes on changing:
-        keep its stored form, ``session.to_json()`` (a plain dict; ``session_json`` also gives its JSON
-        text), never the object itself; ``get`` returns that dict."""
+        keep ``session.to_json()`` (a plain dict; ``session_json`` also gives its JSON text), never the
+        object itself; ``get`` returns that dict."""
         raise NotImplementedError
 
     def destroy(self, sid: str) -> None:
@@ -1144,7 +1199,7 @@ class MemoryStore(Store):
         text = self.sessions.get(sid)
         if text is None:
             return None
-        session = parse_json(text)
+        session: dict[str, Any] | None = parse_json(text)  # what this store wrote: a dict
         expires_ms = expiry_ms(session) if isinstance(session, dict) else None
         if expires_ms is not None and expires_ms <= clock_ms(self._clock):
             del self.sessions[sid]
@@ -1174,8 +1229,8 @@ def expiry_ms(data: Mapping[str, Any]) -> int | None:
 
 
 def stringify(data: Any) -> str:
-    """Compact JSON text, as JSON.stringify writes it: NaN and infinities as null, a datetime as its ISO
-    string (naive: UTC); anything else JSON cannot hold raises TypeError. Numbers as Python writes them."""
+    """Compact JSON text, as JavaScript's JSON.stringify writes it: NaN and infinities as null, a datetime
+    as its ISO string (naive: UTC); anything else JSON cannot hold raises TypeError."""
     try:
         return _strict_json(data)
     except ValueError as exc:
@@ -1217,18 +1272,12 @@ parse_json = json.JSONDecoder(parse_constant=_refuse_constant).decode
 """Parse JSON text as JavaScript's JSON.parse does: NaN and Infinity are refused (ValueError)."""
 
 
-def short_id(session_id: object) -> str:
-    """A session id shortened for a log line or a page: a full id is a bearer token."""
-    if isinstance(session_id, str) and len(session_id) > 8:
-        return repr(session_id[:6] + "...")
-    return repr(session_id)
-
-
 # ==== 10. http.server =======================================================
-# Subclass SessionRequestHandler, write do_GET as usual, use self.session. begin runs once the head is
-# read, headers in end_headers, end after do_GET, before the held response's last byte. This is plain
-# http.server with sessions; the guards a server reachable from a network needs (deadlines, a head cap,
-# ...) are in session_demo_extras.frontend, as Node's http module sits below Express.
+# The adapter for Python's http.server: subclass SessionRequestHandler, write do_GET as usual, and use
+# self.session. begin runs once the request's head is read, set_cookie_header in end_headers(), and end
+# after do_GET returns: the response is held back until then, so that a failed save can still be a 500.
+# This is plain http.server with sessions; the guards a server reachable from a network needs
+# (deadlines, a head cap, ...) are in session_demo_extras.frontend, as Node's http sits below Express.
 
 _CLIENT_GONE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
@@ -1333,6 +1382,7 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
         return any(isinstance(defect, _UNREADABLE_LINE) for defect in self.headers.defects)
 
     def _handle_with_session(self, method: Callable[[], None]) -> None:
+        """begin; the handler, its response held back; end; then the held response, or a 500 in its place."""
         middleware = self.server.session_middleware
         try:  # begin: load or create the session
             self.session_state = middleware.begin(self.request_info())

@@ -1530,7 +1530,7 @@ class TestSessionOptions(unittest.TestCase):
         """Every secret verifies, so a short old one warns too, naming its place in the list."""
         long = "x" * 32
         with mock.patch.object(sd, "_short_secret_warned", False):
-            with self.assertWarnsRegex(UserWarning, r"^short secret: secrets 1 and 2 of 3 have fewer"):
+            with self.assertWarnsRegex(UserWarning, r"^short secret: secret 1 and 2 \(of 3\) has fewer"):
                 self.build(secret=[long, "old", b"older"])
 
     def test_secrets_of_32_characters_or_more_do_not_warn(self):

@@ -246,14 +246,14 @@ class MergingSessionMiddleware(SessionMiddleware):
         session = state.session
         assert session is not None
         store = self.options.store
-        same_session = session.id == state.cookie_id and session.id == state.original_id
+        same_session = session.id == state.cookie_id and session.id == state.start_id
         version = getattr(state, "loaded_version", 0) if same_session else 0
         before = getattr(state, "loaded_values", {}) if same_session else {}
         now = _json_values(session)
         changed = {key: session[key] for key in session if before.get(key) != now[key]}
         removed = [key for key in before if key not in now]
         for _ in range(self.attempts):
-            state.saved_hash = hash_session(session)
+            state.stored_hash = hash_session(session)
             if store.set_if_version(session.id, session, version):  # type: ignore[attr-defined]
                 return
             fresh, version = store.get_versioned(session.id)  # type: ignore[attr-defined]
@@ -269,7 +269,7 @@ class MergingSessionMiddleware(SessionMiddleware):
             session.update(changed)
             for key in removed:
                 session.pop(key, None)
-        state.saved_hash = None
+        state.stored_hash = None
         _log.error("merge: gave up saving session %s after %d attempts; this request's changes are lost",
                    short_id(session.id), self.attempts)
         raise SessionConflictError(f"session {short_id(session.id)} changed under {self.attempts} "
