@@ -98,7 +98,7 @@ def session_middleware(**options: Any) -> SessionMiddleware:
 
 class SessionMiddleware:
     """The session layer for any server (express-session's middleware); a subclass may wrap ``load``
-    and ``save`` (the extras' locking middleware does)."""
+    and ``save``."""
 
     def __init__(self, options: SessionOptions) -> None:
         self.options = options
@@ -110,6 +110,7 @@ class SessionMiddleware:
         if self._skips(request):
             return None
         state = RequestState(self.options, request)
+        # Both start as the cookie's id; a new session (generate) gets a new session_id.
         state.cookie_id = state.session_id = read_session_id(
             request.cookie_header, self.options.name, self.options.secrets)
         if not state.session_id:  # no cookie, or not signed with our secrets: no need to ask the store
@@ -192,7 +193,7 @@ class SessionMiddleware:
                     self.save(state)
                 elif not self.options.store_implements_touch:
                     _log.debug("touch: no (the store has no touch)")
-                else:
+                else:  # the store's touch: refresh the stored expiry, without a rewrite
                     touch = should_touch(state, save)
                     _log.debug("touch: %s", touch)
                     if touch:
@@ -240,7 +241,7 @@ class RequestState:
 
       cookie_id    the id in the browser's cookie, if its signature checked; else None
       start_id     the session's id when it was loaded or made             (express's originalId)
-      start_hash   hash_session of its data at that moment                 (originalHash)
+      start_hash   the hash of its data then (hash_session, section 4)    (originalHash)
 
     What holds now:
 
