@@ -18,8 +18,8 @@ Primer. HTTP forgets everything between two requests; a session is how a server 
 - Each request: read the id from the cookie -> verify it -> load that session from the store, or make
   a new one -> the handler uses it -> as the headers go out, Set-Cookie or not -> at the end, save it
   in the store, touch it there, or destroy it.
-- A new session is one the browser did not send (no cookie, a bad one, an id the store lacks, or
-  regenerated): in the code, the id in the cookie differs from the session's id.
+- A new session is one the browser did not send (no cookie, a bad one, an id the store lacks, or one
+  regenerated, given a new id as at login): in the code, the cookie's id differs from the session's.
 - A browser-session cookie has no expiry and goes when the browser closes; max_age (ms) sets one.
 - "touch" means two things, as in express: Session.touch() restarts the cookie's lifetime; a store's
   touch() moves the stored session's expiry without rewriting it.
@@ -155,8 +155,8 @@ class SessionMiddleware:
         return state.store.get(state.session_id)
 
     def set_cookie_header(self, state: RequestState) -> str | None:
-        """The Set-Cookie value for this response, or None (express's on-headers hook); the cookie's
-        lifetime restarts first, as there. A failure is logged and the response goes on without it."""
+        """The Set-Cookie value for this response, or None (express's on-headers hook); first, as there, the
+        cookie's lifetime restarts. A failure is logged and the response goes on without the cookie."""
         if state.session is None:
             _log.debug("set-cookie: no (no session)")
             return None
@@ -504,6 +504,7 @@ _UNUSUAL_PATH_CHARACTER = re.compile(r'[ ,"\\]')
 # ==== 3. Decisions ==========================================================
 # The questions express-session asks of every request (send the cookie? save? touch? destroy?), as
 # small predicates with its names. Each returns a Decision, yes or no with the reason, for the log.
+# "Modified" means the handler changed the session's data or id (section 4 says how we know).
 # A handler may set session_id to anything, as in express; an id that is not a string means no.
 
 
@@ -643,7 +644,7 @@ def is_saved(state: RequestState) -> bool:
 
 def hash_session(data: Mapping[str, Any]) -> str:
     """SHA-1 of the data as compact JSON (``stringify``, section 9), less the top-level ``cookie``
-    (express's ``hash``). Key order counts, as in JavaScript."""
+    (express's ``hash``). Key order counts: moving a key is a change."""
     if isinstance(data, Session):
         plain = data._data  # a Session's data never holds the cookie
     else:
