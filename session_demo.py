@@ -1201,7 +1201,7 @@ class MemoryStore(Store):
         text = self.sessions.get(sid)
         if text is None:
             return None
-        session: dict[str, Any] | None = parse_json(text)  # what this store wrote: a dict
+        session: dict[str, Any] | None = parse_json(text)
         expires_ms = expiry_ms(session) if isinstance(session, dict) else None
         if expires_ms is not None and expires_ms <= clock_ms(self._clock):
             del self.sessions[sid]
