@@ -29,8 +29,10 @@ import html
 import itertools
 import logging
 import os
+import queue
 import sys
 import threading
+import time
 import urllib.parse
 import warnings
 from collections import OrderedDict, deque
@@ -45,7 +47,7 @@ from session_demo_extras.lean_handler import LeanRequestHandler
 from session_demo_extras.redis_store import RedisStore, parse_redis_url
 from session_demo_extras.sqlite_store import SQLiteStore
 from session_demo import (
-    MemoryStore, RequestInfo, RequestState, SessionHTTPServer, SessionMiddleware, SessionOptions,
+    MemoryStore, RequestInfo, RequestState, Session, SessionHTTPServer, SessionMiddleware, SessionOptions,
     SessionRequestHandler, Store, parse_cookie_header, session_middleware, short_id, stringify,
     unsign,
 )
@@ -62,6 +64,7 @@ class CounterHandler(LeanRequestHandler):
     """The demo's routes: short plain text, or a small HTML page for a browser. Its handler is
     SessionRequestHandler doing less per request (session_demo_extras.lean_handler: a fifth less CPU)."""
 
+    server: DemoServer
     protocol_version = "HTTP/1.1"  # keep-alive, as Node's server does
     head_only = False  # answering a HEAD: headers as for GET, no body
     route_path = ""  # the route being answered, for the HTML view's notes
@@ -71,9 +74,9 @@ class CounterHandler(LeanRequestHandler):
               "/remember": "remember", "/forget": "forget", "/whoami": "whoami"}  # path: method
 
     def do_GET(self) -> None:
-        """Answer the route, then (for the demo's own server) end the session and file what it did."""
+        """Answer the route, then end the session and file what it did."""
         self.route()
-        if self.filing() and self.session_state is not None:
+        if self.session_state is not None and not self.filed:
             # The adapter ends the session after do_GET in any case (a second end
             # does nothing); ending it here lets the visit be filed and traced
             # before the response goes out, so the browser's next page has it.
@@ -99,12 +102,13 @@ class CounterHandler(LeanRequestHandler):
             self.reply(404, "Not Found")
             return
         route = getattr(self, self.ROUTES[path])
-        if self.session is None:
+        session = self.session
+        if session is None:
             # Outside the cookie's path (or the store is down) there is no session
             # at all; the same Express app would fail on req.session here, with a 500.
             self.reply(500, "No session: this path is outside the cookie path")
             return
-        route(query)
+        route(session, query)
 
     def do_HEAD(self) -> None:
         """Answer HEAD as Express does: run the GET route, send its headers, leave out the body."""
@@ -114,9 +118,8 @@ class CounterHandler(LeanRequestHandler):
         finally:
             self.head_only = False
 
-    def count_view(self, query: dict[str, list[str]]) -> None:
+    def count_view(self, session: Session, query: dict[str, list[str]]) -> None:
         """The view counter: the first visit sets views to 1, later ones add one."""
-        session = self.session
         if "views" in session:
             session["views"] += 1
             self.reply(200, f"Number of views: {session['views']}")
@@ -124,29 +127,29 @@ class CounterHandler(LeanRequestHandler):
             session["views"] = 1
             self.reply(200, "Welcome! This is your first visit.")
 
-    def peek(self, query: dict[str, list[str]]) -> None:
+    def peek(self, session: Session, query: dict[str, list[str]]) -> None:
         """Read the counter without changing the session."""
-        views = self.session.get("views")
+        views = session.get("views")
         self.reply(200, f"views: {views if views is not None else 'none'}")
 
-    def login(self, query: dict[str, list[str]]) -> None:
+    def login(self, session: Session, query: dict[str, list[str]]) -> None:
         """Regenerate the session (new id, old data gone), then remember the user."""
         user = query.get("user", [""])[0]
-        session = self.session.regenerate()
+        session = session.regenerate()
         session["user"] = user
         self.reply(200, f"Logged in as {user}")
 
-    def logout(self, query: dict[str, list[str]]) -> None:
+    def logout(self, session: Session, query: dict[str, list[str]]) -> None:
         """Destroy the session in the store; the browser keeps a cookie that no longer works."""
-        self.session.destroy()
+        session.destroy()
         self.reply(200, "Logged out")
 
-    def remember(self, query: dict[str, list[str]]) -> None:
+    def remember(self, session: Session, query: dict[str, list[str]]) -> None:
         """Give the cookie a lifetime of N milliseconds ("remember me")."""
         text = query.get("ms", [""])[0]
         try:
             ms = float(text)
-            self.session.cookie.max_age = ms
+            session.cookie.max_age = ms
         except ValueError as exc:
             # Express would store an invalid date here and fail to set the cookie later.
             reason = "the expiry would fall after the year 9999" if "years" in str(exc) else "not a finite number"
@@ -155,14 +158,14 @@ class CounterHandler(LeanRequestHandler):
         shown = int(ms) if ms.is_integer() else ms  # 60000, not 60000.0, as JavaScript prints it
         self.reply(200, f"Remembered for {shown} ms")
 
-    def forget(self, query: dict[str, list[str]]) -> None:
+    def forget(self, session: Session, query: dict[str, list[str]]) -> None:
         """Unset the session for this request (express: req.session = null)."""
         self.session = None
         self.reply(200, "Forgotten")
 
-    def whoami(self, query: dict[str, list[str]]) -> None:
+    def whoami(self, session: Session, query: dict[str, list[str]]) -> None:
         """Read the logged-in user without changing the session."""
-        user = self.session.get("user")
+        user = session.get("user")
         self.reply(200, f"user: {user if user is not None else 'none'}")
 
     def reply(self, status: int, text: str) -> None:
@@ -201,24 +204,23 @@ class CounterHandler(LeanRequestHandler):
         self.end_headers()  # the Set-Cookie decision is logged, and recorded, here
         if self.head_only:
             return
-        body = render_page(text, self.panel()).encode("utf-8")
+        body = render_page(text, self.panel(status)).encode("utf-8")
         if chunked:
             body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
         self.wfile.write(body)
 
-    def panel(self) -> Panel:
+    def panel(self, status: int) -> Panel:
         """Gather what the session layer did for this request, for the HTML view."""
         options = self.server.session_middleware.options
         state = self.session_state
-        history: DecisionHistory | None = getattr(self.server, "history", None)
-        earlier = history.earlier(state.cookie_id) if history and state and state.cookie_id else []
-        now = [record.getMessage() for record in RECORDER.current()]
+        earlier = self.server.history.earlier(state.cookie_id) if state and state.cookie_id else []
+        now = RECORDER.current()
         return Panel(
             cookie=describe_cookie(self.request_info().cookie_header, options.name, options.secrets),
             session=describe_session(state, now),
             session_id=str(short_id(state.session_id)) if state else None,
             stored=stored_text(options.store, state.session_id) if state else None,
-            note=ROUTE_NOTES.get(self.route_path),
+            note=route_note(self.route_path, status, now),
             now=Visit(self.requestline, None, now),
             earlier=earlier,
         )
@@ -226,14 +228,7 @@ class CounterHandler(LeanRequestHandler):
     # -- what the session layer did, per request: the history and --trace --
 
     def handle_one_request(self) -> None:
-        """Serve one request while collecting its session records.
-
-        A plain SessionHTTPServer (the benchmark's) keeps no history: then
-        this is SessionRequestHandler's own.
-        """
-        if getattr(self.server, "history", None) is None:
-            super().handle_one_request()
-            return
+        """Serve one request while the recorder collects its session log lines."""
         self.status = None
         self.filed = False
         with RECORDER.collecting():
@@ -241,14 +236,10 @@ class CounterHandler(LeanRequestHandler):
             if self.raw_requestline and not self.filed:
                 self.file_visit()  # a request that do_GET did not finish (an error, a 501)
 
-    def filing(self) -> bool:
-        """Does this server keep what the session layer did (the demo's own server does)?"""
-        return getattr(self.server, "history", None) is not None and not self.filed
-
     def file_visit(self) -> None:
         """Keep this request's records in the history, under the id the browser will send next; trace them."""
         self.filed = True
-        visit = Visit(self.requestline, self.status, [r.getMessage() for r in RECORDER.current()])
+        visit = Visit(self.requestline, self.status, RECORDER.current())
         state = self.session_state
         if state is not None:
             cookie_sent = any(line.startswith("set-cookie: yes") for line in visit.decisions)
@@ -261,8 +252,63 @@ class CounterHandler(LeanRequestHandler):
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         """Remember the status; log the access line unless --trace prints it in its block."""
         self.status = int(code) if str(code).isdigit() else None
-        if getattr(self.server, "trace", None) is None:
+        if self.server.trace is None:
             super().log_request(code, size)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Log the line http.server writes to stderr (control characters escaped, as it does), through
+        the server's access log."""
+        message = (format % args).translate(_CONTROL_CHARACTERS)
+        self.server.access_log.add(f"{self.address_string()} - - [{self.log_date_time_string()}] {message}\n")
+
+
+_CONTROL_CHARACTERS = str.maketrans({c: rf"\x{c:02x}" for c in (*range(0x20), *range(0x7f, 0xa0))})
+
+
+class AccessLog:
+    """The access lines, written to stderr by a thread of their own, a few at a time.
+
+    Writing from the thread that serves the request would cost that request a
+    system call, and let another thread take the interpreter in between. Here
+    a request only queues its line; the writer waits for the first one, lets
+    others gather for ``delay`` seconds, and writes them all at once.
+    """
+
+    def __init__(self, delay: float = 0.05) -> None:
+        self.delay = delay
+        self._lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()  # None: stop
+        self._writer: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def add(self, line: str) -> None:
+        """Queue one line (the writer starts with the first)."""
+        if self._writer is None:
+            with self._lock:
+                if self._writer is None:
+                    self._writer = threading.Thread(target=self._write, name="access log", daemon=True)
+                    self._writer.start()
+        self._lines.put(line)
+
+    def close(self) -> None:
+        """Write the lines still queued, then stop the writer."""
+        with self._lock:
+            writer, self._writer = self._writer, None
+        if writer is not None:
+            self._lines.put(None)
+            writer.join()
+
+    def _write(self) -> None:
+        while True:
+            lines = [self._lines.get()]  # wait for a line
+            if lines[0] is not None:
+                time.sleep(self.delay)  # let the lines of other requests gather
+            while not self._lines.empty():
+                lines.append(self._lines.get_nowait())
+            with contextlib.suppress(OSError, ValueError):  # stderr closed: the lines are lost
+                sys.stderr.write("".join(line for line in lines if line is not None))
+                sys.stderr.flush()
+            if None in lines:
+                return
 
 
 # ---- What the session layer did: records, history, --trace --------------------
@@ -274,37 +320,37 @@ class CounterHandler(LeanRequestHandler):
 
 
 class DecisionRecorder(logging.Handler):
-    """A logging handler that collects the "session_demo" records of the current thread's request."""
+    """A logging handler that collects the "session_demo" log lines of the current thread's request."""
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self._local = threading.local()
 
     def handle(self, record: logging.LogRecord) -> bool:
-        """Keep the record if this thread is collecting (no lock: each thread has its own list)."""
-        records = getattr(self._local, "records", None)
-        if records is not None:
-            records.append(record)
+        """Keep the record's line if this thread is collecting (no lock: each thread has its own list)."""
+        lines = getattr(self._local, "lines", None)
+        if lines is not None:
+            lines.append(record.getMessage())
         return True
 
     def emit(self, record: logging.LogRecord) -> None:
         self.handle(record)
 
     @contextlib.contextmanager
-    def collecting(self) -> Iterator[list[logging.LogRecord]]:
-        """Collect this thread's records until the block ends."""
+    def collecting(self) -> Iterator[list[str]]:
+        """Collect this thread's log lines until the block ends."""
         self.install()
-        outer = getattr(self._local, "records", None)
-        records: list[logging.LogRecord] = []
-        self._local.records = records
+        outer = getattr(self._local, "lines", None)
+        lines: list[str] = []
+        self._local.lines = lines
         try:
-            yield records
+            yield lines
         finally:
-            self._local.records = outer
+            self._local.lines = outer
 
-    def current(self) -> list[logging.LogRecord]:
-        """The records collected so far for this thread's request."""
-        return list(getattr(self._local, "records", None) or [])
+    def current(self) -> list[str]:
+        """The lines collected so far for this thread's request."""
+        return list(getattr(self._local, "lines", None) or [])
 
     def install(self) -> None:
         """Attach to the "session_demo" logger and let its DEBUG records be made.
@@ -410,9 +456,34 @@ ROUTE_NOTES: dict[str, tuple[str, str]] = {
                 "that no longer finds it.", "Logout, and unset"),
     "/forget": ("the session was unset for this request (express: req.session = null).",
                 "Logout, and unset"),
-    "/remember": ("the cookie now has a max_age, so it outlives the browser session.", "Expiry and rolling"),
     "/peek": ("read only: nothing changed, so nothing is saved.", "resave and touch"),
 }
+
+
+def route_note(path: str, status: int, decisions: Sequence[str]) -> tuple[str, str] | None:
+    """The page's note on what the route did, as it happened: none for an error answer."""
+    if status != 200:
+        return None
+    if path == "/remember":
+        return remember_note(decisions)
+    return ROUTE_NOTES.get(path)
+
+
+def remember_note(decisions: Sequence[str]) -> tuple[str, str]:
+    """What /remember did to the browser's cookie: only a Set-Cookie changes it, and this response may not have one."""
+    set_cookie = next((line for line in decisions if line.startswith("set-cookie: ")), "set-cookie: no")
+    if set_cookie.startswith("set-cookie: yes"):
+        text = ("the cookie now has a max_age, and this response's Set-Cookie carries its Expires: "
+                "your browser keeps the cookie after it closes.")
+    elif set_cookie == "set-cookie: no (unmodified)":
+        text = ("the session's cookie now has a max_age, but this response sends no Set-Cookie (changing "
+                "only the cookie is not a modification), so your browser's cookie is as it was. The "
+                "next response that changes the session (count a view) sends it with its Expires.")
+    else:
+        reason = set_cookie.removeprefix("set-cookie: no").strip()  # "(secure cookie, but ...)"
+        text = ("the session's cookie now has a max_age, but this response sends no Set-Cookie"
+                f"{' ' + reason if reason else ''}, so your browser's cookie is as it was.")
+    return text, "Expiry and rolling"
 
 
 def lesson_for(line: str) -> str:
@@ -469,8 +540,9 @@ def describe_session(state: RequestState | None, lines: Sequence[str]) -> str:
 def stored_text(store: Store, session_id: Any) -> str | None:
     """What the store holds under this id now, as JSON; None when it holds nothing."""
     sessions = getattr(store, "sessions", None)
-    if isinstance(sessions, Mapping) and isinstance(sessions.get(session_id), str):
-        return sessions[session_id]  # MemoryStore's own text, read without expiring it
+    text = sessions.get(session_id) if isinstance(sessions, Mapping) else None
+    if isinstance(text, str):
+        return text  # MemoryStore's own text, read without expiring it
     try:
         data = store.get(session_id)
     except Exception:
@@ -721,10 +793,16 @@ class DemoServer(GuardedHTTPServer):
     def __init__(self, address: tuple[str, int], handler: type[SessionRequestHandler],
                  middleware: SessionMiddleware, *, trace: TextIO | None = None) -> None:
         self.history = DecisionHistory()
+        self.access_log = AccessLog()
         self.trace = trace
         self._trace_lock = threading.Lock()
         RECORDER.install()
         super().__init__(address, handler, middleware)
+
+    def server_close(self) -> None:
+        """Stop listening; write the access lines still queued."""
+        super().server_close()
+        self.access_log.close()
 
     def print_trace(self, block: str) -> None:
         """Print one request's block at once, so that two threads' blocks never interleave."""
@@ -752,11 +830,14 @@ _TOUR_HIDDEN = ("fetching ", "saving ")  # store calls: the decisions already sa
 
 def _count_views(state: RequestState) -> None:
     """The view counter: the handler of express-session's README."""
-    state.session["views"] = state.session.get("views", 0) + 1
+    session = state.session
+    assert session is not None  # the tour's requests all have one
+    session["views"] = session.get("views", 0) + 1
 
 
 def _only_read(state: RequestState) -> None:
     """A handler that reads the session and changes nothing (server.py's /peek)."""
+    assert state.session is not None
     state.session.get("views")
 
 
@@ -769,13 +850,12 @@ def _tour_request(middleware: SessionMiddleware, out: TextIO, title: str, cookie
     """
     print(f"\n{title}", file=out)
     print(f"  {'Cookie:':<11} {cookie or '(none)'}", file=out)
-    with RECORDER.collecting() as records:
+    with RECORDER.collecting() as lines:
         state = middleware.begin(RequestInfo(url="/", cookie_header=cookie))
         assert state is not None and state.session is not None
         handler(state)
         set_cookie = middleware.set_cookie_header(state)
         middleware.end(state)
-    lines = [record.getMessage() for record in records]
     for number, line in enumerate(line for line in lines if not line.startswith(_TOUR_HIDDEN)):
         print(f"  {'log:' if number == 0 else '':<11} {line}", file=out)
     if set_cookie is None:
@@ -833,12 +913,25 @@ def tour(out: TextIO = sys.stdout) -> None:
 # ---- main --------------------------------------------------------------------
 
 
+def lighter_log_records() -> None:
+    """Make each log record cheaper, as the Logging HOWTO's "Optimization" section says: the demo
+    shows no record's thread, process or source line, so logging need not look them up."""
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    if sys.version_info >= (3, 12):
+        logging.logAsyncioTasks = False
+    # Semi-private, but the HOWTO's own advice: no walk up the stack for each record's caller.
+    logging._srcfile = None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo until Ctrl+C; 0 when stopped, 2 when a flag is wrong or the port is taken."""
     args = parse_args(argv)
     if args.tour:
         tour()
         return 0
+    lighter_log_records()
     try:
         args.secret, source = read_secrets(args)
         for warning in startup_warnings(args, source):
@@ -848,10 +941,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        reason = "it is in use; pass --port N" if exc.errno == errno.EADDRINUSE else exc.strerror or exc
+        reason = "it is in use; pass --port N" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
         print(f"error: cannot listen on port {args.port}: {reason}", file=sys.stderr)
         return 2
-    host, port = server.server_address[:2]
+    host, port = server.socket.getsockname()[:2]
     print(f"Serving the view counter on http://{host}:{port}/ (Ctrl+C to stop)", flush=True)
     try:
         server.serve_forever()

@@ -165,6 +165,10 @@ class FailingStore(CountingStore):
         MemoryStore.touch(self, sid, session)
 
 
+ACCESS_LINE = server.CounterHandler.log_message  # the real one; DemoServerCase silences it
+LOG_RECORD_SWITCHES = ("logThreads", "logProcesses", "logMultiprocessing", "logAsyncioTasks", "_srcfile")
+
+
 class DemoServerCase(SessionAssertions):
     """Shared set-up for the demo-server tests: start a demo, read its cookies and store."""
 
@@ -174,6 +178,9 @@ class DemoServerCase(SessionAssertions):
         quiet = mock.patch.object(server.CounterHandler, "log_message")
         quiet.start()
         self.addCleanup(quiet.stop)
+        # server.main() turns logging's per-record look-ups off; the other tests get them back.
+        switches = [(name, getattr(logging, name)) for name in LOG_RECORD_SWITCHES if hasattr(logging, name)]
+        self.addCleanup(lambda: [setattr(logging, name, value) for name, value in switches])
 
     def start_demo(self, *flags: str, store: MemoryStore | None = None,
                    clock: FrozenClock | None = None, as_shipped: bool = False) -> server.SessionHTTPServer:
@@ -864,6 +871,14 @@ class TestServerMain(DemoServerCase):
         self.assertNotEqual(int(match.group(1)), 0, "the real port, not 0")
         self.assertIn("stopped", err)
 
+    def test_main_makes_log_records_cheaper(self):
+        """main() turns off what logging looks up for every record and the demo never shows (the HOWTO's switches)."""
+        self.run_main("--secret", "s3")
+        for name in LOG_RECORD_SWITCHES:
+            if hasattr(logging, name):
+                with self.subTest(name=name):
+                    self.assertIn(getattr(logging, name), (False, None))
+
     def test_main_closes_the_socket_on_ctrl_c(self):
         """After Ctrl+C the listening socket is closed."""
         with mock.patch.object(server.SessionHTTPServer, "server_close", autospec=True,
@@ -1057,6 +1072,60 @@ class TestServerTrace(DemoServerCase):
         with mock.patch.object(server.SessionRequestHandler, "log_request") as access_log:
             self.browser(demo).get("/")
         access_log.assert_not_called()
+
+    def test_without_trace_each_request_gets_its_access_line_promptly(self):
+        """Without --trace, each request's line, as http.server writes it, reaches stderr (within seconds)."""
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), \
+                mock.patch.object(server.CounterHandler, "log_message", ACCESS_LINE):
+            demo = self.start_demo(as_shipped=True)
+            browser = self.browser(demo)
+            for path in ("/", "/peek", "/nope"):
+                browser.get(path)
+            deadline = time.monotonic() + 5
+            while err.getvalue().count("\n") < 3 and time.monotonic() < deadline:
+                time.sleep(0.01)  # a bounded wait for the writer thread
+            lines = err.getvalue().splitlines()
+        date = r"\[\d\d/\w{3}/\d{4} \d\d:\d\d:\d\d\]"
+        self.assertEqual(len(lines), 3, lines)
+        for line, (path, status) in zip(lines, (("/", 200), ("/peek", 200), ("/nope", 404))):
+            self.assertRegex(line, rf'^127\.0\.0\.1 - - {date} "GET {path} HTTP/1\.1" {status} -$')
+
+    def test_an_access_line_shows_control_characters_as_escapes(self):
+        """A request line with an escape character is logged with it as \\x1b, as http.server logs it."""
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), \
+                mock.patch.object(server.CounterHandler, "log_message", ACCESS_LINE):
+            demo = self.start_demo(as_shipped=True)
+            with socket.create_connection(demo.server_address[:2], timeout=10) as connection:
+                connection.sendall(b"GET /\x1b[2J HTTP/1.1\r\nHost: x\r\n\r\n")
+                self.assertTrue(connection.recv(100).startswith(b"HTTP/1.1 400 "))
+            demo.shutdown()
+            demo.server_close()  # writes the lines still queued
+        self.assertIn('"GET /\\x1b[2J HTTP/1.1" 400', err.getvalue())
+        self.assertNotIn("\x1b", err.getvalue())
+
+    def test_the_access_log_writes_every_line_whole_and_in_order(self):
+        """Lines queued by several threads all come out, each whole, each thread's in its order; close() waits."""
+        log = server.AccessLog(delay=0.001)
+        err = io.StringIO()
+
+        def queue_lines(thread: int) -> None:
+            for number in range(200):
+                log.add(f"thread {thread} line {number}\n")
+
+        with contextlib.redirect_stderr(err):
+            threads = [threading.Thread(target=queue_lines, args=(thread,)) for thread in range(4)]
+            for each in threads:
+                each.start()
+            for each in threads:
+                each.join()
+            log.close()
+        lines = err.getvalue().splitlines()
+        self.assertEqual(len(lines), 800)
+        for thread in range(4):
+            self.assertEqual([line for line in lines if line.startswith(f"thread {thread} ")],
+                             [f"thread {thread} line {number}" for number in range(200)])
 
     def test_a_block_shows_control_characters_as_escapes(self):
         """A request line with an escape character prints it as \\x1b, not raw."""
@@ -1273,6 +1342,62 @@ class TestServerHTMLView(DemoServerCase):
             for why in visit["whys"]:
                 self.assertRegex(why, r'^why: see "(.+)" in LESSONS\.md$')
                 self.assertIn(why.split('"')[1], titles)
+
+    @staticmethod
+    def remember_note(page: ServerPage) -> str | None:
+        """The page's note on /remember, if it has one."""
+        return next((text for text in page.paragraphs if "max_age" in text), None)
+
+    def test_the_remember_note_says_the_cookie_comes_with_the_next_change(self):
+        """A returning visitor's /remember sends no Set-Cookie; the note says so, and that the next change sends it."""
+        demo = self.start_demo()
+        browser = self.browser(demo)
+        self.page(browser)
+        response, page = self.page(browser, "/remember?ms=60000")
+        self.assert_no_set_cookie(response)
+        note = self.remember_note(page)
+        assert note is not None
+        self.assertIn("this response sends no Set-Cookie", note)
+        self.assertIn("your browser's cookie is as it was", note)
+        self.assertNotIn("carries its Expires", note)
+        self.assertIn("The next response that changes the session (count a view) sends it with its Expires", note)
+        peeked, _ = self.page(browser, "/peek")
+        self.assert_no_set_cookie(peeked)  # reading is not a change
+        counted, _ = self.page(browser, "/")
+        self.assertEqual(self.expires_minus_date(counted), timedelta(seconds=60))  # what the note promised
+
+    def test_the_remember_note_says_when_this_response_carries_the_expires(self):
+        """A new session (first visit) or --rolling: this response's Set-Cookie has the Expires, and the note says so."""
+        for flags, visits_before in (((), 0), (("--rolling",), 1)):
+            with self.subTest(flags=flags):
+                browser = self.browser(self.start_demo(*flags))
+                for _ in range(visits_before):
+                    self.page(browser)
+                response, page = self.page(browser, "/remember?ms=5000")
+                self.assertEqual(self.expires_minus_date(response), timedelta(seconds=5))
+                note = self.remember_note(page)
+                assert note is not None
+                self.assertIn("this response's Set-Cookie carries its Expires", note)
+                self.assertNotIn("sends no Set-Cookie", note)
+
+    def test_the_remember_note_gives_the_reason_when_a_secure_cookie_is_not_sent(self):
+        """--secure true over plain HTTP: no Set-Cookie, and the note gives the adapter's reason, not a promise."""
+        with contextlib.redirect_stderr(io.StringIO()):
+            demo = self.start_demo("--secure", "true")
+        response, page = self.page(self.browser(demo), "/remember?ms=5000")
+        self.assert_no_set_cookie(response)
+        note = self.remember_note(page)
+        assert note is not None
+        self.assertIn("sends no Set-Cookie (secure cookie, but the request is not secure)", note)
+        self.assertNotIn("next response", note)
+
+    def test_a_refused_remember_has_no_note(self):
+        """/remember?ms=x is a 400: nothing changed, so no note says the cookie has a max_age."""
+        browser = self.browser(self.start_demo())
+        self.page(browser)
+        response, page = self.page(browser, "/remember?ms=x")
+        self.assertEqual(response.status, 400)
+        self.assertIsNone(self.remember_note(page))
 
     def test_a_hostile_user_name_shows_as_text(self):
         """/login?user=<script>... and an attribute-breaking name: no markup of theirs reaches the page."""
