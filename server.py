@@ -258,8 +258,18 @@ class CounterHandler(LeanRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         """Log the line http.server writes to stderr (control characters escaped, as it does), through
         the server's access log."""
-        message = (format % args).translate(_CONTROL_CHARACTERS)
+        message = format % args
+        if not message.isprintable():
+            message = message.translate(_CONTROL_CHARACTERS)
         self.server.access_log.add(f"{self.address_string()} - - [{self.log_date_time_string()}] {message}\n")
+
+    def log_date_time_string(self) -> str:
+        """The access line's time, as http.server writes it, formatted once a second."""
+        second = int(time.time())
+        cached = self.server.log_time
+        if cached[0] != second:
+            cached = self.server.log_time = (second, super().log_date_time_string())  # one tuple: thread-safe
+        return cached[1]
 
 
 _CONTROL_CHARACTERS = str.maketrans({c: rf"\x{c:02x}" for c in (*range(0x20), *range(0x7f, 0xa0))})
@@ -327,10 +337,14 @@ class DecisionRecorder(logging.Handler):
         self._local = threading.local()
 
     def handle(self, record: logging.LogRecord) -> bool:
-        """Keep the record's line if this thread is collecting (no lock: each thread has its own list)."""
+        """Keep the record's line if this thread is collecting (no lock: each thread has its own list).
+        A warning or an error also goes to stderr, as logging prints it when no handler is configured
+        (its "last resort", which a handler such as this one would otherwise turn off)."""
         lines = getattr(self._local, "lines", None)
         if lines is not None:
             lines.append(record.getMessage())
+        if record.levelno >= logging.WARNING and not logging.root.handlers and logging.lastResort:
+            logging.lastResort.handle(record)
         return True
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -794,6 +808,7 @@ class DemoServer(GuardedHTTPServer):
                  middleware: SessionMiddleware, *, trace: TextIO | None = None) -> None:
         self.history = DecisionHistory()
         self.access_log = AccessLog()
+        self.log_time = (0, "")  # the access lines' time: (the second, as text)
         self.trace = trace
         self._trace_lock = threading.Lock()
         RECORDER.install()

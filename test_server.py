@@ -178,6 +178,10 @@ class DemoServerCase(SessionAssertions):
         quiet = mock.patch.object(server.CounterHandler, "log_message")
         quiet.start()
         self.addCleanup(quiet.stop)
+        # The demo prints the session layer's warnings and errors on stderr; tests that provoke them look at their logs.
+        unprinted = mock.patch.object(logging, "lastResort", None)
+        unprinted.start()
+        self.addCleanup(unprinted.stop)
         # server.main() turns logging's per-record look-ups off; the other tests get them back.
         switches = [(name, getattr(logging, name)) for name in LOG_RECORD_SWITCHES if hasattr(logging, name)]
         self.addCleanup(lambda: [setattr(logging, name, value) for name, value in switches])
@@ -1788,6 +1792,20 @@ class TestStoreFailures(DemoServerCase):
         self.assertIn("hunter2", "\n".join(logs.output))
         self.assertEqual(store.calls, Counter({"get": 1}))
         self.assertEqual(store.sessions, before)
+
+    def test_the_reason_for_a_500_is_on_stderr(self):
+        """The 500 says "the server log says why": the store's error is printed on stderr (no logging set up)."""
+        demo, store = self.start_failing_demo()
+        browser, _ = self.with_a_session(demo)
+        store.fail["set"] = RuntimeError("the disk is full")
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), mock.patch.object(logging.root, "handlers", []), \
+                mock.patch.object(logging, "lastResort", logging.StreamHandler()):  # on err, as sys.stderr
+            response = browser.get("/")
+        self.assertEqual(response.status, 500)
+        self.assertIn("the server log says why", response.body)
+        self.assertIn("session store failed at the end of the request", err.getvalue())
+        self.assertIn("RuntimeError: the disk is full", err.getvalue())
 
     def test_get_errors_of_every_kind_give_500(self):
         """Any exception from store.get other than 'not found' gives a 500, never a new session."""
