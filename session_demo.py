@@ -35,7 +35,6 @@ if sys.version_info < (3, 11):
     sys.exit("session_demo needs Python 3.11 or newer (this is " + sys.version.split()[0] + ")")
 
 import base64
-import email.errors
 import email.utils
 import functools
 import hashlib
@@ -1282,9 +1281,6 @@ parse_json = json.JSONDecoder(parse_constant=_refuse_constant).decode
 # (deadlines, a head cap, ...) are in session_demo_extras.frontend, as Node's http sits below Express.
 
 _CLIENT_GONE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
-_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
-_UNREADABLE_LINE = (email.errors.MissingHeaderBodySeparatorDefect,  # a line that is no header (no colon)
-                    email.errors.FirstHeaderLineIsContinuationDefect)  # a first header line that is a fold
 
 
 class SessionRequestHandler(BaseHTTPRequestHandler):
@@ -1357,31 +1353,12 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
         return self.parse_request()
 
     def answer_request(self) -> None:
-        """Refuse a head that must not be answered, else run ``do_*`` between the session's begin and end."""
-        # A header line http.client cannot read hides those after it: smuggling; 400 as in Node.
-        if self._head_hides_lines():
-            self.send_error(400, "Bad header line")
-            return
-        # A control character in the request line (Node's parser answers 400): never a 500, never in a log.
-        if _CONTROL_CHARACTER.search(self.requestline):
-            self.send_error(400, "Bad request target")
-            return
+        """Run ``do_*`` between the session's begin and end; 501 if there is none."""
         method = getattr(self, "do_" + self.command, None)
         if method is None:
             self.send_error(501, f"Unsupported method ({self.command!r})")
             return
         self._handle_with_session(method)
-
-    def handle_expect_100(self) -> bool:
-        """Send the interim 100 Continue only to a request answer_request will not refuse."""
-        if (self._head_hides_lines() or _CONTROL_CHARACTER.search(self.requestline)
-                or not hasattr(self, "do_" + self.command)):
-            return True  # its 400 or 501 comes next, with no 100 before it
-        return super().handle_expect_100()
-
-    def _head_hides_lines(self) -> bool:
-        """Did http.client meet a header line it could not read? (Not a multipart type's missing boundary.)"""
-        return any(isinstance(defect, _UNREADABLE_LINE) for defect in self.headers.defects)
 
     def _handle_with_session(self, method: Callable[[], None]) -> None:
         """begin; the handler, its response held back; end; then the held response, or a 500 in its place."""

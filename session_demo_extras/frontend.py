@@ -22,15 +22,19 @@ Each guard, and what it defends against:
   read as the next request).
 - ``max_connections`` (256): past it a new connection is answered 503; out of descriptors, ``accept``
   backs off for ``accept_backoff`` seconds instead of spinning.
+- A header line http.client cannot read, or a control character in the request line, is a 400
+  (request smuggling; a raw escape in a log), with no interim 100 Continue before a refusal.
 - Nagle's algorithm is off, so a held-back last byte never waits for a delayed ACK.
 """
 
 from __future__ import annotations
 
 import contextlib
+import email.errors
 import errno
 import io
 import logging
+import re
 import socket
 import ssl
 import struct
@@ -47,7 +51,39 @@ _log = logging.getLogger("session_demo")
 _TOO_MANY_CONNECTIONS = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
-class GuardedRequestHandler(SessionRequestHandler):
+class _RequestChecks(SessionRequestHandler):
+    """Heads a front end refuses before any handler runs, as Node's HTTP parser does: a header line
+    http.client could not read (it hides the lines after it: request smuggling) and a control character
+    in the request line are a 400, with no interim 100 Continue before it, nor before a 501."""
+
+    def answer_request(self) -> None:
+        """400 to a head that hides lines or has a control character in its request line; else answer."""
+        if self._head_hides_lines():
+            self.send_error(400, "Bad header line")
+            return
+        if _CONTROL_CHARACTER.search(self.requestline):  # never a 500, never raw in a log
+            self.send_error(400, "Bad request target")
+            return
+        super().answer_request()
+
+    def handle_expect_100(self) -> bool:
+        """Send the interim 100 Continue only to a request answer_request will not refuse."""
+        if (self._head_hides_lines() or _CONTROL_CHARACTER.search(self.requestline)
+                or not hasattr(self, "do_" + self.command)):
+            return True  # its 400 or 501 comes next, with no 100 before it
+        return super().handle_expect_100()
+
+    def _head_hides_lines(self) -> bool:
+        """Did http.client meet a header line it could not read? (Not a multipart type's missing boundary.)"""
+        return any(isinstance(defect, _UNREADABLE_LINE) for defect in self.headers.defects)
+
+
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+_UNREADABLE_LINE = (email.errors.MissingHeaderBodySeparatorDefect,  # a line that is no header (no colon)
+                    email.errors.FirstHeaderLineIsContinuationDefect)  # a first header line that is a fold
+
+
+class GuardedRequestHandler(_RequestChecks):
     """A SessionRequestHandler with a front end's guards: deadlines, a head cap, the unread-body close."""
 
     server: GuardedHTTPServer

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import http.client
 import json
+import logging
 import os
 import re
 import socket
@@ -254,6 +255,54 @@ class TestFrontendEdges(SessionAssertions):
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + big)
         answers = AdapterHelpers.read_until_closed(sock)  # both at once: one reader, so none is lost
         self.assertEqual(re.findall(rb"HTTP/1\.1 (\d{3}) ", answers), [b"200", b"431"])
+
+
+class TestFrontendRequestChecks(SessionAssertions):
+    """Heads refused before any handler runs: a hidden header line, a control character, and no 100 before either."""
+
+    def test_a_target_with_a_control_character_gets_400_and_logs_nothing_raw(self):
+        """GET http://[<ESC>[31m (a terminal escape in the target): 400, nothing logged at ERROR, no raw ESC."""
+        server = guarded_serve(self, _login)
+        with self.assertLogs("session_demo", logging.DEBUG) as logs:
+            logging.getLogger("session_demo").debug("marker")
+            sock = AdapterHelpers.connect(server)
+            self.addCleanup(sock.close)
+            sock.sendall(b"GET http://[\x1b[31m HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = AdapterHelpers.read_until_closed(sock)
+        self.assertTrue(data.startswith(b"HTTP/1.1 400 "), data)
+        self.assertFalse([r for r in logs.records if r.levelno >= logging.ERROR])
+        self.assertNotIn("\x1b", "\n".join(logs.output))
+
+    def test_a_header_line_without_a_colon_is_a_400_not_a_hidden_request(self):
+        """Smuggling: 'X-Junk' with no colon hides the Content-Length after it; Node answers 400, so do we."""
+        server = guarded_serve(self, _read_body)
+        sock = AdapterHelpers.connect(server)
+        self.addCleanup(sock.close)
+        hidden = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nX-Junk\r\nContent-Length: %d\r\n\r\n" % len(hidden) + hidden)
+        self.assertEqual([answer.status for answer in AdapterHelpers.responses(sock)], [400])
+
+    def test_a_multipart_upload_is_answered_not_taken_for_a_bad_header_line(self):
+        """multipart/form-data: the email package finds no boundary in the (empty) head's body; that hides nothing."""
+        server = guarded_serve(self, _read_body)
+        body = b'------x\r\nContent-Disposition: form-data; name="a"\r\n\r\n1\r\n------x--\r\n'
+        for extra in (b"", b"Expect: 100-continue\r\n"):
+            with self.subTest(extra=extra):
+                sock = AdapterHelpers.connect(server)
+                self.addCleanup(sock.close)
+                sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=----x\r\n"
+                             + extra + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+                answer = AdapterHelpers.read_until_closed(sock)
+                self.assertIn(b"HTTP/1.1 200 ", answer)
+                self.assertNotIn(b" 400 ", answer)
+
+    def test_no_100_continue_goes_to_a_request_that_is_refused(self):
+        """Expect: 100-continue on a request with a control character: the 400 alone, no interim 100."""
+        server = guarded_serve(self)
+        sock = AdapterHelpers.connect(server)
+        self.addCleanup(sock.close)
+        sock.sendall(b"POST /\x01 HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n")
+        self.assertTrue(AdapterHelpers.read_until_closed(sock).startswith(b"HTTP/1.1 400"))
 
 
 if __name__ == "__main__":
