@@ -4799,18 +4799,6 @@ class TestAdapterExpectContinue(SessionAssertions):
         self.assertEqual(parts[0], b"HTTP/1.1 100 Continue")
         self.assertTrue(parts[1].startswith(b"HTTP/1.1 500 "), parts)
 
-    def test_a_request_refused_for_its_head_gets_no_interim_100(self):
-        """Expect with a header line that hides others, or an unknown method: the 400 or 501 alone, no 100 first."""
-        server = AdapterHelpers.serve(self, _read_body)
-        for head in (b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nX-Junk\r\nContent-Length: 2\r\n\r\n",
-                     b"BREW / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n"):
-            with self.subTest(head=head):
-                sock = AdapterHelpers.connect(server)
-                self.addCleanup(sock.close)
-                sock.sendall(head)
-                first = AdapterHelpers.read_until_closed(sock).split(b"\r\n", 1)[0]
-                self.assertRegex(first, rb"^HTTP/1\.[01] (400|501) ")
-
 
 class _EndFailsMiddleware(SessionMiddleware):
     """A middleware whose end() runs and then raises, as a failing store makes it do."""

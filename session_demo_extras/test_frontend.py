@@ -304,6 +304,18 @@ class TestFrontendRequestChecks(SessionAssertions):
         sock.sendall(b"POST /\x01 HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n")
         self.assertTrue(AdapterHelpers.read_until_closed(sock).startswith(b"HTTP/1.1 400"))
 
+    def test_a_request_refused_for_its_head_gets_no_interim_100(self):
+        """Expect with a header line that hides others, or an unknown method: the 400 or 501 alone, no 100 first."""
+        server = guarded_serve(self, _read_body)
+        for head in (b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nX-Junk\r\nContent-Length: 2\r\n\r\n",
+                     b"BREW / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n"):
+            with self.subTest(head=head):
+                sock = AdapterHelpers.connect(server)
+                self.addCleanup(sock.close)
+                sock.sendall(head)
+                first = AdapterHelpers.read_until_closed(sock).split(b"\r\n", 1)[0]
+                self.assertRegex(first, rb"^HTTP/1\.[01] (400|501) ")
+
 
 if __name__ == "__main__":
     unittest.main()
