@@ -842,7 +842,7 @@ class TestServerMain(DemoServerCase):
     def run_main(self, *argv: str) -> tuple[int, str, str]:
         """Run server.main(argv + port 0) with serve_forever raising KeyboardInterrupt (Ctrl+C)."""
         out, err = io.StringIO(), io.StringIO()
-        with mock.patch.object(server.SessionHTTPServer, "serve_forever",
+        with mock.patch.object(server.DemoServer, "serve_forever",
                                side_effect=KeyboardInterrupt) as serve, \
                 contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             status = server.main([*argv, "--port", "0"])
@@ -2854,7 +2854,7 @@ class TestReadme(LessonsReplayCase):
         command, expected = self.commands(self.blocks("console")[0])[0]
         self.assertEqual(command, "python3 server.py")
         out, err = io.StringIO(), io.StringIO()
-        with mock.patch.object(server.SessionHTTPServer, "serve_forever", side_effect=KeyboardInterrupt), \
+        with mock.patch.object(server.DemoServer, "serve_forever", side_effect=KeyboardInterrupt), \
                 contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             self.assertEqual(server.main(["--port", "0"]), 0)
         printed = [line for line in err.getvalue().splitlines() if line and line != "stopped"]

@@ -7,6 +7,7 @@ connections, descriptors running out.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import http.client
 import json
@@ -14,8 +15,12 @@ import logging
 import os
 import re
 import socket
+import subprocess
+import sys
+import textwrap
 import threading
 import unittest
+from collections.abc import Callable
 from typing import Any
 from unittest import mock
 
@@ -180,34 +185,221 @@ class TestFrontendHeadSize(SessionAssertions):
         self.assertEqual(HostileHelpers.raw_get(server.server_address[1], block).status, 200)
 
 
-class TestFrontendConnectionCap(SessionAssertions):
-    """Past max_connections open connections a new one gets 503 and is closed; out of descriptors, accept backs off."""
+class IdleCrowd:
+    """Client sockets that hold a server's connections without asking anything (not a TestCase)."""
 
-    def test_a_connection_past_the_cap_gets_503_and_a_slot_freed_serves_again(self):
-        """Two connections held open with max_connections=2: the third gets 503; once one closes, 200 again."""
-        server = guarded_serve(self, server={"max_connections": 2})
-        held = []
-        for _ in range(2):
-            connection = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
-            self.addCleanup(connection.close)
-            connection.request("GET", "/")
-            connection.getresponse().read()  # served: the connection is open and counted
-            held.append(connection)
+    def __init__(self, testcase: unittest.TestCase, port: int) -> None:
+        self.testcase, self.port = testcase, port
+
+    def connect(self) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        self.testcase.addCleanup(sock.close)
+        return sock
+
+    def kept_alive(self, count: int) -> list[socket.socket]:
+        """Connections that had one answer (keep-alive) and then say nothing."""
+        socks = []
+        for _ in range(count):
+            sock = self.connect()
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = http.client.HTTPResponse(sock)
+            answer.begin()
+            answer.read()
+            socks.append(sock)
+        return socks
+
+    def silent(self, count: int) -> list[socket.socket]:
+        """Connections that never send a byte."""
+        return [self.connect() for _ in range(count)]
+
+    def trickling(self, count: int) -> list[socket.socket]:
+        """Connections that send the start of a head, then a byte now and then (here: once more)."""
+        socks = [self.connect() for _ in range(count)]
+        for sock in socks:
+            sock.sendall(b"GET / HTTP/1.1\r\nX-Slow: a")
+        for sock in socks:
+            with contextlib.suppress(OSError):  # the server may have closed it to make room
+                sock.sendall(b"a")
+        return socks
+
+
+def wait_for(condition: Callable[[], bool]) -> bool:
+    """Wait (at most 10 s) until ``condition()`` holds; the server changes it on its own threads."""
+    pause = threading.Event()
+    for _ in range(1000):
+        if condition():
+            return True
+        pause.wait(0.01)
+    return condition()
+
+
+class TestFrontendIdleConnections(SessionAssertions):
+    """Idle and slow connections never lock a visitor out: they wait without a thread, and at the cap the
+    one that has waited longest is closed instead of the new one being refused."""
+
+    def test_many_idle_keep_alive_connections_and_a_visitor_is_answered(self):
+        """300 keep-alive connections gone quiet (the cap at 100): a new visitor still gets 200."""
+        server = guarded_serve(self, _peek, server={"max_waiting": 100})
+        IdleCrowd(self, server.server_address[1]).kept_alive(300)
+        self.assertEqual(OneGet.get(server).status, 200)
+
+    def test_many_silent_connections_and_a_visitor_is_answered(self):
+        """300 connections that never send a byte (the cap at 100): a new visitor still gets 200."""
+        server = guarded_serve(self, _peek, server={"max_waiting": 100})
+        IdleCrowd(self, server.server_address[1]).silent(300)
+        self.assertEqual(OneGet.get(server).status, 200)
+
+    def test_many_trickling_heads_and_a_visitor_is_answered(self):
+        """300 connections trickling a head (the cap at 100): a new visitor still gets 200."""
+        server = guarded_serve(self, _peek, server={"max_waiting": 100})
+        IdleCrowd(self, server.server_address[1]).trickling(300)
+        self.assertEqual(OneGet.get(server).status, 200)
+
+    def test_waiting_connections_hold_no_thread(self):
+        """200 connections waiting (kept alive, silent, trickling) add no thread each: one loop holds them."""
+        server = guarded_serve(self, _peek)
+        crowd = IdleCrowd(self, server.server_address[1])
+        before = threading.active_count()
+        crowd.kept_alive(70), crowd.silent(70), crowd.trickling(70)
+        self.assertTrue(wait_for(lambda: len(server._kept_alive) + len(server._arriving) == 210))
+        self.assertLess(threading.active_count() - before, 10)
+        self.assertEqual(OneGet.get(server).status, 200)
+
+    def test_at_the_cap_an_idle_keep_alive_connection_is_closed_first(self):
+        """max_waiting=2, one silent and one kept-alive connection waiting: a visitor closes the kept-alive one."""
+        server = guarded_serve(self, _peek, server={"max_waiting": 2})
+        crowd = IdleCrowd(self, server.server_address[1])
+        silent, = crowd.silent(1)
+        kept, = crowd.kept_alive(1)
+        self.assertTrue(wait_for(lambda: len(server._kept_alive) == 1 and len(server._arriving) == 1))
+        self.assertEqual(OneGet.get(server).status, 200)
+        self.assertEqual(AdapterHelpers.read_until_closed(kept), b"")  # closed by the server
+        silent.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        self.assertTrue(AdapterHelpers.read_until_closed(silent).startswith(b"HTTP/1.1 200 "))
+
+    def test_at_the_cap_the_connection_waiting_longest_is_closed(self):
+        """max_waiting=2, two silent connections: a third closes the first, and all three are not refused."""
+        server = guarded_serve(self, _peek, server={"max_waiting": 2})
+        crowd = IdleCrowd(self, server.server_address[1])
+        first, second = crowd.silent(2)
+        self.assertTrue(wait_for(lambda: len(server._arriving) == 2))
+        third = crowd.connect()
+        self.assertEqual(AdapterHelpers.read_until_closed(first), b"")
+        for sock in (second, third):
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            self.assertTrue(AdapterHelpers.read_until_closed(sock).startswith(b"HTTP/1.1 200 "))
+
+    def test_under_a_descriptor_limit_of_256_idle_sockets_do_not_lock_a_visitor_out(self):
+        """A server run with RLIMIT_NOFILE 256 (in a subprocess): 300 idle sockets of each kind, and a visitor."""
+        try:
+            import resource
+        except ImportError:
+            self.skipTest("resource (descriptor limits) is Unix only")
+        del resource
+        code = textwrap.dedent("""
+            import resource
+            _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+            from session_demo import session_middleware
+            from session_demo_extras.frontend import GuardedHTTPServer, GuardedRequestHandler
+            class Handler(GuardedRequestHandler):
+                protocol_version = "HTTP/1.1"
+                def do_GET(self):
+                    self.session["views"] = self.session.get("views", 0) + 1
+                    body = b"views: %d" % self.session["views"]
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                def log_message(self, format, *args):
+                    pass
+            middleware = session_middleware(secret="a secret of more than 32 characters", resave=False,
+                                            save_uninitialized=True)
+            server = GuardedHTTPServer(("127.0.0.1", 0), Handler, middleware)
+            print(server.server_address[1], server.max_waiting, flush=True)
+            server.serve_forever()
+        """)
+        root = os.path.dirname(os.path.dirname(os.path.abspath(frontend.__file__)))
+        process = subprocess.Popen([sys.executable, "-c", code], cwd=root, stdout=subprocess.PIPE, text=True)
+        self.addCleanup(process.stdout.close)
+        self.addCleanup(process.wait, 10)
+        self.addCleanup(process.kill)
+        port, max_waiting = map(int, process.stdout.readline().split())
+        self.assertEqual(max_waiting, 128)  # half the descriptors
+        crowd = IdleCrowd(self, port)
+        for kind in (crowd.kept_alive, crowd.silent, crowd.trickling):
+            with self.subTest(kind=kind.__name__):
+                kind(300)
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                self.addCleanup(connection.close)
+                connection.request("GET", "/")
+                answer = connection.getresponse()
+                self.assertEqual((answer.status, answer.read()), (200, b"views: 1"))
+        self.assertIsNone(process.poll(), "the server died")
+
+
+class TestFrontendWorkers(SessionAssertions):
+    """A request whose head has arrived gets a worker thread of its own: a hanging one holds no other."""
+
+    def test_a_request_that_hangs_holds_up_no_other(self):
+        """/hang blocks its worker; meanwhile other connections, new and kept alive, are answered."""
+        entered, release = threading.Event(), threading.Event()
+
+        def app(handler: AppHandler) -> None:
+            if handler.path == "/hang":
+                entered.set()
+                release.wait(10)
+            handler.reply(200, handler.path)
+
+        server = guarded_serve(self, app)
+        self.addCleanup(release.set)
+        hanging = AdapterHelpers.connect(server)
+        self.addCleanup(hanging.close)
+        hanging.sendall(b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertTrue(entered.wait(10))
+        connection = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+        self.addCleanup(connection.close)
+        for path in ("/a", "/b", "/c"):  # one keep-alive connection, back to the waiting room each time
+            connection.request("GET", path)
+            self.assertEqual(connection.getresponse().read(), path.encode())
+        self.assertEqual(OneGet.get(server, "/d").body, "/d")
+        release.set()
+        answer = http.client.HTTPResponse(hanging)
+        answer.begin()
+        self.assertEqual(answer.read(), b"/hang")
+
+    def test_pipelined_requests_are_answered_in_order(self):
+        """Three requests sent at once on one connection: three answers, in order."""
+        server = guarded_serve(self, lambda handler: handler.reply(200, handler.path))
         sock = AdapterHelpers.connect(server)
         self.addCleanup(sock.close)
-        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        self.assertTrue(AdapterHelpers.read_until_closed(sock).startswith(b"HTTP/1.1 503 "))
-        held[0].close()
-        freed = threading.Event()
-        for _ in range(200):  # the server notices the close on its own thread; bounded
-            response = OneGet.get(server)
-            if response.status == 200:
-                break
-            freed.wait(0.01)
-        self.assertEqual(response.status, 200)
+        sock.sendall(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n"
+                     b"GET /3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        self.assertEqual([answer.body for answer in AdapterHelpers.responses(sock)], ["/1", "/2", "/3"])
 
-    def test_running_out_of_descriptors_on_accept_backs_off_instead_of_spinning(self):
-        """accept() failing with EMFILE waits accept_backoff before the loop tries again (it would spin a core)."""
+    def test_64_clients_at_once_are_all_answered(self):
+        """64 clients connecting at the same moment (the listen backlog holds them): 64 answers."""
+        server = guarded_serve(self, _peek)
+        statuses: list[int] = []
+        start = threading.Barrier(64)
+
+        def client() -> None:
+            start.wait(10)
+            statuses.append(OneGet.get(server).status)
+
+        threads = [threading.Thread(target=client) for _ in range(64)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        self.assertEqual(statuses, [200] * 64)
+
+
+class TestFrontendOutOfDescriptors(SessionAssertions):
+    """accept() failing for want of a descriptor closes the longest-waiting connection, or backs off."""
+
+    def test_with_nothing_to_close_accept_backs_off_instead_of_spinning(self):
+        """accept() failing with EMFILE and no connection waiting: wait accept_backoff (it would spin a core)."""
         server = GuardedHTTPServer(("127.0.0.1", 0), GuardedAppHandler, SessionMiddleware(make_options()))
         self.addCleanup(server.server_close)
         for code in (errno.EMFILE, errno.ENFILE):
@@ -215,8 +407,23 @@ class TestFrontendConnectionCap(SessionAssertions):
                 listening = mock.Mock(**{"accept.side_effect": OSError(code, os.strerror(code))})
                 with mock.patch.object(server, "socket", listening), \
                         mock.patch.object(frontend.time, "sleep") as sleep, self.assertLogs("session_demo", "WARNING"):
-                    server._handle_request_noblock()
+                    server._accept()
                 sleep.assert_called_once_with(server.accept_backoff)
+
+    def test_with_connections_waiting_accept_closes_the_longest_waiting_one(self):
+        """accept() failing with EMFILE while two connections wait: the older is closed, no back-off."""
+        server = GuardedHTTPServer(("127.0.0.1", 0), GuardedAppHandler, SessionMiddleware(make_options()))
+        self.addCleanup(server.server_close)
+        older, newer = mock.Mock(), mock.Mock()
+        for sock in (older, newer):
+            server._arriving[sock] = frontend._Connection(sock, ("client", 1))
+        listening = mock.Mock(**{"accept.side_effect": OSError(errno.EMFILE, os.strerror(errno.EMFILE))})
+        with mock.patch.object(server, "socket", listening), mock.patch.object(frontend.time, "sleep") as sleep:
+            server._accept()
+        sleep.assert_not_called()
+        older.close.assert_called_once_with()
+        newer.close.assert_not_called()
+        self.assertEqual(list(server._arriving), [newer])
 
 
 class TestFrontendEdges(SessionAssertions):

@@ -72,7 +72,7 @@ def _exchange(server: GuardedHTTPServer, request: bytes, keep_date: bool = False
         try:
             sock.sendall(request)
             sock.shutdown(socket.SHUT_WR)
-        except (BrokenPipeError, ConnectionResetError):
+        except OSError:  # a broken pipe, a reset, or not connected any more (after a reset)
             pass  # the server answered and closed before it had read it all
         answer = b""
         try:
