@@ -32,9 +32,10 @@ opens the most sockets. Here connections wait in a *waiting room* instead:
    ``accept_backoff`` seconds instead of spinning. An attacker's silent sockets can then only push
    each other out; a visitor whose head arrives is served.
 
-A waiting connection costs its socket, a small record and the bytes of its head so far (at most
-``max_head_size``); no thread. ``python3 -m session_demo_extras.frontend --measure`` prints what
-1,000 idle connections cost and how long a visitor then waits.
+A waiting connection costs its socket (and the kernel's buffers for it), a small record and the
+bytes of its head so far (at most ``max_head_size``); no thread. ``python3 benchmarks/bench_idle.py``
+prints what 1,000 idle connections cost the demo server (1 to 2 KB each) and how long a visitor
+then waits.
 
 The guards, each with what it defends against:
 
