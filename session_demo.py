@@ -3,10 +3,7 @@
 Read it from the top: the primer below, then section 1, a request's whole life; each later section
 explains what the earlier ones call. LESSONS.md walks the same path with things to run, and lists what
 we do differently on purpose ("Difference:" marks each in the code). What goes beyond express-session
-lives in the session_demo_extras package.
-
-    python3 server.py          # the view counter from express-session's README, on port 3000
-    python3 -m unittest        # the tests: every behaviour, pinned down
+lives in the session_demo_extras package (python3 server.py runs the demo; python3 -m unittest, the tests).
 
 Sections (grep "# ===="): 1. the request lifecycle, 2. options, 3. decisions, 4. change detection,
 5. the session, 6. the session cookie, 7. signing, 8. the Cookie header, 9. stores, 10. http.server.
@@ -74,8 +71,7 @@ Clock = Callable[[], float]
 
 
 def short_id(session_id: object) -> str:
-    """A session id cut short for a log line or a page: a full id is a bearer token (Difference: express
-    logs it whole)."""
+    """A session id cut short for a log line: a full id is a bearer token (Difference: express logs it whole)."""
     if isinstance(session_id, str) and len(session_id) > 8:
         return repr(session_id[:6] + "...")
     return repr(session_id)
@@ -88,24 +84,20 @@ def short_id(session_id: object) -> str:
 #   set_cookie_header  as the response's headers go out: the Set-Cookie header's value, or None
 #   end                after the handler, before the response's last byte: save, touch or destroy
 # In express these are the middleware function itself, its on-headers hook and its wrapped res.end.
-
-
 def session_middleware(**options: Any) -> SessionMiddleware:
     """Build the middleware from SessionOptions' keywords (express's ``session(options)``)."""
     return SessionMiddleware(SessionOptions(**options))
 
 
 class SessionMiddleware:
-    """The session layer for any server (express-session's middleware); a subclass may wrap ``load``
-    and ``save``."""
+    """The session layer for any server (express-session's middleware); a subclass may wrap load and save."""
 
     def __init__(self, options: SessionOptions) -> None:
         self.options = options
 
     def begin(self, request: RequestInfo) -> RequestState | None:
-        """Load the session the request's cookie names, or make a new one. None when this request gets
-        no session (the store is not ready, or the URL is outside the cookie's path). Raises
-        SessionLoadError when the store fails or returns something that is not a session."""
+        """Load the session the cookie names, or make a new one; None: no session for this request (the
+        store is not ready, or the URL is outside the cookie's path). A store failure: SessionLoadError."""
         if self._skips(request):
             return None
         state = RequestState(self.options, request)
@@ -126,7 +118,6 @@ class SessionMiddleware:
         return state
 
     def _skips(self, request: RequestInfo) -> bool:
-        """No session while the store is not ready (disconnected), nor outside the cookie's path."""
         if not getattr(self.options.store, "ready", True):
             _log.debug("no session: store is disconnected")
             return True
@@ -137,7 +128,7 @@ class SessionMiddleware:
         return False
 
     def _fetch(self, state: RequestState) -> Any:
-        """What the store holds under the cookie's id, or None if nothing; a store error is a SessionLoadError."""
+        """What the store holds under the cookie's id, or None; a store error is a SessionLoadError."""
         _log.debug("fetching %s", short_id(state.session_id))
         try:
             data = self.load(state)
@@ -154,8 +145,8 @@ class SessionMiddleware:
         return state.store.get(state.session_id)
 
     def set_cookie_header(self, state: RequestState) -> str | None:
-        """The Set-Cookie value for this response, or None (express's on-headers hook); first, as there, the
-        cookie's lifetime restarts. A failure is logged and the response goes on without the cookie."""
+        """The Set-Cookie value, or None (express's on-headers hook); first, as there, the cookie's lifetime
+        restarts. A failure is logged and the response goes on without the cookie."""
         if state.session is None:
             _log.debug("set-cookie: no (no session)")
             return None
@@ -176,9 +167,8 @@ class SessionMiddleware:
         return header
 
     def end(self, state: RequestState) -> None:
-        """Save the session, touch it or destroy it in the store (express's wrapped ``res.end``); a second
-        call does nothing. A store error is logged and raised: the adapter answers 500 in place of the
-        handler's response (express has sent its headers by then, and can only log it)."""
+        """Save, touch or destroy in the store (express's wrapped ``res.end``), once. A store error is logged
+        and raised: the adapter answers 500 instead (express has sent its headers by then: it only logs)."""
         if state.ended:
             return
         state.ended = True
@@ -216,7 +206,7 @@ class SessionMiddleware:
 
     @staticmethod
     def _restart_cookie_once(state: RequestState) -> None:
-        """Session.touch(), at most once per request: at the headers, or at the end if none went out."""
+        """Session.touch(), once per request: at the headers, or at the end if none went out."""
         if not state.cookie_restarted and state.session is not None:
             state.session.touch()
             state.cookie_restarted = True
@@ -237,13 +227,10 @@ class RequestInfo:
 class RequestState:
     """One request's session and its bookkeeping (express: ``req.session``, ``req.sessionID`` and the
     middleware's local variables). What the request began with:
-
       cookie_id    the id in the browser's cookie, if its signature checked; else None
       start_id     the session's id when it was loaded or made             (express's originalId)
       start_hash   the hash of its data then (hash_session, section 4)    (originalHash)
-
     What holds now:
-
       session      the Session the handler sees; None once the handler unsets it
       session_id   its id, which the Set-Cookie carries                     (req.sessionID)
       stored_hash  the hash of what the store holds for it, when known; else None   (savedHash)
@@ -262,8 +249,7 @@ class RequestState:
         self.start_id: Any = None
         self.start_hash: str | None = None
         self.stored_hash: str | None = None
-        self.cookie_restarted = False
-        self.ended = False
+        self.cookie_restarted = self.ended = False
         self.end_error: Exception | None = None  # the store's error at the end, if it failed
 
     def generate(self) -> None:
@@ -274,8 +260,8 @@ class RequestState:
         self.start_hash = _EMPTY_HASH  # a new session holds no data yet
 
     def inflate(self, data: Mapping[str, Any]) -> None:
-        """Use the session the store returned (express's ``inflate``). As there, the start hash is of what
-        the store returned: a reserved key dropped on load (section 5) is a change, and gets saved."""
+        """Use the session the store returned (express's ``inflate``). Its start hash is of what the store
+        returned, as there: a reserved key dropped on load (section 5) is a change, and gets saved."""
         self.session = self.stored_session(data)
         self.session.save_sets_stored_hash = True
         self.start_id = self.session_id
@@ -285,7 +271,7 @@ class RequestState:
 
     def regenerate(self) -> Session:
         """Destroy the session in the store and put a new one, with a new id, in its place (express's
-        ``store.regenerate``). The start id stays the old one, so the end of the request saves the new."""
+        ``store.regenerate``). start_id stays the old one, so the end of the request saves the new."""
         old_id, old_session = self.session_id, self.session
         session = self.new_session()  # an unusable id fails before anything is destroyed
         _log.debug("regenerating: destroying %s, the new id is %s", short_id(old_id), short_id(session.id))
@@ -298,9 +284,8 @@ class RequestState:
         return self.session
 
     def new_session(self) -> Session:
-        """A brand-new session, its id from ``genid``, its cookie from the options (``store.generate``).
-        Difference: an id with a space, a control character, '"', ',', ';' or '\\' is refused
-        (ValueError) before anything is stored; express accepts it."""
+        """A new session, its id from ``genid``, its cookie from the options (``store.generate``). Difference:
+        an id with a space, a control character, '"', ',', ';' or '\\' is a ValueError (express takes it)."""
         options = self.options
         session_id = options.genid(self.request)
         if isinstance(session_id, str) and _UNSAFE_ID_CHARACTER.search(session_id):
@@ -334,8 +319,7 @@ _UNSAFE_ID_CHARACTER = re.compile(r'[\x00-\x20",;\\\x7f]')
 
 
 def read_session_id(cookie_header: str | None, name: str, secrets: list[bytes]) -> str | None:
-    """The id in the request's session cookie if it is signed with one of the secrets, else None
-    (express's ``getcookie``). The first cookie of that name counts."""
+    """The id in the first session cookie if one of the secrets signed it, else None (express's ``getcookie``)."""
     raw = parse_cookie_header(cookie_header or "").get(name)
     if not raw:
         return None
@@ -356,8 +340,7 @@ class SessionLoadError(Exception):
 
 
 def _found(data: Any) -> bool:
-    """Does a store's answer count as a session? JS rule: express tests it for truthiness, so None,
-    False, '', 0 and NaN all mean "not found"."""
+    """Does a store's answer count as a session? JS rule, truthiness: None, False, '', 0, NaN do not."""
     if isinstance(data, (int, float)) and not isinstance(data, bool):
         return data != 0 and not math.isnan(data)
     return data is not None and data is not False and data != ""
@@ -366,11 +349,8 @@ def _found(data: Any) -> bool:
 # ==== 2. Options ============================================================
 # express-session reads its options once, in session(options). So do we, and a bad one fails here,
 # when the middleware is built, rather than on the first request.
-
-
 class SessionOptions:
     """The middleware's options (express's ``session(options)``, in snake_case), validated once:
-
     secret              the key that signs the cookie, or a list: the first signs, every one verifies
     name                the cookie's name, "connect.sid"
     cookie              the cookie's settings (section 6), or a callable from RequestInfo to them
@@ -383,7 +363,6 @@ class SessionOptions:
                         None: ask the framework (RequestInfo.framework_secure)
     genid               makes a new session id from the RequestInfo
     clock               returns now in seconds, like time.time
-
     Left out, ``resave`` and ``save_uninitialized`` warn and mean True, as in express. Differences:
     ``secret`` is required, a short one warns, and the cookie options are checked now."""
 
@@ -441,43 +420,35 @@ def _true_unless_false(value: bool | None, name: str) -> bool:
     return bool(value)
 
 
-def _secret_list(secret: object) -> list[bytes]:
-    """The ``secret`` option as HMAC keys; a str is one secret. Differences: no secret, or an empty one
-    (even in a list), is an error here (express warns, then fails every request); a short one warns."""
-    if isinstance(secret, (list, tuple)):
-        if not secret:
-            raise TypeError("secret option array must contain one or more strings")
-        items = list(secret)
-    elif secret is None or secret == "" or secret == b"":
-        raise TypeError("secret option required for sessions")
-    else:
-        items = [secret]
-    for item in items:
-        if not isinstance(item, (str, bytes, bytearray)) or not item:
-            raise TypeError(f"each secret must be a non-empty str or bytes, not {item!r}")
-    _warn_if_short(items)
-    return [_key(item) for item in items]
-
-
 _short_secret_warned = False  # the warning comes once per process, not once per middleware
 
 
-def _warn_if_short(secrets: list[Any]) -> None:
-    """Warn about a secret under 32 characters: anyone holding one signed cookie can guess it offline.
-    Each secret in a list counts, since each one verifies."""
+def _secret_list(secret: object) -> list[bytes]:
+    """The ``secret`` option as HMAC keys; a str is one secret. Differences: no secret, or an empty one
+    (even in a list), is an error here (express warns, then fails every request); one under 32
+    characters warns (each in a list counts, since each one verifies)."""
     global _short_secret_warned
-    short = [str(index) for index, secret in enumerate(secrets) if len(secret) < 32]
+    if secret is None or secret == "" or secret == b"":
+        raise TypeError("secret option required for sessions")
+    items: list[Any] = list(secret) if isinstance(secret, (list, tuple)) else [secret]
+    if not items:
+        raise TypeError("secret option array must contain one or more strings")
+    for item in items:
+        if not isinstance(item, (str, bytes, bytearray)) or not item:
+            raise TypeError(f"each secret must be a non-empty str or bytes, not {item!r}")
+    short = [str(index) for index, item in enumerate(items) if len(item) < 32]
     if short and not _short_secret_warned:
         _short_secret_warned = True
-        which = "the secret" if len(secrets) == 1 else f"secret {' and '.join(short)} (of {len(secrets)})"
+        which = "the secret" if len(items) == 1 else f"secret {' and '.join(short)} (of {len(items)})"
         warnings.warn(f"short secret: {which} has fewer than 32 characters, so anyone holding one signed "
                       "cookie can guess it offline; use 32 or more random ones (secrets.token_urlsafe(32))",
-                      stacklevel=4)
+                      stacklevel=3)
+    return [_key(item) for item in items]
 
 
 def _checked_cookie_option(cookie: object, name: str, clock: Clock) -> Any:
     """The ``cookie`` option, tried on a probe cookie now, so that a bad one fails at construction.
-    Difference: a path with a space, ',', '"' or '\\' is refused (cookie 0.7.2 lets them through)."""
+    Difference: a path with a space, ',', '"' or '\\' is refused (cookie 0.7.2 lets it through)."""
     cookie = {} if cookie is None else cookie
     if callable(cookie):
         if not _COOKIE_NAME.fullmatch(name):
@@ -505,8 +476,6 @@ _UNUSUAL_PATH_CHARACTER = re.compile(r'[ ,"\\]')
 # small predicates with its names. Each returns a Decision, yes or no with the reason, for the log.
 # "Modified" means the handler changed the session's data or id (section 4 says how we know).
 # A handler may set session_id to anything, as in express; an id that is not a string means no.
-
-
 @dataclass(slots=True)
 class Decision:
     """A yes or no, with the reason. ``if should_save(state):`` reads the yes/no."""
@@ -522,11 +491,10 @@ class Decision:
 
 
 def should_set_cookie(state: RequestState) -> Decision:
-    """Send Set-Cookie? (express's ``shouldSetCookie``) For a new session: if ``save_uninitialized`` or
-    modified. For the browser's own: with ``rolling``, or when modified and the cookie has an expiry
-    (a browser-session cookie the browser already holds would not change)."""
+    """Send Set-Cookie? (express's ``shouldSetCookie``) A new session: with ``save_uninitialized``, or if
+    modified. The browser's own: with ``rolling``, or if modified and the cookie has an expiry."""
     if not isinstance(state.session_id, str):
-        return Decision(False, f"session id is not a string: {state.session_id!r}")
+        return _not_a_string(state)
     session = state.session
     assert session is not None
     if state.cookie_id != state.session_id:
@@ -539,7 +507,7 @@ def should_set_cookie(state: RequestState) -> Decision:
     # The session the browser sent.
     if state.options.rolling:
         return Decision(True, "rolling")
-    if session.cookie.expires is None:
+    if session.cookie.expires is None:  # the browser already holds it as it would be sent
         return Decision(False, "browser-session cookie the browser already has")
     if is_modified(state):
         return Decision(True, "modified, and the cookie has an expiry")
@@ -550,7 +518,7 @@ def should_save(state: RequestState) -> Decision:
     """Save, unless the store holds the session as it is (express's ``shouldSave``); a new session with
     ``save_uninitialized=False`` only once it is modified."""
     if not isinstance(state.session_id, str):
-        return Decision(False, f"session id is not a string: {state.session_id!r}")
+        return _not_a_string(state)
     new_session = state.cookie_id != state.session_id
     if not state.options.save_uninitialized and state.stored_hash is None and new_session:
         # An uninitialized session: only worth keeping once it holds something.
@@ -571,7 +539,7 @@ def should_touch(state: RequestState, save: Decision | None = None) -> Decision:
     """Touch the store (refresh the stored expiry) for the browser's own session when it is not being
     saved (express's ``shouldTouch``). ``save``: should_save's answer, if the caller has it already."""
     if not isinstance(state.session_id, str):
-        return Decision(False, f"session id is not a string: {state.session_id!r}")
+        return _not_a_string(state)
     if state.cookie_id != state.session_id:
         return Decision(False, "not the session the browser sent")
     if save is None:
@@ -592,17 +560,18 @@ def should_destroy(state: RequestState) -> Decision:
     return Decision(True, "session unset and unset='destroy'")
 
 
+def _not_a_string(state: RequestState) -> Decision:
+    return Decision(False, f"session id is not a string: {state.session_id!r}")
+
+
 def is_secure(request: RequestInfo, proxy: bool | None) -> bool:
     """Is the request HTTPS, for the cookie's sake? (express's ``issecure``) TLS always counts; otherwise
     ``proxy=True`` trusts X-Forwarded-Proto's first value, ``None`` the framework, ``False`` nothing."""
     if request.tls:
         return True
-    if proxy is False:
-        return False
-    if proxy is not True:
+    if proxy is None:
         return request.framework_secure is True
-    header = request.forwarded_proto or ""
-    return header.split(",", 1)[0].lower().strip() == "https"
+    return proxy is True and (request.forwarded_proto or "").split(",", 1)[0].lower().strip() == "https"
 
 
 def request_pathname(url: str) -> str:
@@ -623,8 +592,6 @@ def path_matches(pathname: str, cookie_path: str | None) -> bool:
 # ==== 4. Change detection ===================================================
 # express-session hashes the session's data (all but its cookie) when the request starts and again at
 # the end: a different hash, or a different id, means the session was modified.
-
-
 def is_modified(state: RequestState) -> bool:
     """The session's id or data differs from the request's start (express's ``isModified``)."""
     session = state.session
@@ -644,10 +611,7 @@ def is_saved(state: RequestState) -> bool:
 def hash_session(data: Mapping[str, Any]) -> str:
     """SHA-1 of the data as compact JSON (``stringify``, section 9), less the top-level ``cookie``
     (express's ``hash``). Key order counts: moving a key is a change."""
-    if isinstance(data, Session):
-        plain = data._data  # a Session's data never holds the cookie
-    else:
-        plain = {key: value for key, value in data.items() if key != "cookie"}
+    plain = data._data if isinstance(data, Session) else {k: v for k, v in data.items() if k != "cookie"}
     return hashlib.sha1(stringify(plain).encode("utf-8", "surrogatepass")).hexdigest()
 
 
@@ -655,21 +619,18 @@ def hash_session(data: Mapping[str, Any]) -> str:
 # What a handler uses (express's req.session): the data as a mapping (session["views"]), and as
 # attributes its id, its cookie, and methods that call the store at once: save, reload, destroy,
 # regenerate (a new id for the same visitor, at login); and touch, which restarts the cookie's lifetime.
-
 # JS rule: express keeps data and methods on one object, so a stored key named like one of its methods
 # or properties, or like what every JavaScript object inherits, is dropped when a session is loaded.
 _RESERVED_KEYS = frozenset({
-    "id", "req", "save", "reload", "regenerate", "destroy", "touch", "resetMaxAge",
-    "constructor", "hasOwnProperty", "isPrototypeOf", "propertyIsEnumerable",
-    "toLocaleString", "toString", "valueOf", "__proto__",
-    "__defineGetter__", "__defineSetter__", "__lookupGetter__", "__lookupSetter__",
+    "id", "req", "save", "reload", "regenerate", "destroy", "touch", "resetMaxAge", "constructor",
+    "hasOwnProperty", "isPrototypeOf", "propertyIsEnumerable", "toLocaleString", "toString", "valueOf",
+    "__proto__", "__defineGetter__", "__defineSetter__", "__lookupGetter__", "__lookupSetter__",
 })
 
 
 class Session(MutableMapping[str, Any]):
     """One visitor's session (express's ``Session``): its data as a mapping, plus ``id`` and ``cookie``;
     its methods call the store now and raise its errors. Difference: a reserved key is refused on set."""
-
     def __init__(self, state: RequestState, session_id: Any, cookie: Cookie,
                  data: Mapping[str, Any] | None = None) -> None:
         self._state = state
@@ -729,8 +690,8 @@ class Session(MutableMapping[str, Any]):
         return self
 
     def save(self) -> Session:
-        """Write the session to the store now (express's ``save``); the end of the request then saves
-        it again only if it changes (but always, as in express, for a regenerated session)."""
+        """Write the session to the store now (express's ``save``); the end of the request saves it again
+        only if it changes (always, as in express, for a regenerated session)."""
         self._refuse_if_replaced()
         _log.debug("saving %s", short_id(self._id))
         if self.save_sets_stored_hash:
@@ -750,8 +711,7 @@ class Session(MutableMapping[str, Any]):
         return state.session
 
     def destroy(self) -> None:
-        """Remove the session from the request and from the store (express's ``destroy``); no Set-Cookie
-        is sent, and the browser keeps its now useless cookie."""
+        """Remove the session from the request and the store (express's ``destroy``); no Set-Cookie goes out."""
         self._refuse_if_replaced()
         _log.debug("destroying %s", short_id(self._id))
         self._state.session = None
@@ -773,7 +733,6 @@ class Session(MutableMapping[str, Any]):
 # The cookie's settings (path, secure, same_site, ...) and its expiry, which the store keeps a copy of.
 # max_age is in milliseconds, as in express, and is not stored: it sets `expires`, and
 # `original_max_age`, the lifetime that touch() starts again.
-
 # Python name to stored (JSON) name, in the order express stores them; the expiry is kept as `_expires`,
 # in ms since the epoch, behind the `expires` and `max_age` properties.
 _ATTRIBUTES = {
@@ -794,7 +753,6 @@ _MIN_MS = (datetime.min.replace(tzinfo=timezone.utc) - _EPOCH) // _ONE_MS
 class Cookie:
     """The session cookie's settings and expiry (express-session's ``Cookie``): ``path='/'``, ``http_only``,
     no expiry, the rest unset. Difference: an unknown option raises ValueError (express ignores a typo)."""
-
     # JS rule, undefined vs null: an attribute never set reads as None (these class defaults) and is left
     # out of to_json(); one set to None, in vars(self), is stored as null.
     original_max_age: int | None = None
@@ -862,8 +820,8 @@ class Cookie:
         self.original_max_age = expires_ms - now  # one reading of the clock (express's two can differ by 1 ms)
 
     def restart(self) -> None:
-        """The cookie's lifetime starts again: ``max_age = original_max_age`` (express's ``resetMaxAge``).
-        JS rule: a stored cookie with no ``originalMaxAge`` (undefined) loses ``expires`` too."""
+        """``max_age = original_max_age`` (express's ``resetMaxAge``). JS rule: with no ``originalMaxAge``
+        (undefined) stored, ``expires`` goes too."""
         if "original_max_age" in vars(self):
             self.max_age = self.original_max_age
         else:
@@ -952,8 +910,6 @@ def _expiry_from_stored(value: Any) -> int | None:
 # The cookie carries the id signed, so that a client cannot name another visitor's session: "s:" + id +
 # "." + base64(HMAC-SHA256(id, secret)) without "=", as cookie-signature 1.0.7 does. Signed, not encrypted:
 # anyone can read the id, nobody can make one up without the secret.
-
-
 def unsign_any(signed: str, secrets: list[bytes] | list[str]) -> str | None:
     """Try each secret in order; the first that verifies wins (express's ``unsigncookie``)."""
     for secret in secrets:
@@ -964,8 +920,8 @@ def unsign_any(signed: str, secrets: list[bytes] | list[str]) -> str | None:
 
 
 def unsign(signed: str, secret: str | bytes) -> str | None:
-    """The value, if its signature is right, else None (cookie-signature's ``unsign``): all before the
-    last '.', signed again and compared in constant time, as bytes (non-ASCII must not raise)."""
+    """The value (all before the last '.') if its signature is right, else None (cookie-signature's
+    ``unsign``): signed again and compared in constant time, as bytes (non-ASCII must not raise)."""
     if not isinstance(signed, str):
         raise TypeError("Signed cookie string must be provided.")
     value = signed[: signed.rfind(".")]
@@ -1005,7 +961,6 @@ def _key(secret: str | bytes) -> bytes:
 # ==== 8. The Cookie header ==================================================
 # Reading "Cookie: a=1; connect.sid=s%3A..." and writing "Set-Cookie: ..." with the rules of the `cookie`
 # package 0.7.2 that express uses (http.cookies follows other rules, and parses some headers slowly).
-
 # Used with fullmatch: "$" also matches before a final newline, which would let "sid\n" through and
 # split the header. ASCII only: with re.IGNORECASE alone, the Kelvin sign would match "k".
 _COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -1013,6 +968,7 @@ _COOKIE_VALUE = re.compile(r'("?)[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]*\1')
 _COOKIE_DOMAIN = re.compile(r"([.]?[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)([.][a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*",
                             re.IGNORECASE | re.ASCII)
 _COOKIE_PATH = re.compile(r"[\x20-\x3A\x3D-\x7E]*")
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
 def parse_cookie_header(header: str) -> dict[str, str]:
@@ -1066,12 +1022,8 @@ def serialize_cookie(name: str, value: str, *, domain: str | None = None, path: 
         if not isinstance(expires, datetime):
             raise ValueError(f"option expires is invalid: {expires!r}")
         parts.append("Expires=" + email.utils.format_datetime(expires.astimezone(timezone.utc), usegmt=True))
-    if http_only:
-        parts.append("HttpOnly")
-    if secure:
-        parts.append("Secure")
-    if partitioned:
-        parts.append("Partitioned")
+    parts += [word for flag, word in ((http_only, "HttpOnly"), (secure, "Secure"), (partitioned, "Partitioned"))
+              if flag]
     if priority:
         parts.append("Priority=" + _attribute_value("priority", priority, {"low": "Low", "medium": "Medium",
                                                                            "high": "High"}))
@@ -1093,20 +1045,9 @@ def encode_uri_component(text: str) -> str:
     """Percent-encode like JavaScript's ``encodeURIComponent`` (``s:a+b`` gives ``s%3Aa%2Bb``): all but
     letters, digits and ``-_.!~*'()`` as %XX of its UTF-8; a lone surrogate raises ValueError."""
     try:
-        return _URI_UNSAFE.sub(_percent_escapes, text)
+        return urllib.parse.quote(text, safe="!*'()")  # quote also keeps letters, digits and "-_.~"
     except UnicodeEncodeError as exc:
         raise ValueError(f"cannot percent-encode {text!r}: {exc.reason}") from None
-
-
-_URI_UNSAFE = re.compile(r"[^A-Za-z0-9\-_.!~*'()]")
-
-
-def _percent_escapes(match: re.Match[str]) -> str:
-    """``%3A`` for ':', ``%C3%A9`` for 'é': one character as encodeURIComponent writes it."""
-    return "%" + match.group().encode("utf-8").hex("%").upper()  # hex('%') puts '%' between the bytes
-
-
-_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
 def decode_uri_component(text: str) -> str:
@@ -1122,13 +1063,10 @@ def decode_uri_component(text: str) -> str:
 # ==== 9. Stores =============================================================
 # A store keeps sessions on the server, keyed by id, in their stored form: {"cookie": {...}, ...data}, as
 # JSON (never pickle: unpickling can run code). express's stores take callbacks; ours return or raise.
-
-
 class Store:
     """The store interface (express-session's ``Store``): ``get``, ``set``, ``destroy``; optionally ``touch``,
     ``all``, ``length``, ``clear``. An error is a 500 (FileNotFoundError in ``get``: not found, as ENOENT).
     Bound each call with a timeout: the request waits for it. While ``ready`` is False: no sessions."""
-
     ready: bool = True
 
     def get(self, sid: str) -> dict[str, Any] | None:
@@ -1149,25 +1087,21 @@ class Store:
 class MemoryStore(Store):
     """Sessions as JSON strings in a dict (express-session's ``MemoryStore``), thread-safe; faithful, leak
     included: an expired session goes only when it is read."""
-
     def __init__(self, *, clock: Clock = time.time) -> None:
         self._clock = clock
         self._lock = threading.Lock()
         self.sessions: dict[str, str] = {}
 
     def get(self, sid: str) -> dict[str, Any] | None:
-        """The stored session, or None if there is none or it has expired (and is now deleted)."""
         with self._lock:
             return self._lookup(sid)
 
     def set(self, sid: str, session: Session | Mapping[str, Any]) -> None:
-        """Store the session as JSON."""
         _, text = session_json(session)
         with self._lock:
             self.sessions[sid] = text
 
     def destroy(self, sid: str) -> None:
-        """Delete the session, if there is one."""
         with self._lock:
             self.sessions.pop(sid, None)
 
@@ -1187,11 +1121,9 @@ class MemoryStore(Store):
         return {sid: session for sid, session in found.items() if session is not None}
 
     def length(self) -> int:
-        """The number of live sessions."""
         return len(self.all())
 
     def clear(self) -> None:
-        """Forget every session."""
         with self._lock:
             self.sessions = {}
 
@@ -1216,9 +1148,7 @@ def session_json(session: Session | Mapping[str, Any]) -> tuple[dict[str, Any], 
 
 def stored_cookie(session: Session | Mapping[str, Any]) -> Any:
     """The stored form of a session's cookie, for touch()."""
-    if isinstance(session, Session):
-        return session.cookie.to_json()
-    return session["cookie"]
+    return session.cookie.to_json() if isinstance(session, Session) else session["cookie"]
 
 
 def expiry_ms(data: Mapping[str, Any]) -> int | None:
@@ -1279,7 +1209,6 @@ parse_json = json.JSONDecoder(parse_constant=_refuse_constant).decode
 # after do_GET returns: the response is held back until then, so that a failed save can still be a 500.
 # This is plain http.server with sessions; the guards a server reachable from a network needs
 # (deadlines, a head cap, ...) are in session_demo_extras.frontend, as Node's http sits below Express.
-
 _CLIENT_GONE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 
 
@@ -1287,7 +1216,6 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
     """A BaseHTTPRequestHandler whose ``do_*`` methods see ``self.session`` (express's ``req.session``).
     Set-Cookie (with ``Vary: Cookie``) is added at ``end_headers()``; the store is written after the
     handler returns, before the held response goes out. A handler or store failure answers 500."""
-
     server: SessionHTTPServer
     session_state: RequestState | None = None
     _headers_sent: bool = False
@@ -1318,8 +1246,7 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
         self.session_state.session_id = value
 
     def request_target(self) -> str:
-        """The request target exactly as the client sent it (express's ``req.originalUrl``).
-        ``self.path`` is not quite that: http.server turns a leading '//' into '/'."""
+        """The target as sent (express's ``req.originalUrl``); http.server's self.path makes '//' '/'."""
         words = self.requestline.split()
         return words[1] if len(words) >= 2 else self.path
 
@@ -1448,7 +1375,6 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
 
 class SessionHTTPServer(ThreadingHTTPServer):
     """A ThreadingHTTPServer with a SessionMiddleware: ``SessionHTTPServer(address, Handler, middleware)``."""
-
     daemon_threads = True
 
     def __init__(self, address: tuple[str, int], handler: type[SessionRequestHandler],
@@ -1467,14 +1393,13 @@ class SessionHTTPServer(ThreadingHTTPServer):
 class _HeldResponse:
     """The handler's wfile, held back: a small response goes out in one write when the request ends; a
     large one all but its last byte, so the client never sees the end before the store has answered."""
-
     def __init__(self, wfile: Any) -> None:  # the handler's wfile: anything with write and flush
         self._wfile = wfile
         self._held = bytearray()
         self.passed = False  # some of it is out: a 500 can no longer take its place
 
     def write(self, data: bytes) -> int:
-        """Hold ``data``; past 64 KB, pass on everything held but the last byte."""
+        """Hold ``data``; past 64 KB, pass it on, but for the last byte."""
         self._held += data
         if len(self._held) > 64 * 1024:
             self.flush()
@@ -1488,7 +1413,6 @@ class _HeldResponse:
             self.passed = True
 
     def release(self) -> None:
-        """Send everything that is held."""
         if self._held:
             self._wfile.write(bytes(self._held))
             self._held.clear()
