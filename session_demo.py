@@ -91,7 +91,6 @@ def session_middleware(**options: Any) -> SessionMiddleware:
 
 class SessionMiddleware:
     """The session layer for any server (express-session's middleware); a subclass may wrap load and save."""
-
     def __init__(self, options: SessionOptions) -> None:
         self.options = options
 
@@ -216,7 +215,6 @@ class SessionMiddleware:
 class RequestInfo:
     """What the session layer needs of a request: the raw target, the Cookie lines joined with '; ',
     TLS, X-Forwarded-Proto, and the framework's own idea of "secure" (Express's ``req.secure``)."""
-
     url: str = "/"
     cookie_header: str | None = None
     tls: bool = False
@@ -238,7 +236,6 @@ class RequestState:
     Section 3 reads them: ``cookie_id != session_id`` is a new session; a session whose id or hash
     differs from its start was modified; one whose hash equals ``stored_hash`` needs no save. With
     ``resave=False`` a loaded session counts as stored as it is; with True, only once it is saved."""
-
     def __init__(self, options: SessionOptions, request: RequestInfo) -> None:
         self.options = options
         self.request = request
@@ -334,7 +331,6 @@ def read_session_id(cookie_header: str | None, name: str, secrets: list[bytes]) 
 
 class SessionLoadError(Exception):
     """The session could not be loaded (store failure or corrupt data): answer ``status`` with ``advice``."""
-
     status = 500
     advice = "The session could not be loaded; the server log says why"
 
@@ -365,7 +361,6 @@ class SessionOptions:
     clock               returns now in seconds, like time.time
     Left out, ``resave`` and ``save_uninitialized`` warn and mean True, as in express. Differences:
     ``secret`` is required, a short one warns, and the cookie options are checked now."""
-
     def __init__(self, *, secret: str | bytes | list[str | bytes] | tuple[str | bytes, ...] | None = None,
                  name: str = "connect.sid",
                  cookie: Mapping[str, Any] | Callable[[RequestInfo], Mapping[str, Any]] | None = None,
@@ -479,7 +474,6 @@ _UNUSUAL_PATH_CHARACTER = re.compile(r'[ ,"\\]')
 @dataclass(slots=True)
 class Decision:
     """A yes or no, with the reason. ``if should_save(state):`` reads the yes/no."""
-
     yes: bool
     reason: str
 
