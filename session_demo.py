@@ -65,13 +65,12 @@ __all__ = [
 ]
 
 _log = logging.getLogger("session_demo")
-
 Clock = Callable[[], float]
 """A clock returns the current time in seconds since the epoch, like time.time (tests freeze it)."""
 
 
 def short_id(session_id: object) -> str:
-    """A session id cut short for a log line: a full id is a bearer token (Difference: express logs it whole)."""
+    """A session id cut short for a log: a full id is a bearer token (Difference: express logs it whole)."""
     if isinstance(session_id, str) and len(session_id) > 8:
         return repr(session_id[:6] + "...")
     return repr(session_id)
@@ -316,7 +315,7 @@ _UNSAFE_ID_CHARACTER = re.compile(r'[\x00-\x20",;\\\x7f]')
 
 
 def read_session_id(cookie_header: str | None, name: str, secrets: list[bytes]) -> str | None:
-    """The id in the first session cookie if one of the secrets signed it, else None (express's ``getcookie``)."""
+    """The id in the first session cookie if a secret signed it, else None (express's ``getcookie``)."""
     raw = parse_cookie_header(cookie_header or "").get(name)
     if not raw:
         return None
@@ -441,7 +440,7 @@ def _secret_list(secret: object) -> list[bytes]:
     return [_key(item) for item in items]
 
 
-def _checked_cookie_option(cookie: object, name: str, clock: Clock) -> Any:
+def _checked_cookie_option(cookie: Any, name: str, clock: Clock) -> Any:
     """The ``cookie`` option, tried on a probe cookie now, so that a bad one fails at construction.
     Difference: a path with a space, ',', '"' or '\\' is refused (cookie 0.7.2 lets it through)."""
     cookie = {} if cookie is None else cookie
@@ -449,14 +448,9 @@ def _checked_cookie_option(cookie: object, name: str, clock: Clock) -> Any:
         if not _COOKIE_NAME.fullmatch(name):
             raise ValueError(f"argument name is invalid: {name!r} is not a cookie name")
         return cookie
-    if not isinstance(cookie, Mapping):
-        raise TypeError("cookie option must be a mapping or a callable returning one")
-    path = cookie.get("path")
-    if isinstance(path, str) and _UNUSUAL_PATH_CHARACTER.search(path):
-        raise ValueError(f"option path is invalid: {path!r} (no spaces, ',', '\"' or '\\')")
-    probe = Cookie(cookie, clock=clock)
-    if probe.secure == "auto":
-        probe.secure = True
+    probe = Cookie(cookie, clock=clock)  # TypeError if not a mapping; secure="auto" serializes as True
+    if isinstance(probe.path, str) and _UNUSUAL_PATH_CHARACTER.search(probe.path):
+        raise ValueError(f"option path is invalid: {probe.path!r} (no spaces, ',', '\"' or '\\')")
     if probe.same_site == "auto":
         probe.same_site = "lax"
     probe.serialize(name, "probe")
@@ -491,15 +485,13 @@ def should_set_cookie(state: RequestState) -> Decision:
         return _not_a_string(state)
     session = state.session
     assert session is not None
-    if state.cookie_id != state.session_id:
-        # A new session: no cookie, a bad cookie, an unknown id, or regenerated.
+    if state.cookie_id != state.session_id:  # a new session: no cookie, a bad one, an unknown id, regenerated
         if state.options.save_uninitialized:
             return Decision(True, "new session, save_uninitialized")
         if is_modified(state):
             return Decision(True, "new session, modified")
         return Decision(False, "new session, unmodified, save_uninitialized=False")
-    # The session the browser sent.
-    if state.options.rolling:
+    if state.options.rolling:  # from here on, the session the browser sent
         return Decision(True, "rolling")
     if session.cookie.expires is None:  # the browser already holds it as it would be sent
         return Decision(False, "browser-session cookie the browser already has")
@@ -514,8 +506,7 @@ def should_save(state: RequestState) -> Decision:
     if not isinstance(state.session_id, str):
         return _not_a_string(state)
     new_session = state.cookie_id != state.session_id
-    if not state.options.save_uninitialized and state.stored_hash is None and new_session:
-        # An uninitialized session: only worth keeping once it holds something.
+    if not state.options.save_uninitialized and state.stored_hash is None and new_session:  # worth keeping?
         if is_modified(state):
             return Decision(True, "new session, modified")
         return Decision(False, "new session, unmodified, save_uninitialized=False")
@@ -705,7 +696,7 @@ class Session(MutableMapping[str, Any]):
         return state.session
 
     def destroy(self) -> None:
-        """Remove the session from the request and the store (express's ``destroy``); no Set-Cookie goes out."""
+        """Remove the session from the request and the store (express's ``destroy``); no Set-Cookie."""
         self._refuse_if_replaced()
         _log.debug("destroying %s", short_id(self._id))
         self._state.session = None
@@ -729,15 +720,12 @@ class Session(MutableMapping[str, Any]):
 # `original_max_age`, the lifetime that touch() starts again.
 # Python name to stored (JSON) name, in the order express stores them; the expiry is kept as `_expires`,
 # in ms since the epoch, behind the `expires` and `max_age` properties.
-_ATTRIBUTES = {
-    "original_max_age": "originalMaxAge", "partitioned": "partitioned", "priority": "priority",
-    "_expires": "expires", "secure": "secure", "http_only": "httpOnly", "domain": "domain",
-    "path": "path", "same_site": "sameSite",
-}
+_ATTRIBUTES = {"original_max_age": "originalMaxAge", "partitioned": "partitioned", "priority": "priority",
+               "_expires": "expires", "secure": "secure", "http_only": "httpOnly", "domain": "domain",
+               "path": "path", "same_site": "sameSite"}
 _STORED_NAMES = {stored: name for name, stored in _ATTRIBUTES.items()}
 _OPTIONS = ("original_max_age", "partitioned", "priority", "expires", "secure", "http_only", "domain",
             "path", "same_site", "max_age")
-
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ONE_MS = timedelta(milliseconds=1)
 _MAX_MS = (datetime.max.replace(tzinfo=timezone.utc) - _EPOCH) // _ONE_MS
@@ -780,8 +768,7 @@ class Cookie:
         return None if self._expires is None else _EPOCH + timedelta(milliseconds=self._expires)
 
     @expires.setter
-    def expires(self, when: datetime | None) -> None:
-        # As express's setter: original_max_age becomes the time left.
+    def expires(self, when: datetime | None) -> None:  # as express's: original_max_age becomes the time left
         if when is not None and not (isinstance(when, datetime) and when.tzinfo is not None):
             raise TypeError("expires must be a timezone-aware datetime (e.g. tzinfo=timezone.utc) or None")
         self._expires = None if when is None else (when - _EPOCH) // _ONE_MS
@@ -797,8 +784,7 @@ class Cookie:
         # Milliseconds from now; None for a browser-session cookie; a datetime as express takes a Date (deprecated).
         if ms is None or isinstance(ms, datetime):
             if ms is not None:
-                warnings.warn("maxAge as Date; pass number of milliseconds instead",
-                              DeprecationWarning, stacklevel=2)
+                warnings.warn("maxAge as Date; pass number of milliseconds instead", DeprecationWarning, 2)
             self.expires = ms
             return
         if isinstance(ms, bool) or not isinstance(ms, (int, float)):
@@ -831,10 +817,9 @@ class Cookie:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], *, clock: Clock = time.time) -> Cookie:
-        """Rebuild a cookie from its stored form (``store.createSession``). As there, the stored keys are
-        set in order, then a date-string ``expires`` wins, and ``originalMaxAge`` is set as stored.
-        Difference, so that odd data never fails every request: an ``expires`` that is no date, or an
-        ``originalMaxAge`` that is no number in range, reads as None."""
+        """Rebuild a cookie from its stored form (``store.createSession``): the stored keys in order, then a
+        date-string ``expires`` wins, and ``originalMaxAge`` as stored. Difference, so that odd data never
+        fails every request: an ``expires`` that is no date, or an ``originalMaxAge`` out of range: None."""
         if not isinstance(data, Mapping):
             raise ValueError("the stored session's cookie is not an object")
         cookie = cls(clock=clock)
@@ -994,10 +979,9 @@ def serialize_cookie(name: str, value: str, *, domain: str | None = None, path: 
                      expires: datetime | None = None, http_only: bool = False, secure: bool | str | None = False,
                      partitioned: bool | None = False, priority: str | None = None,
                      same_site: bool | str | None = None) -> str:
-    """A Set-Cookie value, as cookie 0.7.2's ``serialize`` builds it: the value percent-encoded, then
-    Domain, Path, Expires, HttpOnly, Secure, Partitioned, Priority, SameSite, each left out when falsy.
-    A name, value, domain or path that could smuggle in another attribute raises ValueError (the checks
-    cookie 0.7 added for CVE-2024-47764)."""
+    """A Set-Cookie value, as cookie 0.7.2's ``serialize`` builds it: the value percent-encoded, then each
+    attribute that is not falsy. A name, value, domain or path that could smuggle in another attribute
+    raises ValueError (the checks cookie 0.7 added against CVE-2024-47764)."""
     if not isinstance(name, str) or not _COOKIE_NAME.fullmatch(name):
         raise ValueError(f"argument name is invalid: {name!r}")
     encoded = encode_uri_component(value)
@@ -1016,8 +1000,9 @@ def serialize_cookie(name: str, value: str, *, domain: str | None = None, path: 
         if not isinstance(expires, datetime):
             raise ValueError(f"option expires is invalid: {expires!r}")
         parts.append("Expires=" + email.utils.format_datetime(expires.astimezone(timezone.utc), usegmt=True))
-    parts += [word for flag, word in ((http_only, "HttpOnly"), (secure, "Secure"), (partitioned, "Partitioned"))
-              if flag]
+    for flag, attribute in ((http_only, "HttpOnly"), (secure, "Secure"), (partitioned, "Partitioned")):
+        if flag:
+            parts.append(attribute)
     if priority:
         parts.append("Priority=" + _attribute_value("priority", priority, {"low": "Low", "medium": "Medium",
                                                                            "high": "High"}))
@@ -1068,9 +1053,8 @@ class Store:
         raise NotImplementedError
 
     def set(self, sid: str, session: Session) -> None:
-        """Store the session (insert or replace). It receives the live Session, which goes on changing:
-        keep ``session.to_json()`` (a plain dict; ``session_json`` also gives its JSON text), never the
-        object itself; ``get`` returns that dict."""
+        """Store the session (insert or replace). It receives the live Session, which goes on changing: keep
+        ``session.to_json()`` (a plain dict; ``session_json`` gives its JSON text too), which get returns."""
         raise NotImplementedError
 
     def destroy(self, sid: str) -> None:
@@ -1253,7 +1237,7 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
                            forwarded_proto=", ".join(proto_lines) if proto_lines else None)
 
     def handle_one_request(self) -> None:
-        """BaseHTTPRequestHandler's, in two steps, with the session's begin and end around ``do_*``."""
+        """BaseHTTPRequestHandler's, in two steps a subclass may guard, with the session around ``do_*``."""
         self.session_state = None
         self._headers_sent = self._cache_control_set = False
         self._vary: list[str] = []
@@ -1318,8 +1302,7 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
                 failed = "The session could not be saved"
             if state is not None and state.end_error is not None:
                 failed = "The session could not be saved"  # here, or in a handler that ended it itself
-            # No silent loss: a request that failed after its headers, or whose session was not
-            # stored, gets a 500 in place of its held answer (or, if part of it is out, no last byte).
+            # No silent loss: a 500 in place of the held answer (or, if part of it is out, no last byte).
             if failed:
                 self.close_connection = True
                 if not held.passed:
