@@ -24,7 +24,7 @@ opens the most sockets. Here connections wait in a *waiting room* instead:
    call that hangs for one session holds that worker only: the other requests get other workers.
    Workers are kept for the next request and leave after a minute with nothing to do.
 3. After the answer, a keep-alive connection goes back to the waiting room, its unread bytes with it
-   (a pipelined request is served next).
+   (a pipelined request already there is served by the same worker first).
 4. The waiting room is bounded: with ``max_waiting`` connections waiting (half the descriptors the
    process may open), a new one makes room by closing the one that has waited longest -- an idle
    keep-alive connection first, as nginx does -- instead of being refused. Out of descriptors
@@ -50,6 +50,15 @@ The guards, each with what it defends against:
 - A header line http.client cannot read, or a control character in the request line, is a 400
   (request smuggling; a raw escape in a log), with no interim 100 Continue before a refusal.
 - Nagle's algorithm is off, so a held-back last byte never waits for a delayed ACK.
+
+The price: handing each request from the loop to a worker costs some CPU per request, against a
+thread that stays with its connection (http.server's way). In exchange, a quiet connection holds no
+thread, and fewer threads contend for the GIL at many connections, which kept the slowest answers
+(p99) lower in our wrk runs at 64 connections. A worker that lingered on its connection for the next
+request was cheaper at 8 connections and slower at 64, so workers do not linger.
+
+TLS: end it in a proxy in front. A listening socket wrapped with ssl works (each connection is then
+held by a worker, as the loop cannot read encrypted heads), but its handshake runs in the loop.
 
 Deadlines in the waiting room are checked a few times per timeout (Node checks its own every 30 s by
 default), so a connection may outstay its timeout by a tenth of it.
@@ -364,8 +373,8 @@ class GuardedHTTPServer(SessionHTTPServer):
         self._arriving: collections.OrderedDict[socket.socket, _Connection] = collections.OrderedDict()
         self._in_progress: dict[socket.socket, _Connection] = {}  # connections a worker holds
         self._returned: collections.deque[_Connection] = collections.deque()  # back from workers
-        self._return_lock = threading.Lock()
-        self._room_open = False
+        self._room_open = False  # the loop runs and takes connections back
+        self._wake_pending = False  # a wake-up byte is on its way: no need for another
         self._selector: selectors.BaseSelector | None = None
         self._wake_reader, self._wake_writer = socket.socketpair()  # a worker wakes the loop with a byte
         self._wake_reader.setblocking(False)
@@ -389,8 +398,7 @@ class GuardedHTTPServer(SessionHTTPServer):
             self._selector = selector
             selector.register(self.socket, selectors.EVENT_READ, _LISTENER)
             selector.register(self._wake_reader, selectors.EVENT_READ, _WAKE)
-            with self._return_lock:
-                self._room_open = True
+            self._room_open = True
             try:
                 while not self._stop:
                     waiting = self._kept_alive or self._arriving
@@ -407,9 +415,8 @@ class GuardedHTTPServer(SessionHTTPServer):
                         next_check = time.monotonic() + check_every
                     self.service_actions()
             finally:
-                with self._return_lock:
-                    self._room_open = False
-                self._take_back_returned()
+                self._room_open = False
+                self._close_returned()
                 for connection in [*self._kept_alive.values(), *self._arriving.values()]:
                     self._close(connection)
                 self._selector = None
@@ -534,16 +541,19 @@ class GuardedHTTPServer(SessionHTTPServer):
     # -- step 3: a worker serves one request; a keep-alive connection comes back --
 
     def _serve(self, connection: _Connection) -> None:
-        """In a worker thread: serve one request (a TLS connection: all of them), then return the
-        connection to the waiting room or close it."""
+        """In a worker thread: serve the request, then return the connection to the waiting room or
+        close it. Serve on while the next head is already here (pipelined), and a TLS connection's
+        every request (its bytes arrive encrypted: the loop cannot read its heads)."""
         keep_open = False
         try:
             make_handler: Any = self.RequestHandlerClass
             while True:
                 handler = make_handler(connection.sock, connection.address, self)
                 keep_open = not handler.close_connection
-                if not (keep_open and isinstance(connection.sock, ssl.SSLSocket)):
+                tls = isinstance(connection.sock, ssl.SSLSocket)
+                if not keep_open or not (tls or _head_is_here(connection.buffer, 0, self._handover_size())):
                     break
+                connection.head_began = None if tls else time.monotonic()
         except Exception:
             self.handle_error(connection.sock, connection.address)
             keep_open = False
@@ -556,13 +566,14 @@ class GuardedHTTPServer(SessionHTTPServer):
                 self.shutdown_request(connection.sock)
 
     def _return(self, connection: _Connection) -> None:
-        """From a worker: give a keep-alive connection back to the loop (closed if the loop has stopped)."""
-        with self._return_lock:
-            if self._room_open:
-                self._returned.append(connection)
-                self._wake()
-                return
-        self.shutdown_request(connection.sock)
+        """From a worker: give a keep-alive connection back to the loop, waking it unless a wake-up is
+        already on its way. (No lock: a worker holding one while it waits for the GIL holds up the rest.)"""
+        self._returned.append(connection)
+        if not self._wake_pending:
+            self._wake_pending = True
+            self._wake()
+        if not self._room_open:  # the loop has stopped: nobody else will close it
+            self._close_returned()
 
     def _wake(self) -> None:
         with contextlib.suppress(OSError):  # full already (it will wake), or closed
@@ -571,14 +582,14 @@ class GuardedHTTPServer(SessionHTTPServer):
     def _take_back_returned(self) -> None:
         """In the loop: the connections workers gave back wait for their next head."""
         with contextlib.suppress(OSError):
-            while self._wake_reader.recv(4096):
-                pass
-        while self._returned:
-            connection = self._returned.popleft()
-            if self._room_open and not self._stop:
-                self._wait_for_head(connection)
-            else:
-                self.shutdown_request(connection.sock)
+            self._wake_reader.recv(4096)
+        self._wake_pending = False  # after the read: a connection returned from now on sends a new byte
+        while connection := _pop(self._returned):
+            self._wait_for_head(connection)
+
+    def _close_returned(self) -> None:
+        while connection := _pop(self._returned):
+            self.shutdown_request(connection.sock)
 
     # -- step 4: the deadlines of those waiting --
 
@@ -610,6 +621,14 @@ class GuardedHTTPServer(SessionHTTPServer):
             with contextlib.suppress(KeyError, ValueError):
                 self._selector.unregister(connection.sock)
         self.shutdown_request(connection.sock)
+
+
+def _pop(returned: collections.deque[_Connection]) -> _Connection | None:
+    """The oldest connection a worker returned, or None (a worker and the loop may both be taking)."""
+    try:
+        return returned.popleft()
+    except IndexError:
+        return None
 
 
 def _head_is_here(buffer: bytearray, search_from: int, handover_size: int) -> bool:

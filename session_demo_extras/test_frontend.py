@@ -262,7 +262,7 @@ class TestFrontendIdleConnections(SessionAssertions):
         before = threading.active_count()
         crowd.kept_alive(70), crowd.silent(70), crowd.trickling(70)
         self.assertTrue(wait_for(lambda: len(server._kept_alive) + len(server._arriving) == 210))
-        self.assertLess(threading.active_count() - before, 10)
+        self.assertLess(threading.active_count() - before, 20)  # workers, not one per connection
         self.assertEqual(OneGet.get(server).status, 200)
 
     def test_at_the_cap_an_idle_keep_alive_connection_is_closed_first(self):
