@@ -17,6 +17,8 @@ Primer. HTTP forgets everything between two requests; a session is how a server 
   in the store, touch it there, or destroy it.
 - A new session is one the browser did not send (no cookie, a bad one, an id the store lacks, or one
   regenerated, given a new id as at login): in the code, the cookie's id differs from the session's.
+- Options: resave saves even an unchanged session; save_uninitialized, even an empty new one; rolling
+  sends the cookie on every response. Left out, the first two mean True (express warns).
 - A browser-session cookie has no expiry and goes when the browser closes; max_age (ms) sets one.
 - "touch" means two things, as in express: Session.touch() restarts the cookie's lifetime; a store's
   touch() moves the stored session's expiry without rewriting it.
@@ -33,14 +35,13 @@ if sys.version_info < (3, 11):
 
 import base64
 import email.utils
-import functools
 import hashlib
 import hmac
 import json
 import logging
 import math
 import re
-import secrets as _secrets
+import secrets as _secrets  # the name "secrets" is kept for the option's list of keys
 import ssl
 import threading
 import time
@@ -67,6 +68,7 @@ __all__ = [
 _log = logging.getLogger("session_demo")
 Clock = Callable[[], float]
 """A clock returns the current time in seconds since the epoch, like time.time (tests freeze it)."""
+_short_secret_warned = False  # section 2 warns of a short secret once per process, not once per middleware
 
 
 def short_id(session_id: object) -> str:
@@ -77,12 +79,9 @@ def short_id(session_id: object) -> str:
 
 
 # ==== 1. The request lifecycle ==============================================
-# A server adapter (section 10 for http.server; WSGI and ASGI ones in the extras) calls a
-# SessionMiddleware at three moments of each request, and keeps the request's RequestState between them:
-#   begin              before the handler: read the cookie's id, load that session or make a new one
-#   set_cookie_header  as the response's headers go out: the Set-Cookie header's value, or None
-#   end                after the handler, before the response's last byte: save, touch or destroy
-# In express these are the middleware function itself, its on-headers hook and its wrapped res.end.
+# A server adapter (section 10 for http.server; WSGI and ASGI ones in the extras) calls a SessionMiddleware
+# at three moments of each request (begin, set_cookie_header, end), keeping its RequestState between them.
+# Where things are: should_* 3, is_modified 4, Session 5, Cookie 6, sign 7, parse_cookie_header 8, Store 9.
 def session_middleware(**options: Any) -> SessionMiddleware:
     """Build the middleware from SessionOptions' keywords (express's ``session(options)``)."""
     return SessionMiddleware(SessionOptions(**options))
@@ -94,8 +93,8 @@ class SessionMiddleware:
         self.options = options
 
     def begin(self, request: RequestInfo) -> RequestState | None:
-        """Load the session the cookie names, or make a new one; None: no session for this request (the
-        store is not ready, or the URL is outside the cookie's path). A store failure: SessionLoadError."""
+        """Before the handler: load the session the cookie names, or make a new one. None: no session for
+        this request (see _skips). A store failure raises SessionLoadError."""
         if self._skips(request):
             return None
         state = RequestState(self.options, request)
@@ -116,11 +115,13 @@ class SessionMiddleware:
         return state
 
     def _skips(self, request: RequestInfo) -> bool:
+        """No session while the store is not ready (section 9), nor outside the cookie's path, where the
+        browser would not send the cookie. As in express, the path '/foo' covers '/foobar' too."""
         if not getattr(self.options.store, "ready", True):
             _log.debug("no session: store is disconnected")
             return True
         cookie_path = self.options.cookie_options_for(request).get("path")
-        if not path_matches(request_pathname(request.url), cookie_path):
+        if not request_pathname(request.url).startswith(cookie_path or "/"):
             _log.debug("no session: pathname mismatch (cookie path %r)", cookie_path or "/")
             return True
         return False
@@ -131,7 +132,7 @@ class SessionMiddleware:
         try:
             data = self.load(state)
         except FileNotFoundError:
-            return None  # a store may say "not found" this way, as express's stores say ENOENT
+            return None  # a store may say "not found" this way (Node's stores: an ENOENT error)
         except SessionLoadError:
             raise
         except Exception as exc:
@@ -143,8 +144,8 @@ class SessionMiddleware:
         return state.store.get(state.session_id)
 
     def set_cookie_header(self, state: RequestState) -> str | None:
-        """The Set-Cookie value, or None (express's on-headers hook); first, as there, the cookie's lifetime
-        restarts. A failure is logged and the response goes on without the cookie."""
+        """As the headers go out: the Set-Cookie value, or None. First, as in express, the cookie's
+        lifetime restarts. A failure is logged and the response goes on without the cookie."""
         if state.session is None:
             _log.debug("set-cookie: no (no session)")
             return None
@@ -165,8 +166,8 @@ class SessionMiddleware:
         return header
 
     def end(self, state: RequestState) -> None:
-        """Save, touch or destroy in the store (express's wrapped ``res.end``), once. A store error is logged
-        and raised: the adapter answers 500 instead (express has sent its headers by then: it only logs)."""
+        """After the handler, before the response's last byte: save, touch or destroy in the store, once.
+        A store error is logged and raised, so the adapter answers 500 (express, headers sent, only logs)."""
         if state.ended:
             return
         state.ended = True
@@ -222,25 +223,27 @@ class RequestInfo:
 
 
 class RequestState:
-    """One request's session and its bookkeeping (express: ``req.session``, ``req.sessionID`` and the
+    """One request's session and its bookkeeping (express: req.session, req.sessionID and the
     middleware's local variables). What the request began with:
       cookie_id    the id in the browser's cookie, if its signature checked; else None
       start_id     the session's id when it was loaded or made             (express's originalId)
       start_hash   the hash of its data then (hash_session, section 4)    (originalHash)
     What holds now:
       session      the Session the handler sees; None once the handler unsets it
-      session_id   its id, which the Set-Cookie carries                     (req.sessionID)
+      session_id   its id, which the Set-Cookie carries; a handler may set it to anything (req.sessionID)
       stored_hash  the hash of what the store holds for it, when known; else None   (savedHash)
 
-    Section 3 reads them: ``cookie_id != session_id`` is a new session; a session whose id or hash
-    differs from its start was modified; one whose hash equals ``stored_hash`` needs no save. With
-    ``resave=False`` a loaded session counts as stored as it is; with True, only once it is saved."""
+    Section 3 reads them: cookie_id != session_id is a new session; a session whose id or hash differs
+    from its start was modified; one whose hash equals stored_hash needs no save. stored_hash starts as
+    start_hash for a loaded session with resave=False (None with True: it is saved every time), and
+    Session.save() sets it, on the session begin() made only (save_sets_stored_hash; as in express). A
+    regenerated session is always saved at the end: its id is not start_id, so it counts as modified."""
     def __init__(self, options: SessionOptions, request: RequestInfo) -> None:
         self.options = options
         self.request = request
         self.store: Store = options.store
         self.session: Session | None = None
-        self.session_id: Any = None  # any value: a handler may set it, as in express (section 3 checks)
+        self.session_id: Any = None
         self.cookie_id: str | None = None
         self.start_id: Any = None
         self.start_hash: str | None = None
@@ -253,11 +256,11 @@ class RequestState:
         self.session = self.new_session()
         self.session.save_sets_stored_hash = True
         self.start_id = self.session_id
-        self.start_hash = _EMPTY_HASH  # a new session holds no data yet
+        self.start_hash = hash_session({})  # a new session holds no data yet
 
     def inflate(self, data: Mapping[str, Any]) -> None:
-        """Use the session the store returned (express's ``inflate``). Its start hash is of what the store
-        returned, as there: a reserved key dropped on load (section 5) is a change, and gets saved."""
+        """Use the session the store returned (express calls it inflating). Its start hash is of what the
+        store returned, as there: a reserved key dropped on load (section 5) is a change, and gets saved."""
         self.session = self.stored_session(data)
         self.session.save_sets_stored_hash = True
         self.start_id = self.session_id
@@ -266,8 +269,7 @@ class RequestState:
             self.stored_hash = self.start_hash
 
     def regenerate(self) -> Session:
-        """Destroy the session in the store and put a new one, with a new id, in its place (express's
-        ``store.regenerate``). start_id stays the old one, so the end of the request saves the new."""
+        """Destroy the session in the store; a new one, with a new id, takes its place (``store.regenerate``)."""
         old_id, old_session = self.session_id, self.session
         session = self.new_session()  # an unusable id fails before anything is destroyed
         _log.debug("regenerating: destroying %s, the new id is %s", short_id(old_id), short_id(session.id))
@@ -280,11 +282,12 @@ class RequestState:
         return self.session
 
     def new_session(self) -> Session:
-        """A new session, its id from ``genid``, its cookie from the options (``store.generate``). Difference:
-        an id with a space, a control character, '"', ',', ';' or '\\' is a ValueError (express takes it)."""
+        """A new session, its id from ``genid`` (now also session_id), its cookie from the options
+        (``store.generate``). Difference: an id with a space, a control character, '"', ',', ';' or '\\'
+        is a ValueError (express takes it)."""
         options = self.options
         session_id = options.genid(self.request)
-        if isinstance(session_id, str) and _UNSAFE_ID_CHARACTER.search(session_id):
+        if isinstance(session_id, str) and re.search(r'[\x00-\x20",;\\\x7f]', session_id):
             raise ValueError(f"genid returned an unusable session id {session_id!r}: "
                              "no spaces, control characters, '\"', ',', ';' or '\\'")
         self.session_id = session_id
@@ -310,10 +313,6 @@ class RequestState:
         return Session(self, self.session_id, cookie, data)
 
 
-_EMPTY_HASH = hashlib.sha1(b"{}").hexdigest()  # hash_session({}): what a new session starts from
-_UNSAFE_ID_CHARACTER = re.compile(r'[\x00-\x20",;\\\x7f]')
-
-
 def read_session_id(cookie_header: str | None, name: str, secrets: list[bytes]) -> str | None:
     """The id in the first session cookie if a secret signed it, else None (express's ``getcookie``)."""
     raw = parse_cookie_header(cookie_header or "").get(name)
@@ -326,6 +325,26 @@ def read_session_id(cookie_header: str | None, name: str, secrets: list[bytes]) 
     if session_id is None:
         _log.debug("cookie signature invalid")
     return session_id
+
+
+def request_pathname(url: str) -> str:
+    """The path of a request target, not decoded (parseurl's ``pathname``): ``/foo?x=1`` gives ``/foo``."""
+    if url.startswith("/"):
+        return url.split("?", 1)[0].split("#", 1)[0] or "/"
+    try:
+        return urllib.parse.urlsplit(url).path or "/"
+    except ValueError:
+        return url  # not a URL at all (e.g. "http://[::1"): it matches no cookie path
+
+
+def is_secure(request: RequestInfo, proxy: bool | None) -> bool:
+    """Is the request HTTPS, for the cookie's sake? (express's ``issecure``) TLS always counts; otherwise
+    ``proxy=True`` trusts X-Forwarded-Proto's first value, ``None`` the framework, ``False`` nothing."""
+    if request.tls:
+        return True
+    if proxy is None:
+        return request.framework_secure is True
+    return proxy is True and (request.forwarded_proto or "").split(",", 1)[0].lower().strip() == "https"
 
 
 class SessionLoadError(Exception):
@@ -359,7 +378,7 @@ class SessionOptions:
     genid               makes a new session id from the RequestInfo
     clock               returns now in seconds, like time.time
     Left out, ``resave`` and ``save_uninitialized`` warn and mean True, as in express. Differences:
-    ``secret`` is required, a short one warns, and the cookie options are checked now."""
+    ``secret`` is required, a short one warns, and the cookie options are tried now (a bad path refused)."""
     def __init__(self, *, secret: str | bytes | list[str | bytes] | tuple[str | bytes, ...] | None = None,
                  name: str = "connect.sid",
                  cookie: Mapping[str, Any] | Callable[[RequestInfo], Mapping[str, Any]] | None = None,
@@ -372,8 +391,11 @@ class SessionOptions:
         self.genid: Callable[[RequestInfo], Any] = genid or generate_session_id
         if not callable(self.genid):
             raise TypeError("genid option must be a function")
-        self.resave: bool = _true_unless_false(resave, "resave")
-        self.save_uninitialized: bool = _true_unless_false(save_uninitialized, "saveUninitialized")
+        for option, value in (("resave", resave), ("saveUninitialized", save_uninitialized)):
+            if value is None:
+                warnings.warn(f"undefined {option} option; provide {option} option", DeprecationWarning, 3)
+        self.resave: bool = resave is None or bool(resave)
+        self.save_uninitialized: bool = save_uninitialized is None or bool(save_uninitialized)
         self.rolling: bool = bool(rolling)
         if unset and unset not in ("destroy", "keep"):
             raise TypeError('unset option must be "destroy" or "keep"')
@@ -383,13 +405,22 @@ class SessionOptions:
         self.proxy: bool | None = proxy
         self.secrets: list[bytes] = _secret_list(secret)
         self.name: str = name or "connect.sid"  # an empty name means the default, as in express
-        self.cookie: Mapping[str, Any] | Callable[[RequestInfo], Mapping[str, Any]] = _checked_cookie_option(
-            cookie, self.name, clock)
+        self.cookie: Mapping[str, Any] | Callable[[RequestInfo], Mapping[str, Any]] = {} if cookie is None else cookie
+        if callable(self.cookie):  # its answers are checked per request
+            if not _COOKIE_NAME.fullmatch(self.name):
+                raise ValueError(f"argument name is invalid: {self.name!r} is not a cookie name")
+        else:  # tried on a probe cookie now (TypeError if not a mapping; secure="auto" serializes as True)
+            probe = Cookie(self.cookie, clock=clock)
+            if isinstance(probe.path, str) and re.search(r'[ ,"\\]', probe.path):  # cookie 0.7.2 allows it
+                raise ValueError(f"option path is invalid: {probe.path!r} (no spaces, ',', '\"' or '\\')")
+            if probe.same_site == "auto":
+                probe.same_site = "lax"
+            probe.serialize(self.name, "probe")
         self.store: Store = store if store is not None else MemoryStore(clock=clock)
         for method in ("get", "set", "destroy"):
             if not callable(getattr(self.store, method, None)):
                 raise TypeError(f"store must implement {method}()")
-        self.store_implements_touch: bool = callable(getattr(self.store, "touch", None))  # decided once, as express
+        self.store_implements_touch: bool = callable(getattr(self.store, "touch", None))  # once, as express
 
     def cookie_options_for(self, request: RequestInfo) -> Mapping[str, Any]:
         """The cookie options for this request: the mapping, or what the callable returns."""
@@ -402,25 +433,13 @@ class SessionOptions:
 
 
 def generate_session_id(request: RequestInfo) -> str:
-    """A new session id: 24 random bytes as base64url, as express's default ``genid`` (uid-safe) makes it."""
+    """A new session id: 24 random bytes as base64url, as express's default genid (uid-safe) makes it."""
     return _secrets.token_urlsafe(24)
 
 
-def _true_unless_false(value: bool | None, name: str) -> bool:
-    """An option express defaults to true, with its deprecation warning when it is left out."""
-    if value is None:
-        warnings.warn(f"undefined {name} option; provide {name} option", DeprecationWarning, stacklevel=4)
-        return True
-    return bool(value)
-
-
-_short_secret_warned = False  # the warning comes once per process, not once per middleware
-
-
 def _secret_list(secret: object) -> list[bytes]:
-    """The ``secret`` option as HMAC keys; a str is one secret. Differences: no secret, or an empty one
-    (even in a list), is an error here (express warns, then fails every request); one under 32
-    characters warns (each in a list counts, since each one verifies)."""
+    """The ``secret`` option as HMAC keys; a str is one. Differences: none, or an empty one, is an error
+    (express warns, then fails every request); one under 32 characters warns (each in a list verifies)."""
     global _short_secret_warned
     if secret is None or secret == "" or secret == b"":
         raise TypeError("secret option required for sessions")
@@ -440,31 +459,10 @@ def _secret_list(secret: object) -> list[bytes]:
     return [_key(item) for item in items]
 
 
-def _checked_cookie_option(cookie: Any, name: str, clock: Clock) -> Any:
-    """The ``cookie`` option, tried on a probe cookie now, so that a bad one fails at construction.
-    Difference: a path with a space, ',', '"' or '\\' is refused (cookie 0.7.2 lets it through)."""
-    cookie = {} if cookie is None else cookie
-    if callable(cookie):
-        if not _COOKIE_NAME.fullmatch(name):
-            raise ValueError(f"argument name is invalid: {name!r} is not a cookie name")
-        return cookie
-    probe = Cookie(cookie, clock=clock)  # TypeError if not a mapping; secure="auto" serializes as True
-    if isinstance(probe.path, str) and _UNUSUAL_PATH_CHARACTER.search(probe.path):
-        raise ValueError(f"option path is invalid: {probe.path!r} (no spaces, ',', '\"' or '\\')")
-    if probe.same_site == "auto":
-        probe.same_site = "lax"
-    probe.serialize(name, "probe")
-    return cookie
-
-
-_UNUSUAL_PATH_CHARACTER = re.compile(r'[ ,"\\]')
-
-
 # ==== 3. Decisions ==========================================================
-# The questions express-session asks of every request (send the cookie? save? touch? destroy?), as
-# small predicates with its names. Each returns a Decision, yes or no with the reason, for the log.
-# "Modified" means the handler changed the session's data or id (section 4 says how we know).
-# A handler may set session_id to anything, as in express; an id that is not a string means no.
+# The questions express-session asks of every request (send the cookie? save? touch? destroy?), as small
+# predicates with its names, each a Decision (yes or no, with the reason, for the log). "Modified": the
+# handler changed the session's data or id (section 4). A session_id that is not a string means no.
 @dataclass(slots=True)
 class Decision:
     """A yes or no, with the reason. ``if should_save(state):`` reads the yes/no."""
@@ -482,7 +480,7 @@ def should_set_cookie(state: RequestState) -> Decision:
     """Send Set-Cookie? (express's ``shouldSetCookie``) A new session: with ``save_uninitialized``, or if
     modified. The browser's own: with ``rolling``, or if modified and the cookie has an expiry."""
     if not isinstance(state.session_id, str):
-        return _not_a_string(state)
+        return Decision(False, f"session id is not a string: {state.session_id!r}")
     session = state.session
     assert session is not None
     if state.cookie_id != state.session_id:  # a new session: no cookie, a bad one, an unknown id, regenerated
@@ -491,9 +489,10 @@ def should_set_cookie(state: RequestState) -> Decision:
         if is_modified(state):
             return Decision(True, "new session, modified")
         return Decision(False, "new session, unmodified, save_uninitialized=False")
-    if state.options.rolling:  # from here on, the session the browser sent
+    # From here on, the session the browser sent: same id, so sending it again only renews the expiry.
+    if state.options.rolling:
         return Decision(True, "rolling")
-    if session.cookie.expires is None:  # the browser already holds it as it would be sent
+    if session.cookie.expires is None:  # no expiry to renew: the browser holds the cookie as it would be sent
         return Decision(False, "browser-session cookie the browser already has")
     if is_modified(state):
         return Decision(True, "modified, and the cookie has an expiry")
@@ -504,14 +503,13 @@ def should_save(state: RequestState) -> Decision:
     """Save, unless the store holds the session as it is (express's ``shouldSave``); a new session with
     ``save_uninitialized=False`` only once it is modified."""
     if not isinstance(state.session_id, str):
-        return _not_a_string(state)
+        return Decision(False, f"session id is not a string: {state.session_id!r}")
     new_session = state.cookie_id != state.session_id
     if not state.options.save_uninitialized and state.stored_hash is None and new_session:  # worth keeping?
         if is_modified(state):
             return Decision(True, "new session, modified")
         return Decision(False, "new session, unmodified, save_uninitialized=False")
     if is_saved(state):
-        # Loaded unmodified with resave=False, or save() was called and nothing changed since.
         return Decision(False, "the store already holds it as it is")
     if new_session:
         return Decision(True, "new session")
@@ -524,7 +522,7 @@ def should_touch(state: RequestState, save: Decision | None = None) -> Decision:
     """Touch the store (refresh the stored expiry) for the browser's own session when it is not being
     saved (express's ``shouldTouch``). ``save``: should_save's answer, if the caller has it already."""
     if not isinstance(state.session_id, str):
-        return _not_a_string(state)
+        return Decision(False, f"session id is not a string: {state.session_id!r}")
     if state.cookie_id != state.session_id:
         return Decision(False, "not the session the browser sent")
     if save is None:
@@ -536,42 +534,13 @@ def should_touch(state: RequestState, save: Decision | None = None) -> Decision:
 
 def should_destroy(state: RequestState) -> Decision:
     """Destroy in the store when the handler unset the session and ``unset='destroy'`` (``shouldDestroy``)."""
-    if not state.session_id:
+    if not state.session_id:  # any id will do here, as in express
         return Decision(False, "no session id")
     if not state.options.unset_destroy:
         return Decision(False, "unset='keep'")
     if state.session is not None:
         return Decision(False, "the session is still set")
     return Decision(True, "session unset and unset='destroy'")
-
-
-def _not_a_string(state: RequestState) -> Decision:
-    return Decision(False, f"session id is not a string: {state.session_id!r}")
-
-
-def is_secure(request: RequestInfo, proxy: bool | None) -> bool:
-    """Is the request HTTPS, for the cookie's sake? (express's ``issecure``) TLS always counts; otherwise
-    ``proxy=True`` trusts X-Forwarded-Proto's first value, ``None`` the framework, ``False`` nothing."""
-    if request.tls:
-        return True
-    if proxy is None:
-        return request.framework_secure is True
-    return proxy is True and (request.forwarded_proto or "").split(",", 1)[0].lower().strip() == "https"
-
-
-def request_pathname(url: str) -> str:
-    """The path of a request target, not decoded (parseurl's ``pathname``): ``/foo?x=1`` gives ``/foo``."""
-    if url.startswith("/"):
-        return url.split("?", 1)[0].split("#", 1)[0] or "/"
-    try:
-        return urllib.parse.urlsplit(url).path or "/"
-    except ValueError:
-        return url  # not a URL at all (e.g. "http://[::1"): it matches no cookie path
-
-
-def path_matches(pathname: str, cookie_path: str | None) -> bool:
-    """Does the request path start with the cookie's path? As in express, '/foo' matches '/foobar' too."""
-    return pathname.startswith(cookie_path or "/")
 
 
 # ==== 4. Change detection ===================================================
@@ -588,8 +557,6 @@ def is_saved(state: RequestState) -> bool:
     """The store holds the session as it is now (express's ``isSaved``)."""
     session = state.session
     assert session is not None
-    if state.stored_hash is None:
-        return False  # nothing known to be stored: no need to hash
     return state.start_id == session.id and state.stored_hash == hash_session(session)
 
 
@@ -601,11 +568,10 @@ def hash_session(data: Mapping[str, Any]) -> str:
 
 
 # ==== 5. The session ========================================================
-# What a handler uses (express's req.session): the data as a mapping (session["views"]), and as
-# attributes its id, its cookie, and methods that call the store at once: save, reload, destroy,
-# regenerate (a new id for the same visitor, at login); and touch, which restarts the cookie's lifetime.
-# JS rule: express keeps data and methods on one object, so a stored key named like one of its methods
-# or properties, or like what every JavaScript object inherits, is dropped when a session is loaded.
+# What a handler uses (express's req.session): the data as a mapping (session["views"]); its id and
+# cookie; methods that call the store at once (save, reload, destroy, regenerate); touch, which does not.
+# JS rule: express keeps data and methods on one object, so a stored key named like one of them, or like
+# what every JavaScript object inherits, is dropped when a session is loaded.
 _RESERVED_KEYS = frozenset({
     "id", "req", "save", "reload", "regenerate", "destroy", "touch", "resetMaxAge", "constructor",
     "hasOwnProperty", "isPrototypeOf", "propertyIsEnumerable", "toLocaleString", "toString", "valueOf",
@@ -621,7 +587,7 @@ class Session(MutableMapping[str, Any]):
         self._state = state
         self._id = session_id
         self.cookie: Cookie = cookie
-        self.save_sets_stored_hash = False  # as express: for the session begin() made, not a regenerated one
+        self.save_sets_stored_hash = False  # see RequestState
         self._replaced = False  # regenerate() put a new session in its place
         self._data: dict[str, Any] = {}
         for key, value in (data or {}).items():
@@ -664,19 +630,16 @@ class Session(MutableMapping[str, Any]):
         """The stored form: ``{"cookie": {...}, ...data}``, as ``JSON.stringify(req.session)``."""
         return {"cookie": self.cookie.to_json(), **self._data}
 
-    def touch(self) -> Session:
-        """Restart the cookie's lifetime; the store is not called (express's ``touch``)."""
-        return self.reset_max_age()
-
     def reset_max_age(self) -> Session:
-        """Set ``max_age`` back to ``original_max_age`` (express's ``resetMaxAge``)."""
+        """Restart the cookie's lifetime: max_age back to original_max_age; the store is not called."""
         self._refuse_if_replaced()
         self.cookie.restart()
         return self
 
+    touch = reset_max_age  # express's touch() is its resetMaxAge()
+
     def save(self) -> Session:
-        """Write the session to the store now (express's ``save``); the end of the request saves it again
-        only if it changes (always, as in express, for a regenerated session)."""
+        """Write the session to the store now (express's ``save``)."""
         self._refuse_if_replaced()
         _log.debug("saving %s", short_id(self._id))
         if self.save_sets_stored_hash:
@@ -685,7 +648,7 @@ class Session(MutableMapping[str, Any]):
         return self
 
     def reload(self) -> Session:
-        """Load the session again and return the new object (express's ``reload``); LookupError if it is gone."""
+        """Load the session again and return the new object (``reload``); LookupError if it is gone."""
         self._refuse_if_replaced()
         state = self._state
         data: Any = state.store.get(self._id)  # any answer: _found() decides, as in begin()
@@ -715,11 +678,10 @@ class Session(MutableMapping[str, Any]):
 
 
 # ==== 6. The session cookie =================================================
-# The cookie's settings (path, secure, same_site, ...) and its expiry, which the store keeps a copy of.
-# max_age is in milliseconds, as in express, and is not stored: it sets `expires`, and
-# `original_max_age`, the lifetime that touch() starts again.
-# Python name to stored (JSON) name, in the order express stores them; the expiry is kept as `_expires`,
-# in ms since the epoch, behind the `expires` and `max_age` properties.
+# The cookie's settings (path, secure, same_site, ...) and its expiry, of which the store keeps a copy.
+# The expiry is one value, _expires (ms since the epoch), seen as expires (a datetime) and max_age (ms left,
+# not stored); setting either also sets original_max_age, the lifetime touch() starts again.
+# Python name: stored (JSON) name, in the order express stores them.
 _ATTRIBUTES = {"original_max_age": "originalMaxAge", "partitioned": "partitioned", "priority": "priority",
                "_expires": "expires", "secure": "secure", "http_only": "httpOnly", "domain": "domain",
                "path": "path", "same_site": "sameSite"}
@@ -752,13 +714,12 @@ class Cookie:
         self.path = "/"
         self.http_only = True
         self.max_age = None  # no expiry, and original_max_age None
-        if options is not None:
-            if not isinstance(options, Mapping):
-                raise TypeError("argument options must be a object (a mapping)")
-            for key, value in options.items():
-                if key not in _OPTIONS:
-                    raise ValueError(f"unknown cookie option {key!r}; known options: {', '.join(_OPTIONS)}")
-                setattr(self, key, value)
+        if options is not None and not isinstance(options, Mapping):
+            raise TypeError("argument options must be a object (a mapping)")
+        for key, value in (options or {}).items():
+            if key not in _OPTIONS:
+                raise ValueError(f"unknown cookie option {key!r}; known options: {', '.join(_OPTIONS)}")
+            setattr(self, key, value)
         if self.original_max_age is None:
             self.original_max_age = self.max_age
 
@@ -781,7 +742,7 @@ class Cookie:
 
     @max_age.setter
     def max_age(self, ms: int | float | datetime | None) -> None:
-        # Milliseconds from now; None for a browser-session cookie; a datetime as express takes a Date (deprecated).
+        # Milliseconds from now; None: a browser-session cookie; a datetime, as express takes a Date (deprecated).
         if ms is None or isinstance(ms, datetime):
             if ms is not None:
                 warnings.warn("maxAge as Date; pass number of milliseconds instead", DeprecationWarning, 2)
@@ -800,8 +761,7 @@ class Cookie:
         self.original_max_age = expires_ms - now  # one reading of the clock (express's two can differ by 1 ms)
 
     def restart(self) -> None:
-        """``max_age = original_max_age`` (express's ``resetMaxAge``). JS rule: with no ``originalMaxAge``
-        (undefined) stored, ``expires`` goes too."""
+        """``max_age = original_max_age`` (resetMaxAge). JS rule: with no originalMaxAge stored, expires goes too."""
         if "original_max_age" in vars(self):
             self.max_age = self.original_max_age
         else:
@@ -817,13 +777,12 @@ class Cookie:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], *, clock: Clock = time.time) -> Cookie:
-        """Rebuild a cookie from its stored form (``store.createSession``): the stored keys in order, then a
-        date-string ``expires`` wins, and ``originalMaxAge`` as stored. Difference, so that odd data never
-        fails every request: an ``expires`` that is no date, or an ``originalMaxAge`` out of range: None."""
+        """Rebuild a cookie from its stored form as ``store.createSession`` does. Difference, so that odd data
+        never fails every request: an ``expires`` that is no date, or an ``originalMaxAge`` out of range: None."""
         if not isinstance(data, Mapping):
             raise ValueError("the stored session's cookie is not an object")
         cookie = cls(clock=clock)
-        for key, value in data.items():
+        for key, value in data.items():  # as express's new Cookie(stored): each key in order, maxAge too
             if key == "expires" and not isinstance(value, str):
                 cookie._expires = _expiry_from_stored(value)
             elif key == "maxAge" and value is None:
@@ -833,7 +792,7 @@ class Cookie:
             elif key in _STORED_NAMES and key != "originalMaxAge":
                 setattr(cookie, _STORED_NAMES[key], value)
         if isinstance(data.get("expires"), str):
-            cookie._expires = _expiry_from_stored(data["expires"])
+            cookie._expires = _expiry_from_stored(data["expires"])  # then a date string wins
         if "originalMaxAge" not in data:
             del cookie.original_max_age  # JS rule: undefined, not null
             return cookie
@@ -917,15 +876,8 @@ def sign(value: str, secret: str | bytes) -> str:
     """``value + '.' + base64(HMAC-SHA256(value))`` without '=' padding (cookie-signature's ``sign``)."""
     if not isinstance(value, str):
         raise TypeError("Cookie value must be provided as a string.")
-    mac = _keyed_hmac(_key(secret)).copy()
-    mac.update(value.encode("utf-8"))
-    return value + "." + base64.b64encode(mac.digest()).decode("ascii").rstrip("=")
-
-
-@functools.lru_cache(maxsize=64)
-def _keyed_hmac(key: bytes) -> hmac.HMAC:
-    """An HMAC-SHA256 keyed once per secret: copying it costs less than keying a new one."""
-    return hmac.new(key, digestmod=hashlib.sha256)
+    mac = hmac.new(_key(secret), value.encode("utf-8"), hashlib.sha256).digest()
+    return value + "." + base64.b64encode(mac).decode("ascii").rstrip("=")
 
 
 def _key(secret: str | bytes) -> bytes:
@@ -938,10 +890,9 @@ def _key(secret: str | bytes) -> bytes:
 
 
 # ==== 8. The Cookie header ==================================================
-# Reading "Cookie: a=1; connect.sid=s%3A..." and writing "Set-Cookie: ..." with the rules of the `cookie`
-# package 0.7.2 that express uses (http.cookies follows other rules, and parses some headers slowly).
-# Used with fullmatch: "$" also matches before a final newline, which would let "sid\n" through and
-# split the header. ASCII only: with re.IGNORECASE alone, the Kelvin sign would match "k".
+# Reading "Cookie: a=1; connect.sid=s%3A..." and writing "Set-Cookie: ..." by the rules of the cookie
+# package 0.7.2 that express uses (http.cookies follows others). The patterns are used with fullmatch
+# ("$" would let "sid\n" through) and ASCII only (IGNORECASE alone lets the Kelvin sign match "k").
 _COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _COOKIE_VALUE = re.compile(r'("?)[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]*\1')
 _COOKIE_DOMAIN = re.compile(r"([.]?[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)([.][a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*",
@@ -979,9 +930,8 @@ def serialize_cookie(name: str, value: str, *, domain: str | None = None, path: 
                      expires: datetime | None = None, http_only: bool = False, secure: bool | str | None = False,
                      partitioned: bool | None = False, priority: str | None = None,
                      same_site: bool | str | None = None) -> str:
-    """A Set-Cookie value, as cookie 0.7.2's ``serialize`` builds it: the value percent-encoded, then each
-    attribute that is not falsy. A name, value, domain or path that could smuggle in another attribute
-    raises ValueError (the checks cookie 0.7 added against CVE-2024-47764)."""
+    """A Set-Cookie value as cookie 0.7.2's ``serialize`` builds it: the value percent-encoded, then each
+    attribute not falsy. A name, value, domain or path that could smuggle in an attribute is a ValueError."""
     if not isinstance(name, str) or not _COOKIE_NAME.fullmatch(name):
         raise ValueError(f"argument name is invalid: {name!r}")
     encoded = encode_uri_component(value)
@@ -1004,19 +954,18 @@ def serialize_cookie(name: str, value: str, *, domain: str | None = None, path: 
         if flag:
             parts.append(attribute)
     if priority:
-        parts.append("Priority=" + _attribute_value("priority", priority, {"low": "Low", "medium": "Medium",
-                                                                           "high": "High"}))
+        parts.append("Priority=" + _attribute_value("priority", priority, ("Low", "Medium", "High")))
     if same_site:
-        names = {"lax": "Lax", "strict": "Strict", "none": "None"}
-        parts.append("SameSite=" + ("Strict" if same_site is True else
-                                    _attribute_value("sameSite", same_site, names)))
+        same_site = "strict" if same_site is True else same_site
+        parts.append("SameSite=" + _attribute_value("sameSite", same_site, ("Lax", "Strict", "None")))
     return "; ".join(parts)
 
 
-def _attribute_value(option: str, value: object, names: dict[str, str]) -> str:
-    """One of a few words, in any letter case, as written in the header; anything else is an error."""
-    if isinstance(value, str) and value.lower() in names:
-        return names[value.lower()]
+def _attribute_value(option: str, value: object, words: tuple[str, ...]) -> str:
+    """One of the ``words``, given in any letter case; anything else is a ValueError."""
+    for word in words:
+        if isinstance(value, str) and value.lower() == word.lower():
+            return word
     raise ValueError(f"option {option} is invalid: {value!r}")
 
 
@@ -1043,9 +992,9 @@ def decode_uri_component(text: str) -> str:
 # A store keeps sessions on the server, keyed by id, in their stored form: {"cookie": {...}, ...data}, as
 # JSON (never pickle: unpickling can run code). express's stores take callbacks; ours return or raise.
 class Store:
-    """The store interface (express-session's ``Store``): ``get``, ``set``, ``destroy``; optionally ``touch``,
-    ``all``, ``length``, ``clear``. An error is a 500 (FileNotFoundError in ``get``: not found, as ENOENT).
-    Bound each call with a timeout: the request waits for it. While ``ready`` is False: no sessions."""
+    """The store interface (express-session's ``Store``): get, set, destroy; optionally touch, all, length,
+    clear. An error is a 500, but a FileNotFoundError from get means not found. Bound each call with a
+    timeout: the request waits for it. While ``ready`` is False, requests get no session."""
     ready: bool = True
 
     def get(self, sid: str) -> dict[str, Any] | None:
@@ -1141,11 +1090,11 @@ def stringify(data: Any) -> str:
     """Compact JSON text, as JavaScript's JSON.stringify writes it: NaN and infinities as null, a datetime
     as its ISO string (naive: UTC); anything else JSON cannot hold raises TypeError."""
     try:
-        return _strict_json(data)
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_json_default)
     except ValueError as exc:
         if "Out of range float" not in str(exc):
             raise  # a circular structure, say
-        return _strict_json(_finite(data))
+        return stringify(_finite(data))
 
 
 def _json_default(value: Any) -> Any:
@@ -1156,10 +1105,6 @@ def _json_default(value: Any) -> Any:
         return _iso((value - _EPOCH) // _ONE_MS)
     raise TypeError(f"a session can hold only what JSON can (str, numbers, bool, None, lists and dicts "
                     f"with str keys, datetime), not {type(value).__name__}: {value!r:.60}")
-
-
-_strict_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False,
-                                default=_json_default).encode
 
 
 def _finite(data: Any) -> Any:
@@ -1173,12 +1118,11 @@ def _finite(data: Any) -> Any:
     return data
 
 
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-parse_json = json.JSONDecoder(parse_constant=_refuse_constant).decode
-"""Parse JSON text as JavaScript's JSON.parse does: NaN and Infinity are refused (ValueError)."""
+def parse_json(text: str) -> Any:
+    """Parse JSON text as JavaScript's JSON.parse does: NaN and Infinity are refused (ValueError)."""
+    def refuse(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+    return json.loads(text, parse_constant=refuse)
 
 
 # ==== 10. http.server =======================================================
