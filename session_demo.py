@@ -1,9 +1,8 @@
 """Server-side sessions as Node's express-session 1.19.0 makes them, in one module, standard library only.
 
-Read it from the top: the primer below, then section 1, a request's whole life; each later section
-explains what the earlier ones call. LESSONS.md walks the same path with things to run, and lists what
-we do differently on purpose ("Difference:" marks each in the code). What goes beyond express-session
-lives in the session_demo_extras package (python3 server.py runs the demo; python3 -m unittest, the tests).
+Read it from the top: the primer, then section 1, a request's whole life; later sections explain what it
+calls. LESSONS.md walks the same path with things to run, and lists what we do differently ("Difference:"
+in the code). session_demo_extras holds what goes beyond express-session; python3 server.py runs the demo.
 
 Sections (grep "# ===="): 1. the request lifecycle, 2. options, 3. decisions, 4. change detection,
 5. the session, 6. the session cookie, 7. signing, 8. the Cookie header, 9. stores, 10. http.server.
@@ -17,8 +16,7 @@ Primer. HTTP forgets everything between two requests; a session is how a server 
   in the store, touch it there, or destroy it.
 - A new session is one the browser did not send (no cookie, a bad one, an id the store lacks, or one
   regenerated, given a new id as at login): in the code, the cookie's id differs from the session's.
-- Options: resave saves even an unchanged session; save_uninitialized, even an empty new one; rolling
-  sends the cookie on every response. Left out, the first two mean True (express warns).
+- resave saves even an unchanged session; save_uninitialized, even an empty new one; rolling resends it.
 - A browser-session cookie has no expiry and goes when the browser closes; max_age (ms) sets one.
 - "touch" means two things, as in express: Session.touch() restarts the cookie's lifetime; a store's
   touch() moves the stored session's expiry without rewriting it.
@@ -93,25 +91,21 @@ class SessionMiddleware:
         self.options = options
 
     def begin(self, request: RequestInfo) -> RequestState | None:
-        """Before the handler: load the session the cookie names, or make a new one. None: no session for
-        this request (see _skips). A store failure raises SessionLoadError."""
+        """Before the handler: load the session the cookie names, or make one (None: see _skips)."""
         if self._skips(request):
             return None
         state = RequestState(self.options, request)
         # Both start as the cookie's id; a new session (generate) gets a new session_id.
         state.cookie_id = state.session_id = read_session_id(
             request.cookie_header, self.options.name, self.options.secrets)
-        if not state.session_id:  # no cookie, or not signed with our secrets: no need to ask the store
-            _log.debug("no SID sent, generating session")
-            state.generate()
-            return state
-        data = self._fetch(state)
-        if data is None:
-            _log.debug("no session found; generating a new one")
-            state.generate()
-        else:
+        data = self._fetch(state) if state.session_id else None  # no (valid) cookie: no need to ask the store
+        if data is not None:
             _log.debug("session found")
             state.inflate(data)
+        else:
+            _log.debug("no session found; generating a new one" if state.session_id else
+                       "no SID sent, generating session")
+            state.generate()
         return state
 
     def _skips(self, request: RequestInfo) -> bool:
@@ -127,7 +121,7 @@ class SessionMiddleware:
         return False
 
     def _fetch(self, state: RequestState) -> Any:
-        """What the store holds under the cookie's id, or None; a store error is a SessionLoadError."""
+        """What the store holds under the cookie's id, or None; a store error raises SessionLoadError."""
         _log.debug("fetching %s", short_id(state.session_id))
         try:
             data = self.load(state)
@@ -171,7 +165,6 @@ class SessionMiddleware:
         if state.ended:
             return
         state.ended = True
-        store = self.options.store
         try:
             if state.session is not None:
                 self._restart_cookie_once(state)
@@ -185,10 +178,10 @@ class SessionMiddleware:
                     touch = should_touch(state, save)
                     _log.debug("touch: %s", touch)
                     if touch:
-                        store.touch(state.session_id, state.session)  # type: ignore[attr-defined]  # optional
+                        state.store.touch(state.session_id, state.session)  # type: ignore[attr-defined]
             elif destroy := should_destroy(state):
                 _log.debug("destroy: %s", destroy)
-                store.destroy(state.session_id)
+                state.store.destroy(state.session_id)
             else:
                 _log.debug("store: nothing to do (no session on the request)")
         except Exception as exc:
@@ -269,7 +262,7 @@ class RequestState:
             self.stored_hash = self.start_hash
 
     def regenerate(self) -> Session:
-        """Destroy the session in the store; a new one, with a new id, takes its place (``store.regenerate``)."""
+        """Destroy the session in the store; a new one, with a new id, takes its place (store.regenerate)."""
         old_id, old_session = self.session_id, self.session
         session = self.new_session()  # an unusable id fails before anything is destroyed
         _log.debug("regenerating: destroying %s, the new id is %s", short_id(old_id), short_id(session.id))
@@ -282,9 +275,8 @@ class RequestState:
         return self.session
 
     def new_session(self) -> Session:
-        """A new session, its id from ``genid`` (now also session_id), its cookie from the options
-        (``store.generate``). Difference: an id with a space, a control character, '"', ',', ';' or '\\'
-        is a ValueError (express takes it)."""
+        """A new session (``store.generate``), its id from genid, now session_id too. Difference: an id with
+        a space, a control character, '"', ',', ';' or '\\' is a ValueError (express takes it)."""
         options = self.options
         session_id = options.genid(self.request)
         if isinstance(session_id, str) and re.search(r'[\x00-\x20",;\\\x7f]', session_id):
@@ -405,7 +397,7 @@ class SessionOptions:
         self.proxy: bool | None = proxy
         self.secrets: list[bytes] = _secret_list(secret)
         self.name: str = name or "connect.sid"  # an empty name means the default, as in express
-        self.cookie: Mapping[str, Any] | Callable[[RequestInfo], Mapping[str, Any]] = {} if cookie is None else cookie
+        self.cookie = {} if cookie is None else cookie
         if callable(self.cookie):  # its answers are checked per request
             if not _COOKIE_NAME.fullmatch(self.name):
                 raise ValueError(f"argument name is invalid: {self.name!r} is not a cookie name")
@@ -481,8 +473,7 @@ def should_set_cookie(state: RequestState) -> Decision:
     modified. The browser's own: with ``rolling``, or if modified and the cookie has an expiry."""
     if not isinstance(state.session_id, str):
         return Decision(False, f"session id is not a string: {state.session_id!r}")
-    session = state.session
-    assert session is not None
+    assert state.session is not None
     if state.cookie_id != state.session_id:  # a new session: no cookie, a bad one, an unknown id, regenerated
         if state.options.save_uninitialized:
             return Decision(True, "new session, save_uninitialized")
@@ -492,7 +483,7 @@ def should_set_cookie(state: RequestState) -> Decision:
     # From here on, the session the browser sent: same id, so sending it again only renews the expiry.
     if state.options.rolling:
         return Decision(True, "rolling")
-    if session.cookie.expires is None:  # no expiry to renew: the browser holds the cookie as it would be sent
+    if state.session.cookie.expires is None:  # no expiry to renew: the browser holds the cookie as sent
         return Decision(False, "browser-session cookie the browser already has")
     if is_modified(state):
         return Decision(True, "modified, and the cookie has an expiry")
@@ -548,21 +539,18 @@ def should_destroy(state: RequestState) -> Decision:
 # the end: a different hash, or a different id, means the session was modified.
 def is_modified(state: RequestState) -> bool:
     """The session's id or data differs from the request's start (express's ``isModified``)."""
-    session = state.session
-    assert session is not None
-    return state.start_id != session.id or state.start_hash != hash_session(session)
+    assert state.session is not None
+    return state.start_id != state.session.id or state.start_hash != hash_session(state.session)
 
 
 def is_saved(state: RequestState) -> bool:
     """The store holds the session as it is now (express's ``isSaved``)."""
-    session = state.session
-    assert session is not None
-    return state.start_id == session.id and state.stored_hash == hash_session(session)
+    assert state.session is not None
+    return state.start_id == state.session.id and state.stored_hash == hash_session(state.session)
 
 
 def hash_session(data: Mapping[str, Any]) -> str:
-    """SHA-1 of the data as compact JSON (``stringify``, section 9), less the top-level ``cookie``
-    (express's ``hash``). Key order counts: moving a key is a change."""
+    """SHA-1 of the data's JSON (section 9) less its ``cookie`` (express's ``hash``); key order counts."""
     plain = data._data if isinstance(data, Session) else {k: v for k, v in data.items() if k != "cookie"}
     return hashlib.sha1(stringify(plain).encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -686,8 +674,7 @@ _ATTRIBUTES = {"original_max_age": "originalMaxAge", "partitioned": "partitioned
                "_expires": "expires", "secure": "secure", "http_only": "httpOnly", "domain": "domain",
                "path": "path", "same_site": "sameSite"}
 _STORED_NAMES = {stored: name for name, stored in _ATTRIBUTES.items()}
-_OPTIONS = ("original_max_age", "partitioned", "priority", "expires", "secure", "http_only", "domain",
-            "path", "same_site", "max_age")
+_OPTIONS = [name.lstrip("_") for name in _ATTRIBUTES] + ["max_age"]  # what Cookie() takes
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ONE_MS = timedelta(milliseconds=1)
 _MAX_MS = (datetime.max.replace(tzinfo=timezone.utc) - _EPOCH) // _ONE_MS
@@ -742,7 +729,7 @@ class Cookie:
 
     @max_age.setter
     def max_age(self, ms: int | float | datetime | None) -> None:
-        # Milliseconds from now; None: a browser-session cookie; a datetime, as express takes a Date (deprecated).
+        # Milliseconds from now; None: a browser-session cookie; a datetime, as express's Date (deprecated).
         if ms is None or isinstance(ms, datetime):
             if ms is not None:
                 warnings.warn("maxAge as Date; pass number of milliseconds instead", DeprecationWarning, 2)
@@ -758,10 +745,10 @@ class Cookie:
             # Difference: a JavaScript Date reaches the year 275760; Python's datetime stops at 9999.
             raise ValueError(f"max_age {ms!r} puts the expiry outside the years 1 to 9999")
         self._expires = expires_ms
-        self.original_max_age = expires_ms - now  # one reading of the clock (express's two can differ by 1 ms)
+        self.original_max_age = expires_ms - now  # one clock reading (express's two can differ by 1 ms)
 
     def restart(self) -> None:
-        """``max_age = original_max_age`` (resetMaxAge). JS rule: with no originalMaxAge stored, expires goes too."""
+        """max_age = original_max_age. JS rule: with no originalMaxAge stored (undefined), no expires."""
         if "original_max_age" in vars(self):
             self.max_age = self.original_max_age
         else:
@@ -771,14 +758,14 @@ class Cookie:
         """The stored form (express's ``cookie.data``): JSON names in express's order, unset ones left out."""
         own = vars(self)
         data = {stored: own[name] for name, stored in _ATTRIBUTES.items() if name in own}
-        if data.get("expires") is not None:
-            data["expires"] = _iso(data["expires"])
+        if self.expires is not None:  # as JavaScript's Date.toISOString(): 2026-11-29T03:02:30.942Z
+            data["expires"] = self.expires.isoformat(timespec="milliseconds").replace("+00:00", "Z")
         return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], *, clock: Clock = time.time) -> Cookie:
         """Rebuild a cookie from its stored form as ``store.createSession`` does. Difference, so that odd data
-        never fails every request: an ``expires`` that is no date, or an ``originalMaxAge`` out of range: None."""
+        never fails every request: an expires that is no date, or an originalMaxAge out of range, is None."""
         if not isinstance(data, Mapping):
             raise ValueError("the stored session's cookie is not an object")
         cookie = cls(clock=clock)
@@ -815,12 +802,6 @@ class Cookie:
 def clock_ms(clock: Clock) -> int:
     """The clock's time in whole milliseconds, as JavaScript's Date.now() counts."""
     return math.floor(clock() * 1000)
-
-
-def _iso(ms: int) -> str:
-    """JavaScript's ``Date.toISOString()``: ``2026-11-29T03:02:30.942Z``."""
-    when = _EPOCH + timedelta(milliseconds=ms)
-    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _expiry_from_stored(value: Any) -> int | None:
@@ -895,8 +876,8 @@ def _key(secret: str | bytes) -> bytes:
 # ("$" would let "sid\n" through) and ASCII only (IGNORECASE alone lets the Kelvin sign match "k").
 _COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _COOKIE_VALUE = re.compile(r'("?)[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]*\1')
-_COOKIE_DOMAIN = re.compile(r"([.]?[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)([.][a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*",
-                            re.IGNORECASE | re.ASCII)
+_COOKIE_DOMAIN = re.compile(r"([.]?[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)"
+                            r"([.][a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*", re.IGNORECASE | re.ASCII)
 _COOKIE_PATH = re.compile(r"[\x20-\x3A\x3D-\x7E]*")
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
@@ -927,9 +908,9 @@ def parse_cookie_header(header: str) -> dict[str, str]:
 
 
 def serialize_cookie(name: str, value: str, *, domain: str | None = None, path: str | None = None,
-                     expires: datetime | None = None, http_only: bool = False, secure: bool | str | None = False,
-                     partitioned: bool | None = False, priority: str | None = None,
-                     same_site: bool | str | None = None) -> str:
+                     expires: datetime | None = None, http_only: bool = False,
+                     secure: bool | str | None = False, partitioned: bool | None = False,
+                     priority: str | None = None, same_site: bool | str | None = None) -> str:
     """A Set-Cookie value as cookie 0.7.2's ``serialize`` builds it: the value percent-encoded, then each
     attribute not falsy. A name, value, domain or path that could smuggle in an attribute is a ValueError."""
     if not isinstance(name, str) or not _COOKIE_NAME.fullmatch(name):
@@ -970,8 +951,7 @@ def _attribute_value(option: str, value: object, words: tuple[str, ...]) -> str:
 
 
 def encode_uri_component(text: str) -> str:
-    """Percent-encode like JavaScript's ``encodeURIComponent`` (``s:a+b`` gives ``s%3Aa%2Bb``): all but
-    letters, digits and ``-_.!~*'()`` as %XX of its UTF-8; a lone surrogate raises ValueError."""
+    """Percent-encode as JavaScript's encodeURIComponent (s:a+b gives s%3Aa%2Bb); a lone surrogate raises."""
     try:
         return urllib.parse.quote(text, safe="!*'()")  # quote also keeps letters, digits and "-_.~"
     except UnicodeEncodeError as exc:
@@ -979,7 +959,7 @@ def encode_uri_component(text: str) -> str:
 
 
 def decode_uri_component(text: str) -> str:
-    """Decode %XX escapes strictly, like ``decodeURIComponent``: a bad escape or non-UTF-8 raises ValueError."""
+    """Decode %XX escapes strictly, like decodeURIComponent: a bad escape or non-UTF-8 is a ValueError."""
     if _BAD_PERCENT.search(text):
         raise ValueError(f"malformed percent-escape in {text!r}")
     try:
@@ -1087,22 +1067,21 @@ def expiry_ms(data: Mapping[str, Any]) -> int | None:
 
 
 def stringify(data: Any) -> str:
-    """Compact JSON text, as JavaScript's JSON.stringify writes it: NaN and infinities as null, a datetime
-    as its ISO string (naive: UTC); anything else JSON cannot hold raises TypeError."""
+    """Compact JSON as JavaScript's JSON.stringify writes it: NaN and infinity as null, a datetime as ISO."""
     try:
-        return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_json_default)
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_js_value)
     except ValueError as exc:
         if "Out of range float" not in str(exc):
             raise  # a circular structure, say
         return stringify(_finite(data))
 
 
-def _json_default(value: Any) -> Any:
+def _js_value(value: Any) -> Any:
     """What JSON.stringify writes for a value json cannot: a datetime's ISO string, or an error."""
     if isinstance(value, datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=timezone.utc)
-        return _iso((value - _EPOCH) // _ONE_MS)
+        return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     raise TypeError(f"a session can hold only what JSON can (str, numbers, bool, None, lists and dicts "
                     f"with str keys, datetime), not {type(value).__name__}: {value!r:.60}")
 
@@ -1126,18 +1105,16 @@ def parse_json(text: str) -> Any:
 
 
 # ==== 10. http.server =======================================================
-# The adapter for Python's http.server: subclass SessionRequestHandler, write do_GET as usual, and use
-# self.session. begin runs once the request's head is read, set_cookie_header in end_headers(), and end
-# after do_GET returns: the response is held back until then, so that a failed save can still be a 500.
-# This is plain http.server with sessions; the guards a server reachable from a network needs
-# (deadlines, a head cap, ...) are in session_demo_extras.frontend, as Node's http sits below Express.
+# The adapter for Python's http.server: subclass SessionRequestHandler, write do_GET as usual, use
+# self.session. The response is held until end() has run, so a failed save can still be a 500. The guards a
+# server reachable from a network needs are in session_demo_extras.frontend (Node's http is below Express).
+# For sessions, read _handle_with_session (begin, the handler, end) and end_headers (Set-Cookie); the
+# rest is http.server plumbing that a first read may skip.
 _CLIENT_GONE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 
 
 class SessionRequestHandler(BaseHTTPRequestHandler):
-    """A BaseHTTPRequestHandler whose ``do_*`` methods see ``self.session`` (express's ``req.session``).
-    Set-Cookie (with ``Vary: Cookie``) is added at ``end_headers()``; the store is written after the
-    handler returns, before the held response goes out. A handler or store failure answers 500."""
+    """A BaseHTTPRequestHandler whose do_* methods see self.session; a handler or store failure is a 500."""
     server: SessionHTTPServer
     session_state: RequestState | None = None
     _headers_sent: bool = False
@@ -1272,12 +1249,12 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
         super().send_response_only(code, message)
 
     def end_headers(self) -> None:
-        """Add the session's headers (the on-headers moment), then end the header block."""
+        """Add the session's headers (as the headers go out), then end the header block."""
         if self.session_state is not None and not self._headers_sent and self._status >= 200:
             header = self.server.session_middleware.set_cookie_header(self.session_state)
             if header is not None:
                 self.send_header("Set-Cookie", header)
-                if not self._cache_control_set:  # shared caches: a response setting the cookie is this client's
+                if not self._cache_control_set:  # shared caches: a response that sets the cookie is private
                     self.send_header("Cache-Control", "private")
             # Shared caches: the answer depends on the Cookie header, so it must not go to another visitor.
             vary = [word.strip() for value in self._vary for word in value.split(",") if word.strip()]
@@ -1288,7 +1265,7 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
         super().end_headers()
 
     def date_time_string(self, timestamp: float | None = None) -> str:
-        """The Date header, from the middleware's clock, so Expires and Date agree."""
+        """The Date header from the middleware's clock, so that Expires and Date agree."""
         if timestamp is None:
             timestamp = self.server.session_middleware.options.clock()
         return super().date_time_string(timestamp)
@@ -1304,7 +1281,7 @@ class SessionHTTPServer(ThreadingHTTPServer):
         super().__init__(address, handler)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        """Report a connection that failed; a client that went away (reset, broken pipe) is normal: debug only."""
+        """Report a failed connection; a client that went away (reset, broken pipe) is normal: debug only."""
         if isinstance(sys.exc_info()[1], _CLIENT_GONE):
             _log.debug("the client %s went away", client_address)
             return
