@@ -1158,33 +1158,23 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
                            forwarded_proto=", ".join(proto_lines) if proto_lines else None)
 
     def handle_one_request(self) -> None:
-        """BaseHTTPRequestHandler's, in two steps a subclass may guard, with the session around ``do_*``."""
+        """BaseHTTPRequestHandler's, with the session around ``do_*``."""
         self.session_state = None
         self._headers_sent = self._cache_control_set = False
         self._vary: list[str] = []
         self.requestline = self.request_version = self.command = ""
-        self.raw_requestline = b""
-        if self.read_request_head():
-            self.answer_request()
-
-    def read_request_head(self) -> bool:
-        """Read the request line and the headers; False if there is no request to answer."""
+        self.raw_requestline = b""  # stays empty if the read fails
         self.raw_requestline = self.rfile.readline(65537)
         if len(self.raw_requestline) > 65536:
             self.send_error(414)
-            return False
-        if not self.raw_requestline:  # the client closed the connection
+        elif not self.raw_requestline:  # the client closed the connection
             self.close_connection = True
-            return False
-        return self.parse_request()
-
-    def answer_request(self) -> None:
-        """Run ``do_*`` between the session's begin and end; 501 if there is none."""
-        method = getattr(self, "do_" + self.command, None)
-        if method is None:
-            self.send_error(501, f"Unsupported method ({self.command!r})")
-            return
-        self._handle_with_session(method)
+        elif self.parse_request():
+            method = getattr(self, "do_" + self.command, None)
+            if method is None:
+                self.send_error(501, f"Unsupported method ({self.command!r})")
+            else:
+                self._handle_with_session(method)
 
     def _handle_with_session(self, method: Callable[[], None]) -> None:
         """begin; the handler, its response held back; end; then the held response, or a 500 in its place."""

@@ -218,18 +218,21 @@ class _RequestChecks(SessionRequestHandler):
     http.client could not read (it hides the lines after it: request smuggling) and a control character
     in the request line are a 400, with no interim 100 Continue before it, nor before a 501."""
 
-    def answer_request(self) -> None:
-        """400 to a head that hides lines or has a control character in its request line; else answer."""
+    def parse_request(self) -> bool:
+        """Parse the head; a 400 (and False) to one that hides lines or has a control character in its
+        request line."""
+        if not super().parse_request():
+            return False
         if self._head_hides_lines():
             self.send_error(400, "Bad header line")
-            return
+            return False
         if _CONTROL_CHARACTER.search(self.requestline):  # never a 500, never raw in a log
             self.send_error(400, "Bad request target")
-            return
-        super().answer_request()
+            return False
+        return True
 
     def handle_expect_100(self) -> bool:
-        """Send the interim 100 Continue only to a request answer_request will not refuse."""
+        """Send the interim 100 Continue only to a request parse_request and the handler will not refuse."""
         if (self._head_hides_lines() or _CONTROL_CHARACTER.search(self.requestline)
                 or not hasattr(self, "do_" + self.command)):
             return True  # its 400 or 501 comes next, with no 100 before it
@@ -281,7 +284,19 @@ class GuardedRequestHandler(_RequestChecks):
         self.handle_one_request()
 
     def handle_one_request(self) -> None:
-        """SessionRequestHandler's, answering 431 to a head past max_head_size and closing on a deadline."""
+        """SessionRequestHandler's, with the head within max_head_size bytes (else 431) and head_timeout
+        seconds; a deadline closes the connection, and so does a body not read to its end."""
+        connection = self._connection
+        self._body_start: int | None = None  # where the body begins, once the head is parsed
+        if connection.head_began is None:  # not from the waiting room: wait here for a first byte
+            if not connection.buffer and not self.rfile.peek():
+                self.raw_requestline = b""  # no request
+                self.close_connection = True  # the client closed
+                return
+            connection.head_began = time.monotonic()
+        began, connection.head_began = connection.head_began, None
+        self.rfile.limit = self.max_head_size  # huge heads: 431 past the limit
+        self.rfile.deadline = began + self.head_timeout  # slowloris: the whole head in time
         try:
             super().handle_one_request()
         except _HeadTooLarge:
@@ -289,38 +304,25 @@ class GuardedRequestHandler(_RequestChecks):
         except TimeoutError as exc:
             _log.debug("closing the connection: %s", exc)
             self.close_connection = True
+        # Request smuggling: a body not read to its end must not be read as the next request.
+        if self._body_start is not None and self._body_left_unread(self._body_start):
+            self.close_connection = True
 
-    def read_request_head(self) -> bool:
-        """Read the head within max_head_size bytes and head_timeout seconds; then allow request_timeout."""
-        connection = self._connection
-        if connection.head_began is None:  # not from the waiting room: wait here for a first byte
-            if not connection.buffer and not self.rfile.peek():
-                self.close_connection = True  # the client closed
-                return False
-            connection.head_began = time.monotonic()
-        began, connection.head_began = connection.head_began, None
-        self.rfile.limit = self.max_head_size  # huge heads: 431 past the limit
-        self.rfile.deadline = began + self.head_timeout  # slowloris: the whole head in time
-        if not super().read_request_head():
+    def parse_request(self) -> bool:
+        """Parse the head (_RequestChecks refusing what it refuses); then allow request_timeout."""
+        if not super().parse_request():
             return False
         self.rfile.limit = None
         self.rfile.deadline = time.monotonic() + self.request_timeout  # a trickled body, too
+        self._body_start = self.rfile.tell()
         return True
 
-    def answer_request(self) -> None:
-        """Answer as SessionRequestHandler does; then close if the body was not read to its end."""
-        self._body_start = self.rfile.tell()
-        super().answer_request()
-        # Request smuggling: a body not read to its end must not be read as the next request.
-        if self._body_left_unread():
-            self.close_connection = True
-
-    def _body_left_unread(self) -> bool:
+    def _body_left_unread(self, body_start: int) -> bool:
         """Did the request carry a body (Content-Length, Transfer-Encoding) not read exactly to its end?"""
         length = self.headers.get("Content-Length", "0").strip()
         if "Transfer-Encoding" in self.headers or len(self.headers.get_all("Content-Length") or []) > 1:
             return True
-        return not (length.isascii() and length.isdigit()) or self.rfile.tell() - self._body_start != int(length)
+        return not (length.isascii() and length.isdigit()) or self.rfile.tell() - body_start != int(length)
 
 
 def _configure_socket(sock: socket.socket, idle_timeout: float) -> None:

@@ -26,6 +26,7 @@ import http.client
 import io
 import re
 from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler
 
 from session_demo_extras.frontend import GuardedRequestHandler
 
@@ -53,21 +54,12 @@ def parse_plain_headers(lines: list[bytes]) -> http.client.HTTPMessage | None:
     return message
 
 
-class LeanRequestHandler(GuardedRequestHandler):
-    """A GuardedRequestHandler whose ``parse_request`` is http.server's (Python 3.11), step by step, with
-    plain header lines parsed by ``parse_plain_headers`` (any other head goes to the email package), and
-    whose Date header is formatted once a second."""
+class _PlainHeads(BaseHTTPRequestHandler):
+    """http.server's ``parse_request`` (Python 3.11), step by step, with plain header lines parsed by
+    ``parse_plain_headers`` (any other head goes to the email package). A base placed after
+    GuardedRequestHandler, so that the guards' ``parse_request`` runs around this one."""
 
-    def date_time_string(self, timestamp: float | None = None) -> str:
-        """The Date header, from the middleware's clock as SessionRequestHandler's, formatted once a second."""
-        if timestamp is not None:
-            return super().date_time_string(timestamp)
-        second = int(self.server.session_middleware.options.clock())
-        cached = getattr(self.server, "_date_header", None)
-        if cached is None or cached[0] != second:
-            cached = (second, super().date_time_string(second))
-            self.server._date_header = cached  # type: ignore[attr-defined]  # one tuple: safe across threads
-        return cached[1]
+    raw_requestline: bytes
 
     def parse_request(self) -> bool:
         """Parse the request line and the head, as BaseHTTPRequestHandler.parse_request does."""
@@ -145,6 +137,22 @@ class LeanRequestHandler(GuardedRequestHandler):
             headers = http.client.parse_headers(io.BytesIO(b"".join(lines)), _class=self.MessageClass)
         self.headers = headers
         return True
+
+
+class LeanRequestHandler(GuardedRequestHandler, _PlainHeads):
+    """A GuardedRequestHandler that parses plain heads without the email package (``_PlainHeads``), and
+    whose Date header is formatted once a second."""
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The Date header, from the middleware's clock as SessionRequestHandler's, formatted once a second."""
+        if timestamp is not None:
+            return super().date_time_string(timestamp)
+        second = int(self.server.session_middleware.options.clock())
+        cached = getattr(self.server, "_date_header", None)
+        if cached is None or cached[0] != second:
+            cached = (second, super().date_time_string(second))
+            self.server._date_header = cached  # type: ignore[attr-defined]  # one tuple: safe across threads
+        return cached[1]
 
 
 def _version_number(version: str) -> tuple[int, int] | None:
