@@ -11,9 +11,8 @@ Primer. HTTP forgets everything between two requests; a session is how a server 
 - The browser holds only a cookie with the session's id, signed ("s:" + id + "." + an HMAC of the id)
   so that nobody can make an id up. The first secret signs; every secret verifies (for rotation).
 - A store keeps the session's data on the server, as JSON, under its id.
-- Each request: read the id from the cookie -> verify it -> load that session from the store, or make
-  a new one -> the handler uses it -> as the headers go out, Set-Cookie or not -> at the end, save it
-  in the store, touch it there, or destroy it.
+- Each request: read and verify the cookie's id -> load that session from the store, or make a new one
+  -> the handler uses it -> as the headers go out, Set-Cookie or not -> at the end, save, touch or destroy.
 - A new session is one the browser did not send (no cookie, a bad one, an id the store lacks, or one
   regenerated, given a new id as at login): in the code, the cookie's id differs from the session's.
 - resave saves even an unchanged session; save_uninitialized, even an empty new one; rolling resends it.
@@ -206,8 +205,7 @@ class SessionMiddleware:
 
 @dataclass
 class RequestInfo:
-    """What the session layer needs of a request: the raw target, the Cookie lines joined with '; ',
-    TLS, X-Forwarded-Proto, and the framework's own idea of "secure" (Express's ``req.secure``)."""
+    """What the session layer needs of a request; framework_secure is the framework's own ``req.secure``."""
     url: str = "/"
     cookie_header: str | None = None
     tls: bool = False
@@ -330,8 +328,7 @@ def request_pathname(url: str) -> str:
 
 
 def is_secure(request: RequestInfo, proxy: bool | None) -> bool:
-    """Is the request HTTPS, for the cookie's sake? (express's ``issecure``) TLS always counts; otherwise
-    ``proxy=True`` trusts X-Forwarded-Proto's first value, ``None`` the framework, ``False`` nothing."""
+    """Is the request HTTPS (express's ``issecure``)? TLS always; else as the proxy option says (§2)."""
     if request.tls:
         return True
     if proxy is None:
@@ -510,8 +507,7 @@ def should_save(state: RequestState) -> Decision:
 
 
 def should_touch(state: RequestState, save: Decision | None = None) -> Decision:
-    """Touch the store (refresh the stored expiry) for the browser's own session when it is not being
-    saved (express's ``shouldTouch``). ``save``: should_save's answer, if the caller has it already."""
+    """Refresh the stored expiry of the browser's own session when it is not being saved (``shouldTouch``)."""
     if not isinstance(state.session_id, str):
         return Decision(False, f"session id is not a string: {state.session_id!r}")
     if state.cookie_id != state.session_id:
@@ -568,8 +564,7 @@ _RESERVED_KEYS = frozenset({
 
 
 class Session(MutableMapping[str, Any]):
-    """One visitor's session (express's ``Session``): its data as a mapping, plus ``id`` and ``cookie``;
-    its methods call the store now and raise its errors. Difference: a reserved key is refused on set."""
+    """One visitor's session (express's ``Session``). Difference: a reserved key is refused on set."""
     def __init__(self, state: RequestState, session_id: Any, cookie: Cookie,
                  data: Mapping[str, Any] | None = None) -> None:
         self._state = state
@@ -682,8 +677,7 @@ _MIN_MS = (datetime.min.replace(tzinfo=timezone.utc) - _EPOCH) // _ONE_MS
 
 
 class Cookie:
-    """The session cookie's settings and expiry (express-session's ``Cookie``): ``path='/'``, ``http_only``,
-    no expiry, the rest unset. Difference: an unknown option raises ValueError (express ignores a typo)."""
+    """express-session's ``Cookie``. Difference: an unknown option is a ValueError (express ignores typos)."""
     # JS rule, undefined vs null: an attribute never set reads as None (these class defaults) and is left
     # out of to_json(); one set to None, in vars(self), is stored as null.
     original_max_age: int | None = None
@@ -972,9 +966,8 @@ def decode_uri_component(text: str) -> str:
 # A store keeps sessions on the server, keyed by id, in their stored form: {"cookie": {...}, ...data}, as
 # JSON (never pickle: unpickling can run code). express's stores take callbacks; ours return or raise.
 class Store:
-    """The store interface (express-session's ``Store``): get, set, destroy; optionally touch, all, length,
-    clear. An error is a 500, but a FileNotFoundError from get means not found. Bound each call with a
-    timeout: the request waits for it. While ``ready`` is False, requests get no session."""
+    """express-session's ``Store``: get, set, destroy; optionally touch, all, length, clear. An error is a
+    500 (FileNotFoundError from get: not found); bound each call with a timeout. Not ready: no sessions."""
     ready: bool = True
 
     def get(self, sid: str) -> dict[str, Any] | None:
@@ -992,8 +985,7 @@ class Store:
 
 
 class MemoryStore(Store):
-    """Sessions as JSON strings in a dict (express-session's ``MemoryStore``), thread-safe; faithful, leak
-    included: an expired session goes only when it is read."""
+    """Sessions as JSON in a dict (``MemoryStore``), thread-safe; as in express, expired ones go when read."""
     def __init__(self, *, clock: Clock = time.time) -> None:
         self._clock = clock
         self._lock = threading.Lock()
@@ -1263,8 +1255,6 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
 
 class SessionHTTPServer(ThreadingHTTPServer):
     """A ThreadingHTTPServer with a SessionMiddleware: ``SessionHTTPServer(address, Handler, middleware)``."""
-    daemon_threads = True
-
     def __init__(self, address: tuple[str, int], handler: type[SessionRequestHandler],
                  middleware: SessionMiddleware) -> None:
         self.session_middleware = middleware
