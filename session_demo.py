@@ -190,10 +190,9 @@ class SessionMiddleware:
 
     def save(self, state: RequestState) -> None:
         """Write the whole session to the store at the end of the request (express's ``session.save()``)."""
-        session = state.session
-        assert session is not None
-        _log.debug("saving %s", short_id(session.id))
-        state.store.set(session.id, session)
+        assert state.session is not None
+        _log.debug("saving %s", short_id(state.session.id))
+        state.store.set(state.session.id, state.session)
 
     @staticmethod
     def _restart_cookie_once(state: RequestState) -> None:
@@ -245,7 +244,6 @@ class RequestState:
     def generate(self) -> None:
         """Start a new session (express's ``generate``)."""
         self.session = self.new_session()
-        self.session.save_sets_stored_hash = True
         self.start_id = self.session_id
         self.start_hash = hash_session({})  # a new session holds no data yet
 
@@ -253,7 +251,6 @@ class RequestState:
         """Use the session the store returned (express calls it inflating). Its start hash is of what the
         store returned, as there: a reserved key dropped on load (section 5) is a change, and gets saved."""
         self.session = self.stored_session(data)
-        self.session.save_sets_stored_hash = True
         self.start_id = self.session_id
         self.start_hash = hash_session(data)
         if not self.options.resave:
@@ -263,6 +260,7 @@ class RequestState:
         """Destroy the session in the store; a new one, with a new id, takes its place (store.regenerate)."""
         old_id, old_session = self.session_id, self.session
         session = self.new_session()  # an unusable id fails before anything is destroyed
+        session.save_sets_stored_hash = False  # see the class docstring
         _log.debug("regenerating: destroying %s, the new id is %s", short_id(old_id), short_id(session.id))
         try:
             self.store.destroy(old_id)
@@ -570,7 +568,7 @@ class Session(MutableMapping[str, Any]):
         self._state = state
         self._id = session_id
         self.cookie: Cookie = cookie
-        self.save_sets_stored_hash = False  # see RequestState
+        self.save_sets_stored_hash = True  # see RequestState
         self._replaced = False  # regenerate() put a new session in its place
         self._data: dict[str, Any] = {}
         for key, value in (data or {}).items():
@@ -592,8 +590,7 @@ class Session(MutableMapping[str, Any]):
         if key == "cookie":
             raise KeyError("'cookie' is not data: use session.cookie")
         if key in _RESERVED_KEYS:
-            raise KeyError(f"{key!r} is reserved by express-session and would be "
-                           f"dropped when the session is loaded; choose another key")
+            raise KeyError(f"{key!r} is reserved by express-session (dropped on load): choose another key")
         self._data[key] = value
 
     def __delitem__(self, key: str) -> None:
