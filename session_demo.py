@@ -420,7 +420,7 @@ class SessionOptions:
 
 
 def generate_session_id(request: RequestInfo) -> str:
-    """A new session id: 24 random bytes as base64url, as express's default genid (uid-safe) makes it."""
+    """A new session id, as express's default genid makes it: 24 random bytes from the OS, as base64url."""
     return _secrets.token_urlsafe(24)
 
 
