@@ -1201,7 +1201,7 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
             except Exception:  # end() logged it
                 failed = "The session could not be saved"
             if state is not None and state.end_error is not None:
-                failed = "The session could not be saved"  # here, or in a handler that ended it itself
+                failed = "The session could not be saved"  # here, or when the handler called end() itself
             # No silent loss: a 500 in place of the held answer (or, if part of it is out, no last byte).
             if failed:
                 self.close_connection = True
