@@ -35,6 +35,7 @@ one process.)
 from __future__ import annotations
 
 import logging
+import random
 import secrets
 import threading
 import time
@@ -196,84 +197,175 @@ def _json_values(data: Mapping[str, Any]) -> dict[str, str]:
     return {key: stringify(value) for key, value in data.items() if key != "cookie"}
 
 
+class _Base:
+    """What the store held for ``sid`` when this request last read or wrote it: the base its changes are
+    measured from. ``version`` is the store's version then, or None after this request's own write
+    (set_if_version does not say the new version; the next write re-reads first)."""
+
+    __slots__ = ("sid", "version", "values")
+
+    def __init__(self, sid: Any, version: int | None, values: dict[str, str]) -> None:
+        self.sid = sid
+        self.version = version
+        self.values = values
+
+
 class MergingSessionMiddleware(SessionMiddleware):
-    """Save with compare-and-set; on a conflict, re-apply this request's changes to the fresh copy.
+    """Save with compare-and-set; on a conflict, apply this request's own changes to the fresh copy.
 
     The store must keep a version per session (``get_versioned``,
-    ``set_if_version``: BoundedMemoryStore and SQLiteStore do). At the end
-    of the request the session is saved only if the stored version is
-    still the one loaded. If another request saved in between, the
-    top-level keys this request set or deleted are applied to the fresh
-    copy and the save is tried again, up to ``attempts`` times; after that
-    the error is logged and this request's changes are dropped.
+    ``set_if_version``: BoundedMemoryStore, SQLiteStore and RedisStore do).
+    A request's *changes* are the top-level keys whose value differs from
+    what it loaded (set, changed or deleted). At the end of the request the
+    session is saved only if the stored version is still the one loaded.
+    If another request saved in between, the fresh copy is read and each of
+    this request's changes is applied to it, unless the other request
+    changed that same key too: then the value saved first stays. The save
+    is tried again until it succeeds.
 
     What it protects: concurrent changes to *different* top-level keys (a
     cart and a theme), a deleted key, and a logout (a session destroyed
-    meanwhile is not written back: the compare-and-set sees it gone), across
-    processes sharing the store. Nobody waits.
+    meanwhile is not written back), across processes sharing the store.
+    Nobody waits for another request's handler.
 
-    What it does not protect, and only LockingSessionMiddleware does: two
-    requests changing the *same* key from the same starting value. Both
-    computed ``views + 1`` from the same ``views``; the second re-applies
-    its value over the first's, and one increment is lost. 16 clients x 25
-    increments on one cookie against server.py ended at 355 to 376 of 400
-    (the default, last write wins, at 361 to 384; lock at 400). Nested
+    Two requests that change the *same* key keep one change, the one saved
+    first, never a stale value over a newer one: a counter that two
+    requests both read as 5 ends at 6, never back at 6 after a third made
+    it 7. So it never keeps fewer changes than the default (last write
+    wins), but only LockingSessionMiddleware keeps a counter exact. Nested
     values merge as a whole: a key is one value.
 
-    After ``attempts`` conflicts in a row it gives up and raises
-    SessionConflictError (this request's changes are not stored).
+    Saves of one session in this process take turns (a short lock around
+    the compare-and-set, not the handler), so a conflict with a request of
+    this process is settled at the second attempt; each further attempt
+    means another process saved this session meanwhile, and waits a little
+    longer (``backoff`` seconds, doubling up to ``max_backoff``, with
+    jitter). After ``attempts`` it gives up and raises SessionConflictError. ``session.save()`` in a
+    handler merges the same way.
     """
 
-    def __init__(self, options: SessionOptions, *, attempts: int = 3) -> None:
+    backoff = 0.001  # seconds before the third attempt; doubles with each one after it, up to max_backoff
+    max_backoff = 0.1
+
+    def __init__(self, options: SessionOptions, *, attempts: int = 12) -> None:
         super().__init__(options)
         store = options.store
         if not (callable(getattr(store, "get_versioned", None)) and callable(getattr(store, "set_if_version", None))):
             raise TypeError("MergingSessionMiddleware needs a store with versions "
                             "(get_versioned and set_if_version), e.g. BoundedMemoryStore or SQLiteStore")
-        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
-            raise ValueError("attempts must be a whole number >= 1")
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 2:
+            raise ValueError("attempts must be a whole number >= 2 (a conflict needs a second try)")
         self.attempts = attempts
+        self._save_turns = tuple(threading.Lock() for _ in range(64))  # striped by session id
+
+    def begin(self, request: RequestInfo) -> RequestState | None:
+        """As SessionMiddleware.begin; the session's own save() and reload() then merge and read as ours do."""
+        state = super().begin(request)
+        if state is not None:
+            state.store = _MergingStoreView(self, state)
+        return state
 
     def load(self, state: RequestState) -> Any:
-        """Read the session and remember its version and values."""
-        data, version = self.options.store.get_versioned(state.session_id)  # type: ignore[attr-defined]
-        state.loaded_version = version  # type: ignore[attr-defined]
-        state.loaded_values = _json_values(data) if data else {}  # type: ignore[attr-defined]
+        """Read the session and remember its version and values: the base this request's changes are measured from."""
+        return self.read(state, state.session_id)
+
+    def read(self, state: RequestState, sid: Any) -> Any:
+        """The stored session ``sid``; it becomes this request's base."""
+        data, version = self.options.store.get_versioned(sid)  # type: ignore[attr-defined]
+        state.merge_base = _Base(sid, version, _json_values(data) if data else {})  # type: ignore[attr-defined]
         return data
 
     def save(self, state: RequestState) -> None:
         """Compare-and-set; on a conflict, merge this request's changes into the fresh copy and retry."""
         session = state.session
         assert session is not None
+        self.write(state, session)
+
+    def write(self, state: RequestState, session: Session) -> None:
+        """Store ``session`` by compare-and-set, merging this request's changes into whatever was saved meanwhile."""
         store = self.options.store
-        same_session = session.id == state.cookie_id and session.id == state.start_id
-        version = getattr(state, "loaded_version", 0) if same_session else 0
-        before = getattr(state, "loaded_values", {}) if same_session else {}
+        base = getattr(state, "merge_base", None)
+        if base is None or base.sid != session.id:
+            base = _Base(session.id, 0, {})  # a new or regenerated session: stored only if there is none
         now = _json_values(session)
-        changed = {key: session[key] for key in session if before.get(key) != now[key]}
-        removed = [key for key in before if key not in now]
-        for _ in range(self.attempts):
-            state.stored_hash = hash_session(session)
-            if store.set_if_version(session.id, session, version):  # type: ignore[attr-defined]
-                return
-            fresh, version = store.get_versioned(session.id)  # type: ignore[attr-defined]
-            if not fresh:
-                _log.warning("merge: session %s was destroyed meanwhile; not saving it again",
-                             short_id(session.id))
-                return
-            _log.debug("merge: %s changed meanwhile; re-applying %d change(s)",
-                       short_id(session.id), len(changed) + len(removed))
-            merged = Session(state, session.id, session.cookie, fresh)  # drops reserved keys, as a load does
-            session.clear()
-            session.update(merged)
-            session.update(changed)
-            for key in removed:
-                session.pop(key, None)
-        state.stored_hash = None
+        changed = {key: session[key] for key in session if base.values.get(key) != now[key]}
+        removed = [key for key in base.values if key not in now]
+        version = base.version
+        with self._save_turns[hash(session.id) % len(self._save_turns)]:
+            for attempt in range(self.attempts):
+                if attempt >= 2:  # another process saved between our read and our write: let it pass
+                    pause = min(self.max_backoff, self.backoff * 2 ** (attempt - 2))
+                    time.sleep(random.uniform(0.5, 1.0) * pause)
+                if version is not None and store.set_if_version(session.id, session, version):  # type: ignore[attr-defined]
+                    state.merge_base = _Base(session.id, None, _json_values(session))  # type: ignore[attr-defined]
+                    if session.save_sets_stored_hash:
+                        state.stored_hash = hash_session(session)
+                    return
+                fresh, version = store.get_versioned(session.id)  # type: ignore[attr-defined]
+                if not fresh:
+                    _log.warning("merge: session %s was destroyed meanwhile; not saving it again",
+                                 short_id(session.id))
+                    return
+                kept = _merge(state, session, base.values, changed, removed, fresh)
+                _log.debug("merge: %s changed meanwhile; %d change(s) re-applied, %d key(s) another "
+                           "request changed first", short_id(session.id),
+                           len(changed) + len(removed) - len(kept), len(kept))
         _log.error("merge: gave up saving session %s after %d attempts; this request's changes are lost",
                    short_id(session.id), self.attempts)
         raise SessionConflictError(f"session {short_id(session.id)} changed under {self.attempts} "
                                    f"save attempts in a row; this request's changes were not stored")
+
+
+def _merge(state: RequestState, session: Session, before: Mapping[str, str], changed: Mapping[str, Any],
+           removed: list[str], fresh: Mapping[str, Any]) -> list[str]:
+    """Make ``session`` the fresh copy plus this request's changes (``before``: the values it began from).
+    A key the fresh copy also changed, to another value, keeps the fresh value: those keys are returned."""
+    theirs = _json_values(fresh)
+    mine = _json_values(session)
+    merged = Session(state, session.id, session.cookie, fresh)  # drops reserved keys, as a load does
+    kept_theirs: list[str] = []
+    for key in [*changed, *removed]:
+        if theirs.get(key) == before.get(key):
+            # Only this request changed the key: its change goes in.
+            if key in changed:
+                merged[key] = changed[key]
+            else:
+                merged.pop(key, None)
+        elif theirs.get(key) != mine.get(key):
+            # Both changed it, differently: the value saved first stays, as a lock would have ordered them.
+            kept_theirs.append(key)
+    session.clear()
+    session.update(merged)
+    return kept_theirs
+
+
+class _MergingStoreView(Store):
+    """The store as one request's session sees it under MergingSessionMiddleware: ``session.save()``
+    merges as the end of the request does and ``session.reload()`` moves the base; the rest is the store's."""
+
+    def __init__(self, middleware: MergingSessionMiddleware, state: RequestState) -> None:
+        self._middleware = middleware
+        self._state = state
+        self._store = middleware.options.store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def get(self, sid: str) -> dict[str, Any] | None:
+        """The stored session; it becomes this request's base (reload)."""
+        data: dict[str, Any] | None = self._middleware.read(self._state, sid)
+        return data
+
+    def set(self, sid: str, session: Session) -> None:
+        """The session's own save(): merged, as at the end of the request."""
+        if isinstance(session, Session) and session.id == sid:
+            self._middleware.write(self._state, session)
+        else:
+            self._store.set(sid, session)
+
+    def destroy(self, sid: str) -> None:
+        """The store's destroy."""
+        self._store.destroy(sid)
 
 
 # ---- a logout cannot be undone by a slower request ----------------------------

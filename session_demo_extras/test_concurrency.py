@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import http.cookies
+import json
 import os
 import sqlite3
 import tempfile
@@ -27,12 +28,14 @@ from test_session import (
 # ==== Concurrency beyond express: lock and merge ============================
 
 
-def with_concurrency(concurrency: str, *, lock_timeout: float = 10.0, merge_attempts: int = 3,
+def with_concurrency(concurrency: str, *, lock_timeout: float = 10.0, merge_attempts: int | None = None,
                      **overrides: Any) -> SessionMiddleware:
     """session_demo_extras.concurrency's middleware ('lock' or 'merge') on make_options(**overrides)."""
     options = make_options(**overrides)
     if concurrency == "lock":
         return LockingSessionMiddleware(options, lock_timeout=lock_timeout)
+    if merge_attempts is None:
+        return MergingSessionMiddleware(options)
     return MergingSessionMiddleware(options, attempts=merge_attempts)
 
 
@@ -61,6 +64,44 @@ def _hammer(server: LiveServer, cookie: str, threads: int, requests: int) -> lis
             connection.close()
 
     workers = [threading.Thread(target=client) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    return statuses
+
+
+def _own_key(handler: AppHandler) -> None:
+    """``/kN`` adds one to the session's key kN; ``/dump`` answers the session's data as JSON."""
+    session = handler.session
+    key = handler.path.strip("/")
+    if key == "dump":
+        handler.reply(200, json.dumps(dict(session)))
+        return
+    session[key] = session.get(key, 0) + 1
+    handler.reply(200, str(session[key]))
+
+
+def _hammer_own_keys(servers: list[LiveServer], cookie: str, threads: int, requests: int) -> list[int]:
+    """Client N sends ``requests`` GETs of /kN with one cookie, turn by turn to each server; returns the statuses."""
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def client(number: int) -> None:
+        connections = [http.client.HTTPConnection("127.0.0.1", server.port, timeout=30) for server in servers]
+        try:
+            for request in range(requests):
+                connection = connections[(number + request) % len(connections)]
+                connection.request("GET", f"/k{number}", headers={"Cookie": cookie})
+                answer = connection.getresponse()
+                answer.read()
+                with lock:
+                    statuses.append(answer.status)
+        finally:
+            for connection in connections:
+                connection.close()
+
+    workers = [threading.Thread(target=client, args=(number,)) for number in range(threads)]
     for worker in workers:
         worker.start()
     for worker in workers:
@@ -256,8 +297,8 @@ class TestConcurrencyMerge(SessionAssertions):
                 middleware.save(state)
         self.assertIn("after 2 attempts", "\n".join(logs.output))
 
-    def test_two_increments_of_one_key_lose_one(self):
-        """What merge does not protect: two requests computing views + 1 from the same views keep only one increment."""
+    def test_two_increments_of_one_key_keep_one(self):
+        """What merge does not make exact: two requests computing views + 1 from the same views keep one increment."""
         store = BoundedMemoryStore()
         middleware = with_concurrency("merge", store=store, resave=False)
         first, state = run_request(middleware, app=lambda s: s.session.update(views=1))
@@ -267,6 +308,138 @@ class TestConcurrencyMerge(SessionAssertions):
         for tab in tabs:
             middleware.end(tab)
         self.assertEqual(store.get(state.session_id)["views"], 2)  # not 3: use 'lock' for counters
+
+    def test_one_key_changed_by_two_requests_keeps_the_value_saved_first(self):
+        """Same key, two values: the first save stays, the later request's value is dropped (and logged at debug)."""
+        store = BoundedMemoryStore()
+        middleware = with_concurrency("merge", store=store, resave=False)
+        first, state = run_request(middleware, app=lambda s: s.session.update(theme="plain"))
+        dark, light = (middleware.begin(RequestInfo(cookie_header=cookie_pair(first))) for _ in range(2))
+        dark.session["theme"] = "dark"
+        light.session.update(theme="light", cart=["book"])
+        middleware.end(dark)
+        middleware.end(light)
+        self.assertEqual(store.get(state.session_id)["theme"], "dark")
+        self.assertEqual(store.get(state.session_id)["cart"], ["book"])
+
+    def test_a_stale_counter_never_overwrites_a_newer_one(self):
+        """A loads views=1; B and C each add one in turn (3); A saves last: views stays 3 (the default writes 2)."""
+        results = {}
+        for mode in (None, "merge"):
+            store = BoundedMemoryStore()
+            middleware = (with_concurrency(mode, store=store, resave=False) if mode
+                          else SessionMiddleware(make_options(store=store, resave=False)))
+            first, state = run_request(middleware, app=lambda s: s.session.update(views=1))
+            cookie = cookie_pair(first)
+            slow = middleware.begin(RequestInfo(cookie_header=cookie))
+            slow.session["views"] += 1
+            for _ in range(2):
+                run_request(middleware, cookie, lambda s: s.session.update(views=s.session["views"] + 1))
+            middleware.end(slow)
+            results[mode] = store.get(state.session_id)["views"]
+        self.assertEqual(results, {None: 2, "merge": 3})
+
+    def test_every_interleaving_of_three_counters_keeps_at_least_what_the_default_keeps(self):
+        """All 90 orders of three requests' loads and saves: merge's counter is never below the default's."""
+        def orders(pending: dict[int, int]) -> Any:
+            """Every sequence of request numbers: each appears twice, first its load, then its save."""
+            if not any(pending.values()):
+                yield []
+                return
+            for request, left in pending.items():
+                if left:
+                    for rest in orders({**pending, request: left - 1}):
+                        yield [request, *rest]
+
+        def counter_after(mode: str | None, order: list[int]) -> int:
+            store = BoundedMemoryStore()
+            middleware = (with_concurrency(mode, store=store, resave=False) if mode
+                          else SessionMiddleware(make_options(store=store, resave=False)))
+            first, state = run_request(middleware, app=lambda s: s.session.update(views=0))
+            requests: dict[int, Any] = {}
+            for request in order:
+                if request not in requests:  # its load, and the handler's views + 1
+                    requests[request] = middleware.begin(RequestInfo(cookie_header=cookie_pair(first)))
+                    requests[request].session["views"] += 1
+                else:
+                    middleware.end(requests[request])
+            return store.get(state.session_id)["views"]
+
+        schedules = list(orders({0: 2, 1: 2, 2: 2}))
+        self.assertEqual(len(schedules), 90)
+        better = 0
+        for order in schedules:
+            merged, default = counter_after("merge", order), counter_after(None, order)
+            with self.subTest(order=order):
+                self.assertGreaterEqual(merged, default)
+            better += merged > default
+        self.assertGreater(better, 0)  # some orders the default loses more in (a stale save last)
+
+    def test_a_conflict_is_retried_until_it_succeeds_not_answered_500(self):
+        """Another process saves between each read and write, four times: the fifth attempt stores both changes."""
+        class Contended(BoundedMemoryStore):
+            conflicts = 0
+
+            def set_if_version(self, sid, session, version):
+                if self.conflicts:
+                    self.conflicts -= 1
+                    other = self.get(sid)
+                    other["other"] = other.get("other", 0) + 1
+                    super().set(sid, other)  # another process got there first
+                return super().set_if_version(sid, session, version)
+
+        store = Contended()
+        middleware = with_concurrency("merge", store=store)
+        middleware.backoff = 0.0  # no pause between attempts in a test
+        server = LiveServer(self, _counter, middleware=middleware)
+        cookie = self.assert_sets_cookie(server.get("/"))
+        store.conflicts = 4
+        answer = server.get("/", cookie)
+        self.assertEqual((answer.status, answer.body), (200, "2"))
+        stored = list(store.all().values())[0]
+        self.assertEqual((stored["views"], stored["other"]), (2, 4))
+
+    def test_session_save_in_the_handler_then_a_change_keeps_the_change(self):
+        """session.save() merges too, and its own write does not count as another request's change."""
+        store = BoundedMemoryStore()
+        middleware = with_concurrency("merge", store=store, resave=False)
+        first, state = run_request(middleware, app=lambda s: s.session.update(step=1))
+
+        def app(state: Any) -> None:
+            state.session["step"] = 2
+            state.session.save()
+            state.session["step"] = 3
+
+        run_request(middleware, cookie_pair(first), app)
+        self.assertEqual(store.get(state.session_id)["step"], 3)
+        _, new = run_request(middleware, None, app)  # a new session: saved by the handler, then changed
+        self.assertEqual(store.get(new.session_id)["step"], 3)
+
+    def test_many_clients_changing_their_own_keys_lose_nothing(self):
+        """8 clients x 20 requests on one cookie, each adding to its own key: every change is kept, every answer 200.
+
+        One server with a BoundedMemoryStore, one with a SQLiteStore, and two
+        servers (two middlewares, as two processes) sharing one SQLite file."""
+        directory = tempfile.TemporaryDirectory()
+        self.addCleanup(directory.cleanup)
+
+        def sqlite() -> SQLiteStore:
+            store = SQLiteStore(os.path.join(directory.name, "sessions.db"))
+            self.addCleanup(store.close)
+            return store
+
+        for setup in ("bounded", "sqlite", "two servers, one sqlite file"):
+            with self.subTest(setup=setup):
+                if setup == "bounded":
+                    servers = [LiveServer(self, _own_key, middleware=with_concurrency("merge", store=BoundedMemoryStore()))]
+                else:
+                    servers = [LiveServer(self, _own_key, middleware=with_concurrency("merge", store=sqlite()))
+                               for _ in range(1 if setup == "sqlite" else 2)]
+                cookie = self.assert_sets_cookie(servers[0].get("/start"))
+                statuses = _hammer_own_keys(servers, cookie, threads=8, requests=20)
+                self.assertEqual(statuses, [200] * 160)
+                counts = json.loads(servers[0].get("/dump", cookie).body)
+                self.assertEqual(counts, {**{f"k{i}": 20 for i in range(8)}, "start": 1})
 
 
 class Abort(BaseException):
