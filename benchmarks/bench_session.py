@@ -43,6 +43,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tracemalloc
 import warnings
@@ -659,6 +660,104 @@ def print_end_to_end(results: dict[tuple[str, int], list[Round]], seconds: float
     print()
 
 
+# ---- 4. lost updates (--lost-updates) ---------------------------------------
+#
+# Many clients at once on one session cookie, against server.py's middleware
+# for each --concurrency mode: how many of their changes does the session keep?
+# The counter (every request adds one to views) and own keys (client N adds one
+# to its own key kN), on a BoundedMemoryStore in one process and on one SQLite
+# file shared by two processes (the clients' requests alternate between them).
+
+LOST_CLIENTS, LOST_REQUESTS = 16, 25
+LOST_MODES = ("default", "merge", "lock")
+
+
+def serve_lost_updates(store: str, mode: str) -> int:
+    """A child of lost_updates(): ``python3 server.py --store STORE --concurrency MODE`` as shipped, plus
+    /key?c=N (add one to the session's key kN) and /keys (the kN values as JSON); until Ctrl+C (SIGINT)."""
+    import server as demo
+
+    def own_key(handler: Any, session: sd.Session, query: dict[str, list[str]]) -> None:
+        key = "k" + query.get("c", ["0"])[0]
+        session[key] = session.get(key, 0) + 1
+        handler.reply(200, str(session[key]))
+
+    def own_keys(handler: Any, session: sd.Session, query: dict[str, list[str]]) -> None:
+        handler.reply(200, json.dumps({key: session[key] for key in session if key.startswith("k")}))
+
+    demo.CounterHandler.own_key = own_key  # type: ignore[attr-defined]
+    demo.CounterHandler.own_keys = own_keys  # type: ignore[attr-defined]
+    demo.CounterHandler.ROUTES = {**demo.CounterHandler.ROUTES, "/key": "own_key", "/keys": "own_keys"}
+    flags = ["--port", "0", "--store", store] + ([] if mode == "default" else ["--concurrency", mode])
+    return demo.main(flags)
+
+
+def lost_updates_run(mode: str, processes: int, store: str, workload: str) -> tuple[int, int]:
+    """One run: LOST_CLIENTS x LOST_REQUESTS at once; (changes kept, answers other than 200)."""
+    command = [sys.executable, __file__, "--serve-lost-updates", store, mode]
+    servers = [ServerProcess(command) for _ in range(processes)]
+    try:
+        cookie = first_cookie(servers[0].port)  # views = 1
+        failed = [0]
+        lock = threading.Lock()
+        start = threading.Barrier(LOST_CLIENTS)
+
+        def client(number: int) -> None:
+            connections = [http.client.HTTPConnection("127.0.0.1", s.port, timeout=60) for s in servers]
+            path = "/" if workload == "counter" else f"/key?c={number}"
+            start.wait()
+            for request in range(LOST_REQUESTS):
+                connection = connections[(number + request) % len(connections)]  # turn by turn
+                connection.request("GET", path, headers={"Cookie": cookie})
+                answer = connection.getresponse()
+                answer.read()
+                if answer.status != 200:
+                    with lock:
+                        failed[0] += 1
+            for connection in connections:
+                connection.close()
+
+        threads = [threading.Thread(target=client, args=(number,)) for number in range(LOST_CLIENTS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        connection = http.client.HTTPConnection("127.0.0.1", servers[0].port, timeout=10)
+        connection.request("GET", "/peek" if workload == "counter" else "/keys", headers={"Cookie": cookie})
+        body = connection.getresponse().read().decode()
+        connection.close()
+        kept = int(body.split()[-1]) - 1 if workload == "counter" else sum(json.loads(body).values())
+        return kept, failed[0]
+    finally:
+        for server in servers:
+            server.__exit__()
+
+
+def lost_updates(runs: int) -> None:
+    """Print table 4: changes kept (min / median / max of ``runs``) per workload, store and mode."""
+    total = LOST_CLIENTS * LOST_REQUESTS
+    print(f"4. Lost updates: {LOST_CLIENTS} clients x {LOST_REQUESTS} requests at once on one session "
+          f"cookie, server.py --concurrency MODE;")
+    print(f"   changes kept of {total}, min / median / max of {runs} runs (answers other than 200)")
+    print(f"   {'workload':10} {'store':26}" + "".join(f" {mode:>20}" for mode in LOST_MODES))
+    with tempfile.TemporaryDirectory() as directory:
+        for workload in ("counter", "own keys"):
+            for processes, store in ((1, "bounded"), (2, "sqlite")):
+                cells = []
+                for mode in LOST_MODES:
+                    kept, failed = [], 0
+                    for run in range(runs):
+                        spec = store if store == "bounded" else f"sqlite:{directory}/{workload[0]}{mode}{run}.db"
+                        result = lost_updates_run(mode, processes, spec, workload)
+                        kept.append(result[0])
+                        failed += result[1]
+                    cells.append(f"{min(kept)}/{statistics.median(kept):.0f}/{max(kept)} ({failed})")
+                where = "bounded, one process" if processes == 1 else "one SQLite file, two processes"
+                print(f"   {workload:10} {where:26}" + "".join(f" {cell:>20}" for cell in cells))
+    print("   counter: each request adds one to views; own keys: client N adds one to its key kN")
+    print()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the three measurements and print the tables (or, with --serve, be a server)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -667,9 +766,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="the load generator: wrk (the default when it is installed) or "
                              "client processes")
     parser.add_argument("--serve", choices=["hello"], help=argparse.SUPPRESS)
+    parser.add_argument("--lost-updates", action="store_true",
+                        help="only table 4: changes kept when many clients share one session, per "
+                             "--concurrency mode (about two minutes; with --quick, two runs each)")
+    parser.add_argument("--serve-lost-updates", nargs=2, metavar=("STORE", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
         return serve_hello()  # a child process of end_to_end()
+    if args.serve_lost_updates:
+        return serve_lost_updates(*args.serve_lost_updates)  # a child process of lost_updates()
+    if args.lost_updates:
+        lost_updates(2 if args.quick else 5)
+        return 0
     quick = args.quick
     started = time.perf_counter()
 

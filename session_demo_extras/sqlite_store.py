@@ -403,17 +403,21 @@ class SQLiteStore(Store):
         Returns False, writing nothing, on a mismatch.
         """
         data, text = session_json(session)
+        if self._version(self._connection(), sid) != version:
+            return False  # a mismatch seen without waiting for the write lock (WAL: reads do not wait)
         with self._transaction() as connection:
-            row = connection.execute("SELECT expires_ms, version FROM sessions WHERE sid = ?",
-                                     (sid,)).fetchone()
-            current = 0
-            if row is not None and (row[0] is None or row[0] > clock_ms(self._clock)):
-                current = row[1]
-            if current != version:
+            if self._version(connection, sid) != version:
                 return False
             connection.execute(_UPSERT_SESSION, (sid, text, expiry_ms(data)))
         self._maybe_sweep()
         return True
+
+    def _version(self, connection: sqlite3.Connection, sid: str) -> int:
+        """The live session's version, 0 if there is none (an expired row counts as none)."""
+        row = connection.execute("SELECT expires_ms, version FROM sessions WHERE sid = ?", (sid,)).fetchone()
+        if row is not None and (row[0] is None or row[0] > clock_ms(self._clock)):
+            return int(row[1])
+        return 0
 
     # -- locks (LockingSessionMiddleware across processes) --
 
