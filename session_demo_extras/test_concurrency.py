@@ -573,9 +573,9 @@ class TestConcurrencyOptions(unittest.TestCase):
             MergingSessionMiddleware(make_options())
 
     def test_rejects_bad_limits(self):
-        """lock_timeout must be >= 0 seconds and attempts >= 1."""
+        """lock_timeout must be >= 0 seconds and attempts >= 2 (a conflict needs a second try)."""
         for build in (lambda: LockingSessionMiddleware(make_options(), lock_timeout=-1),
-                      lambda: MergingSessionMiddleware(make_options(store=BoundedMemoryStore()), attempts=0)):
+                      lambda: MergingSessionMiddleware(make_options(store=BoundedMemoryStore()), attempts=1)):
             with self.subTest(build=build), self.assertRaises(ValueError):
                 build()
 
