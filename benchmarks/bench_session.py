@@ -2,7 +2,7 @@
 
     python3 benchmarks/bench_session.py           # the full run (about two minutes)
     python3 benchmarks/bench_session.py --quick   # a smaller run (under a minute)
-    python3 benchmarks/bench_session.py --lost-updates   # only table 4 (below; about three minutes)
+    python3 benchmarks/bench_session.py --lost-updates   # only table 4 (below; about five minutes)
 
 Standard library only (wrk is used when it is installed). Machines are shared
 and noisy: read the ratios, which compare figures taken in the same run,
@@ -678,26 +678,37 @@ LOST_MODES = ("default", "merge", "lock")
 
 def serve_lost_updates(store: str, mode: str) -> int:
     """A child of lost_updates(): ``python3 server.py --store STORE --concurrency MODE`` as shipped, plus
-    /key?c=N (add one to the session's key kN) and /keys (the kN values as JSON); until Ctrl+C (SIGINT)."""
+    /key?c=N (add one to the session's key kN; with &wait, after 1 ms), /keys (the kN values as JSON) and
+    /slowly (the counter, after 1 ms); until Ctrl+C (SIGINT)."""
     import server as demo
 
     def own_key(handler: Any, session: sd.Session, query: dict[str, list[str]]) -> None:
+        if "wait" in query:
+            time.sleep(0.001)  # as a handler waits for its database: other requests run meanwhile
         key = "k" + query.get("c", ["0"])[0]
         session[key] = session.get(key, 0) + 1
         handler.reply(200, str(session[key]))
+
+    def count_view_slowly(handler: Any, session: sd.Session, query: dict[str, list[str]]) -> None:
+        time.sleep(0.001)
+        handler.count_view(session, query)
 
     def own_keys(handler: Any, session: sd.Session, query: dict[str, list[str]]) -> None:
         handler.reply(200, json.dumps({key: session[key] for key in session if key.startswith("k")}))
 
     demo.CounterHandler.own_key = own_key  # type: ignore[attr-defined]
     demo.CounterHandler.own_keys = own_keys  # type: ignore[attr-defined]
-    demo.CounterHandler.ROUTES = {**demo.CounterHandler.ROUTES, "/key": "own_key", "/keys": "own_keys"}
+    demo.CounterHandler.count_view_slowly = count_view_slowly  # type: ignore[attr-defined]
+    demo.CounterHandler.ROUTES = {**demo.CounterHandler.ROUTES, "/key": "own_key", "/keys": "own_keys",
+                                  "/slowly": "count_view_slowly"}
     flags = ["--port", "0", "--store", store] + ([] if mode == "default" else ["--concurrency", mode])
     return demo.main(flags)
 
 
-def lost_updates_run(mode: str, processes: int, store: str, workload: str) -> tuple[int, int]:
-    """One run: LOST_CLIENTS x LOST_REQUESTS at once; (changes kept, answers other than 200)."""
+def lost_updates_run(mode: str, processes: int, store: str, workload: str,
+                     wait: bool = False) -> tuple[int, int]:
+    """One run: LOST_CLIENTS x LOST_REQUESTS at once; (changes kept, answers other than 200).
+    ``wait``: each request's handler first waits 1 ms, as one that queries a database does."""
     command = [sys.executable, __file__, "--serve-lost-updates", store, mode]
     servers = [ServerProcess(command) for _ in range(processes)]
     try:
@@ -708,7 +719,10 @@ def lost_updates_run(mode: str, processes: int, store: str, workload: str) -> tu
 
         def client(number: int) -> None:
             connections = [http.client.HTTPConnection("127.0.0.1", s.port, timeout=60) for s in servers]
-            path = "/" if workload == "counter" else f"/key?c={number}"
+            if workload == "counter":
+                path = "/slowly" if wait else "/"
+            else:
+                path = f"/key?c={number}" + ("&wait=1" if wait else "")
             start.wait()
             for request in range(LOST_REQUESTS):
                 connection = connections[(number + request) % len(connections)]  # turn by turn
@@ -746,20 +760,22 @@ def lost_updates(runs: int) -> None:
     print(f"   {'workload':10} {'store':31}" + "".join(f" {mode:>20}" for mode in LOST_MODES))
     with tempfile.TemporaryDirectory() as directory:
         for workload in ("counter", "own keys"):
-            for processes, store in ((1, "bounded"), (2, "sqlite")):
+            for processes, store, wait in ((1, "bounded", False), (1, "bounded", True), (2, "sqlite", False)):
                 kept: dict[str, list[int]] = {mode: [] for mode in LOST_MODES}
                 failed = dict.fromkeys(LOST_MODES, 0)
                 for run in range(runs):
                     for mode in LOST_MODES:  # in turn, so that a busier moment of the machine hits each
                         spec = store if store == "bounded" else f"sqlite:{directory}/{workload[0]}{mode}{run}.db"
-                        changes, errors = lost_updates_run(mode, processes, spec, workload)
+                        changes, errors = lost_updates_run(mode, processes, spec, workload, wait)
                         kept[mode].append(changes)
                         failed[mode] += errors
                 cells = [f"{min(kept[m])}/{statistics.median(kept[m]):.0f}/{max(kept[m])} ({failed[m]})"
                          for m in LOST_MODES]
-                where = "bounded, one process" if processes == 1 else "one SQLite file, two processes"
+                where = ("one SQLite file, two processes" if processes == 2
+                         else "one process, handler waits 1 ms" if wait else "bounded, one process")
                 print(f"   {workload:10} {where:31}" + "".join(f" {cell:>20}" for cell in cells))
-    print("   counter: each request adds one to views; own keys: client N adds one to its key kN")
+    print("   counter: each request adds one to views; own keys: client N adds one to its key kN;")
+    print("   the handler that waits 1 ms (as for a database) lets other requests run between load and save")
     print()
 
 
@@ -773,7 +789,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--serve", choices=["hello"], help=argparse.SUPPRESS)
     parser.add_argument("--lost-updates", action="store_true",
                         help="only table 4: changes kept when many clients share one session, per "
-                             "--concurrency mode (about three minutes; with --quick, two runs each)")
+                             "--concurrency mode (about five minutes; with --quick, two runs each)")
     parser.add_argument("--serve-lost-updates", nargs=2, metavar=("STORE", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
