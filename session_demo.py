@@ -1090,7 +1090,7 @@ def parse_json(text: str) -> Any:
     """Parse JSON text as JavaScript's JSON.parse does: NaN and Infinity are refused (ValueError)."""
     def refuse(name: str) -> Any:
         raise ValueError(f"{name} is not JSON")
-    return json.loads(text, parse_constant=refuse)
+    return json.JSONDecoder(parse_constant=refuse).decode(text)
 
 
 # ==== 10. http.server =======================================================
