@@ -1257,13 +1257,6 @@ class SessionHTTPServer(ThreadingHTTPServer):
         self.session_middleware = middleware
         super().__init__(address, handler)
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Report a failed connection; a client that went away (reset, broken pipe) is normal: debug only."""
-        if isinstance(sys.exc_info()[1], _CLIENT_GONE):
-            _log.debug("the client %s went away", client_address)
-            return
-        super().handle_error(request, client_address)
-
 
 class _HeldResponse:
     """The handler's wfile, held back: a small response goes out in one write when the request ends; a

@@ -78,6 +78,7 @@ import selectors
 import socket
 import ssl
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -89,6 +90,7 @@ from session_demo import SessionHTTPServer, SessionMiddleware, SessionRequestHan
 __all__ = ["GuardedRequestHandler", "GuardedHTTPServer"]
 
 _log = logging.getLogger("session_demo.frontend")
+_CLIENT_GONE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 
 
 # ---- A connection and its bytes ------------------------------------------------
@@ -566,6 +568,13 @@ class GuardedHTTPServer(SessionHTTPServer):
                 self._return(connection)
             else:
                 self.shutdown_request(connection.sock)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Report a failed connection; a client that went away (reset, broken pipe) is normal: debug only."""
+        if isinstance(sys.exc_info()[1], _CLIENT_GONE):
+            _log.debug("the client %s went away", client_address)
+            return
+        super().handle_error(request, client_address)
 
     def _return(self, connection: _Connection) -> None:
         """From a worker: give a keep-alive connection back to the loop, waking it unless a wake-up is

@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import http.client
+import io
 import json
 import logging
 import os
 import re
 import socket
+import struct
 import subprocess
 import sys
 import textwrap
@@ -428,7 +430,7 @@ class TestFrontendOutOfDescriptors(SessionAssertions):
 
 
 class TestFrontendEdges(SessionAssertions):
-    """Edges a review found: a Unix socket (no TCP_NODELAY), a second head on the same connection."""
+    """Edges a review found: a Unix socket (no TCP_NODELAY), a second head on the same connection, a reset."""
 
     def test_a_connection_on_a_unix_socket_is_served(self):
         """No TCP_NODELAY on a Unix socket (a server behind a proxy's socket): the request is answered anyway."""
@@ -463,6 +465,27 @@ class TestFrontendEdges(SessionAssertions):
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + big)
         answers = AdapterHelpers.read_until_closed(sock)  # both at once: one reader, so none is lost
         self.assertEqual(re.findall(rb"HTTP/1\.1 (\d{3}) ", answers), [b"200", b"431"])
+
+    def test_a_client_that_resets_the_connection_gets_no_traceback_on_stderr(self):
+        """A client that resets mid-body: the failed write of the answer is logged at debug, nothing on stderr."""
+        server = guarded_serve(self, _read_body)
+        reported = threading.Event()
+        original = server.handle_error
+
+        def handle_error(request: Any, client_address: Any) -> None:
+            original(request, client_address)
+            reported.set()
+
+        with mock.patch.object(server, "handle_error", handle_error), \
+                mock.patch("sys.stderr", new_callable=io.StringIO) as stderr, \
+                self.assertLogs("session_demo", logging.DEBUG) as logs:
+            sock = AdapterHelpers.connect(server)
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nabc")  # a body begun
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()  # a reset, not a close: the handler's read fails, then the answer's write
+            self.assertTrue(reported.wait(5), "the server never noticed the reset")
+        self.assertEqual(stderr.getvalue(), "")
+        self.assertIn("went away", "\n".join(logs.output))
 
 
 class TestFrontendRequestChecks(SessionAssertions):
