@@ -25,11 +25,6 @@ Primer. HTTP forgets everything between two requests; a session is how a server 
 
 from __future__ import annotations
 
-import sys
-
-if sys.version_info < (3, 11):
-    sys.exit("session_demo needs Python 3.11 or newer (this is " + sys.version.split()[0] + ")")
-
 import base64
 import email.utils
 import hashlib
@@ -51,14 +46,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 __all__ = [
-    # To use it: build the middleware and serve it; the session and its cookie; the stores.
     "session_middleware", "SessionMiddleware", "SessionOptions", "SessionRequestHandler", "SessionHTTPServer",
     "Session", "Cookie", "Store", "MemoryStore", "SessionLoadError", "RequestInfo", "RequestState",
-    # The decisions, for tracing; signing and cookies, as express-session's dependencies do them.
     "Decision", "should_set_cookie", "should_save", "should_touch", "should_destroy", "hash_session",
     "read_session_id", "is_secure", "sign", "unsign", "unsign_any", "parse_cookie_header", "serialize_cookie",
     "encode_uri_component", "decode_uri_component",
-    # For writing a store of one's own.
     "stringify", "parse_json", "session_json", "stored_cookie", "expiry_ms", "clock_ms", "short_id",
 ]
 
@@ -603,9 +595,6 @@ class Session(MutableMapping[str, Any]):
     def __len__(self) -> int:
         return len(self._data)
 
-    def __repr__(self) -> str:
-        return f"Session(id={short_id(self._id)}, data={self._data!r})"
-
     def to_json(self) -> dict[str, Any]:
         """The stored form: ``{"cookie": {...}, ...data}``, as ``JSON.stringify(req.session)``."""
         return {"cookie": self.cookie.to_json(), **self._data}
@@ -785,10 +774,6 @@ class Cookie:
         return serialize_cookie(name, value, domain=self.domain, path=self.path, expires=self.expires,
                                 http_only=bool(self.http_only), secure=self.secure, priority=self.priority,
                                 partitioned=self.partitioned, same_site=self.same_site)
-
-    def __repr__(self) -> str:
-        return f"Cookie({self.to_json()!r})"
-
 
 def clock_ms(clock: Clock) -> int:
     """The clock's time in whole milliseconds, as JavaScript's Date.now() counts."""
