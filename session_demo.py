@@ -1,11 +1,12 @@
 """Server-side sessions as Node's express-session 1.19.0 makes them, in one module, standard library only.
 
 Read it from the top: the primer, then section 1, a request's whole life; later sections explain what it
-calls. LESSONS.md walks the same path with things to run, and lists what we do differently ("Difference:"
-in the code). session_demo_extras holds what goes beyond express-session; python3 server.py runs the demo.
+calls. Section 11 holds JavaScript details copied for fidelity: skip it on a first read. Elsewhere:
+LESSONS.md (lessons; what we do differently, "Difference:" here), session_demo_extras, server.py (the demo).
 
 Sections (grep "# ===="): 1. the request lifecycle, 2. options, 3. decisions, 4. change detection,
-5. the session, 6. the session cookie, 7. signing, 8. the Cookie header, 9. stores, 10. http.server.
+5. the session, 6. the session cookie, 7. signing, 8. the Cookie header, 9. stores, 10. http.server,
+11. JavaScript details.
 
 Primer. HTTP forgets everything between two requests; a session is how a server remembers a visitor.
 - The browser holds only a cookie with the session's id, signed ("s:" + id + "." + an HMAC of the id)
@@ -15,12 +16,9 @@ Primer. HTTP forgets everything between two requests; a session is how a server 
   -> the handler uses it -> as the headers go out, Set-Cookie or not -> at the end, save, touch or destroy.
 - A new session is one the browser did not send (no cookie, a bad one, an id the store lacks, or one
   regenerated, given a new id as at login): in the code, the cookie's id differs from the session's.
-- resave saves even an unchanged session; save_uninitialized, even an empty new one; rolling resends it.
 - A browser-session cookie has no expiry and goes when the browser closes; max_age (ms) sets one.
 - "touch" means two things, as in express: Session.touch() restarts the cookie's lifetime; a store's
   touch() moves the stored session's expiry without rewriting it.
-- "JS rule:" marks a JavaScript value rule copied for fidelity (undefined vs null, truthiness, the
-  names every object has, date limits): skip those on a first read.
 """
 
 from __future__ import annotations
@@ -50,8 +48,8 @@ __all__ = [
     "Session", "Cookie", "Store", "MemoryStore", "SessionLoadError", "RequestInfo", "RequestState",
     "Decision", "should_set_cookie", "should_save", "should_touch", "should_destroy", "hash_session",
     "read_session_id", "is_secure", "sign", "unsign", "unsign_any", "parse_cookie_header", "serialize_cookie",
+    "stringify", "session_json", "stored_cookie", "expiry_ms", "clock_ms", "short_id", "parse_json",
     "encode_uri_component", "decode_uri_component",
-    "stringify", "parse_json", "session_json", "stored_cookie", "expiry_ms", "clock_ms", "short_id",
 ]
 
 _log = logging.getLogger("session_demo")
@@ -70,7 +68,8 @@ def short_id(session_id: object) -> str:
 # ==== 1. The request lifecycle ==============================================
 # A server adapter (section 10 for http.server; WSGI and ASGI ones in the extras) calls a SessionMiddleware
 # at three moments of each request (begin, set_cookie_header, end), keeping its RequestState between them.
-# Where things are: should_* 3, is_modified 4, Session 5, Cookie 6, sign 7, parse_cookie_header 8, Store 9.
+# Where things are: should_* 3, is_modified 4, Session 5, Cookie 6, sign 7, parse_cookie_header 8,
+# Store 9, _found and the other JavaScript details 11.
 def session_middleware(**options: Any) -> SessionMiddleware:
     """Build the middleware from SessionOptions' keywords (express's ``session(options)``)."""
     return SessionMiddleware(SessionOptions(**options))
@@ -86,7 +85,7 @@ class SessionMiddleware:
         if self._skips(request):
             return None
         state = RequestState(self.options, request)
-        # Both start as the cookie's id; a new session (generate) gets a new session_id.
+        # Both start as the cookie's id (None if none verifies); generate() gives a new session its own.
         state.cookie_id = state.session_id = read_session_id(
             request.cookie_header, self.options.name, self.options.secrets)
         data = self._fetch(state) if state.session_id else None  # no (valid) cookie: no need to ask the store
@@ -122,20 +121,19 @@ class SessionMiddleware:
             raise
         except Exception as exc:
             raise SessionLoadError(f"the session store failed: {exc!r}") from exc
-        return data if _found(data) else None
+        return data if _found(data) else None  # JavaScript's truthiness (section 11)
 
     def load(self, state: RequestState) -> Any:
         """Read the session the browser named from the store (express's ``store.get``)."""
         return state.store.get(state.session_id)
 
     def set_cookie_header(self, state: RequestState) -> str | None:
-        """As the headers go out: the Set-Cookie value, or None. First, as in express, the cookie's
-        lifetime restarts. A failure is logged and the response goes on without the cookie."""
+        """As the headers go out: the Set-Cookie value, or None (also on a failure, which is logged)."""
         if state.session is None:
             _log.debug("set-cookie: no (no session)")
             return None
         try:
-            self._restart_cookie_once(state)
+            self._restart_cookie_once(state)  # every request restarts the cookie's lifetime (section 3)
             decision = should_set_cookie(state)
             if decision and state.session.cookie.secure and not is_secure(state.request, self.options.proxy):
                 decision = Decision(False, "secure cookie, but the request is not secure")
@@ -196,30 +194,28 @@ class SessionMiddleware:
 
 @dataclass
 class RequestInfo:
-    """What the session layer needs of a request; framework_secure is the framework's own ``req.secure``."""
-    url: str = "/"
-    cookie_header: str | None = None
-    tls: bool = False
-    forwarded_proto: str | None = None
-    framework_secure: bool = False
+    """What the session layer needs of a request."""
+    url: str = "/"  # the target as sent, query included
+    cookie_header: str | None = None  # every Cookie header, joined with "; "
+    tls: bool = False  # it came over TLS
+    forwarded_proto: str | None = None  # X-Forwarded-Proto, trusted only with proxy=True
+    framework_secure: bool = False  # a framework's own "is it HTTPS?" (WSGI, ASGI); http.server has none
 
 
 class RequestState:
-    """One request's session and its bookkeeping (express: req.session, req.sessionID and the
-    middleware's local variables). What the request began with:
-      cookie_id    the id in the browser's cookie, if its signature checked; else None
-      start_id     the session's id when it was loaded or made             (express's originalId)
-      start_hash   the hash of its data then (hash_session, section 4)    (originalHash)
-    What holds now:
+    """One request's session and its bookkeeping (express: req.session, req.sessionID and the middleware's
+    local variables), which section 3 reads:
+      cookie_id    the id the browser's cookie carried, if its signature checked; else None
+      session_id   the id the Set-Cookie will carry (req.sessionID: a handler may assign it anything)
       session      the Session the handler sees; None once the handler unsets it
-      session_id   its id, which the Set-Cookie carries; a handler may set it to anything (req.sessionID)
-      stored_hash  the hash of what the store holds for it, when known; else None   (savedHash)
-
-    Section 3 reads them: cookie_id != session_id is a new session; a session whose id or hash differs
-    from its start was modified; one whose hash equals stored_hash needs no save. stored_hash starts as
-    start_hash for a loaded session with resave=False (None with True: it is saved every time), and
-    Session.save() sets it, on the session begin() made only (save_sets_stored_hash; as in express). A
-    regenerated session is always saved at the end: its id is not start_id, so it counts as modified."""
+      start_id     the session's id when it was loaded or made (express's originalId)
+      start_hash   hash_session of its data then (originalHash): a different hash later means modified
+      stored_hash  the hash of what the store holds for it, when known, else None (savedHash)
+    A loaded session starts with stored_hash = start_hash: the store holds it as it is. With resave=True,
+    and for a new session, it starts as None: the store does not hold it (yet). Session.save() sets it, so
+    the end does not save the session again -- except one made by regenerate() (save_sets_stored_hash is
+    False): express counts only saves of the session the request began with, so the end saves a
+    regenerated session even if the handler saved it already."""
     def __init__(self, options: SessionOptions, request: RequestInfo) -> None:
         self.options = options
         self.request = request
@@ -233,6 +229,10 @@ class RequestState:
         self.cookie_restarted = self.ended = False
         self.end_error: Exception | None = None  # the store's error at the end, if it failed
 
+    def is_new(self) -> bool:
+        """The browser did not send this session's id: no cookie, a bad one, an unknown id, regenerated."""
+        return bool(self.cookie_id != self.session_id)
+
     def generate(self) -> None:
         """Start a new session (express's ``generate``)."""
         self.session = self.new_session()
@@ -241,7 +241,7 @@ class RequestState:
 
     def inflate(self, data: Mapping[str, Any]) -> None:
         """Use the session the store returned (express calls it inflating). Its start hash is of what the
-        store returned, as there: a reserved key dropped on load (section 5) is a change, and gets saved."""
+        store returned, as there: a key express reserves, dropped on load (section 5), is a change."""
         self.session = self.stored_session(data)
         self.start_id = self.session_id
         self.start_hash = hash_session(data)
@@ -271,13 +271,13 @@ class RequestState:
             raise ValueError(f"genid returned an unusable session id {session_id!r}: "
                              "no spaces, control characters, '\"', ',', ';' or '\\'")
         self.session_id = session_id
-        cookie_options = options.cookie_options_for(self.request)
+        cookie_options = options.cookie_options_for(self.request)  # the option may be a callable (section 2)
         cookie = Cookie(cookie_options, clock=options.clock)
         secure = is_secure(self.request, options.proxy)
         if cookie_options.get("secure") == "auto":  # 'auto': Secure exactly when this request is HTTPS
             cookie.secure = secure
         if cookie_options.get("same_site") == "auto":
-            cookie.same_site = "none" if secure else "lax"
+            cookie.same_site = "none" if secure else "lax"  # browsers refuse SameSite=None without Secure
         return Session(self, session_id, cookie)
 
     def stored_session(self, data: Mapping[str, Any]) -> Session:
@@ -308,7 +308,7 @@ def read_session_id(cookie_header: str | None, name: str, secrets: list[bytes]) 
 
 
 def request_pathname(url: str) -> str:
-    """The path of a request target, not decoded (parseurl's ``pathname``): ``/foo?x=1`` gives ``/foo``."""
+    """A target's path, not decoded, as parseurl (an npm package express uses) reads it: /foo?x=1 -> /foo."""
     if url.startswith("/"):
         return url.split("?", 1)[0].split("#", 1)[0] or "/"
     try:
@@ -318,7 +318,7 @@ def request_pathname(url: str) -> str:
 
 
 def is_secure(request: RequestInfo, proxy: bool | None) -> bool:
-    """Is the request HTTPS (express's ``issecure``)? TLS always; else as the proxy option says (§2)."""
+    """Is the request HTTPS (express's ``issecure``)? TLS always; else as the proxy option says."""
     if request.tls:
         return True
     if proxy is None:
@@ -332,16 +332,8 @@ class SessionLoadError(Exception):
     advice = "The session could not be loaded; the server log says why"
 
 
-def _found(data: Any) -> bool:
-    """Does a store's answer count as a session? JS rule, truthiness: None, False, '', 0, NaN do not."""
-    if isinstance(data, (int, float)) and not isinstance(data, bool):
-        return data != 0 and not math.isnan(data)
-    return data is not None and data is not False and data != ""
-
-
 # ==== 2. Options ============================================================
-# express-session reads its options once, in session(options). So do we, and a bad one fails here,
-# when the middleware is built, rather than on the first request.
+# Options are read once, when the middleware is built (express's session(options)): a bad one fails then.
 class SessionOptions:
     """The middleware's options (express's ``session(options)``, in snake_case), validated once:
     secret              the key that signs the cookie, or a list: the first signs, every one verifies
@@ -370,6 +362,7 @@ class SessionOptions:
         self.genid: Callable[[RequestInfo], Any] = genid or generate_session_id
         if not callable(self.genid):
             raise TypeError("genid option must be a function")
+        # express's warning, word for word (so saveUninitialized); stacklevel 3: who called session_middleware
         for option, value in (("resave", resave), ("saveUninitialized", save_uninitialized)):
             if value is None:
                 warnings.warn(f"undefined {option} option; provide {option} option", DeprecationWarning, 3)
@@ -385,16 +378,13 @@ class SessionOptions:
         self.secrets: list[bytes] = _secret_list(secret)
         self.name: str = name or "connect.sid"  # an empty name means the default, as in express
         self.cookie = {} if cookie is None else cookie
-        if callable(self.cookie):  # its answers are checked per request
-            if not _COOKIE_NAME.fullmatch(self.name):
-                raise ValueError(f"argument name is invalid: {self.name!r} is not a cookie name")
-        else:  # tried on a probe cookie now (TypeError if not a mapping; secure="auto" serializes as True)
-            probe = Cookie(self.cookie, clock=clock)
-            if isinstance(probe.path, str) and re.search(r'[ ,"\\]', probe.path):  # cookie 0.7.2 allows it
-                raise ValueError(f"option path is invalid: {probe.path!r} (no spaces, ',', '\"' or '\\')")
-            if probe.same_site == "auto":
-                probe.same_site = "lax"
-            probe.serialize(self.name, "probe")
+        # Tried now on a probe cookie (TypeError if not a mapping); a callable's answers, on each request.
+        probe = Cookie({} if callable(self.cookie) else self.cookie, clock=clock)
+        if isinstance(probe.path, str) and re.search(r'[ ,"\\]', probe.path):  # cookie 0.7.2 allows it
+            raise ValueError(f"option path is invalid: {probe.path!r} (no spaces, ',', '\"' or '\\')")
+        if probe.same_site == "auto":  # as on plain HTTP; secure="auto" is written as Secure
+            probe.same_site = "lax"
+        probe.serialize(self.name, "probe")
         self.store: Store = store if store is not None else MemoryStore(clock=clock)
         for method in ("get", "set", "destroy"):
             if not callable(getattr(self.store, method, None)):
@@ -439,9 +429,25 @@ def _secret_list(secret: object) -> list[bytes]:
 
 
 # ==== 3. Decisions ==========================================================
-# The questions express-session asks of every request (send the cookie? save? touch? destroy?), as small
-# predicates with its names, each a Decision (yes or no, with the reason, for the log). "Modified": the
-# handler changed the session's data or id (section 4). A session_id that is not a string means no.
+# At the headers and at the end of each request, express-session asks: send the cookie? save? touch the
+# store's copy? destroy? Each question is a small predicate with its name, answering a Decision (yes or no,
+# with the reason, for the log). New: the browser did not send this session's id (state.is_new()).
+# Modified: the handler changed the session's data or its id (section 4). The answers:
+#
+#   the session                        Set-Cookie                        the store, at the end
+#   new, modified (regenerated too)    yes                               save
+#   new, unmodified                    with save_uninitialized           save with save_uninitialized
+#   the browser's own, modified        if it has an expiry; rolling      save
+#   the browser's own, unmodified      with rolling                      save with resave; else touch
+#   unset by the handler               no                                destroy with unset="destroy"
+#
+# Each request first restarts the cookie's lifetime (Session.touch), so a cookie with max_age slides: the
+# session lasts max_age from the last request, not the first. The new expiry reaches the store with the
+# save or the touch, and the browser with a Set-Cookie. As the cookie carries only the id, sending the
+# browser's own session's cookie again only refreshes its expiry: express does it when the session changed
+# (with rolling, always), and a browser-session cookie (no expiry), which the browser holds, needs nothing.
+# A session the handler saved itself is not saved again. A handler may assign session_id any value (express
+# lets it set req.sessionID): one that is not a string is never sent, saved or touched.
 @dataclass(slots=True)
 class Decision:
     """A yes or no, with the reason. ``if should_save(state):`` reads the yes/no."""
@@ -456,21 +462,19 @@ class Decision:
 
 
 def should_set_cookie(state: RequestState) -> Decision:
-    """Send Set-Cookie? (express's ``shouldSetCookie``) A new session: with ``save_uninitialized``, or if
-    modified. The browser's own: with ``rolling``, or if modified and the cookie has an expiry."""
+    """Send Set-Cookie? The table's middle column (express's ``shouldSetCookie``)."""
     if not isinstance(state.session_id, str):
         return Decision(False, f"session id is not a string: {state.session_id!r}")
     assert state.session is not None
-    if state.cookie_id != state.session_id:  # a new session: no cookie, a bad one, an unknown id, regenerated
+    if state.is_new():
         if state.options.save_uninitialized:
             return Decision(True, "new session, save_uninitialized")
         if is_modified(state):
             return Decision(True, "new session, modified")
         return Decision(False, "new session, unmodified, save_uninitialized=False")
-    # From here on, the session the browser sent: same id, so sending it again only renews the expiry.
     if state.options.rolling:
         return Decision(True, "rolling")
-    if state.session.cookie.expires is None:  # no expiry to renew: the browser holds the cookie as sent
+    if state.session.cookie.expires is None:
         return Decision(False, "browser-session cookie the browser already has")
     if is_modified(state):
         return Decision(True, "modified, and the cookie has an expiry")
@@ -478,21 +482,19 @@ def should_set_cookie(state: RequestState) -> Decision:
 
 
 def should_save(state: RequestState) -> Decision:
-    """Save, unless the store holds the session as it is (express's ``shouldSave``); a new session with
-    ``save_uninitialized=False`` only once it is modified."""
+    """Save at the end? Yes, unless the store holds the session as it is (express's ``shouldSave``)."""
     if not isinstance(state.session_id, str):
         return Decision(False, f"session id is not a string: {state.session_id!r}")
-    new_session = state.cookie_id != state.session_id
-    if not state.options.save_uninitialized and state.stored_hash is None and new_session:  # worth keeping?
+    if state.is_new() and state.stored_hash is None and not state.options.save_uninitialized:
         if is_modified(state):
             return Decision(True, "new session, modified")
         return Decision(False, "new session, unmodified, save_uninitialized=False")
     if is_saved(state):
         return Decision(False, "the store already holds it as it is")
-    if new_session:
+    if state.is_new():
         return Decision(True, "new session")
     if state.stored_hash is None:
-        return Decision(True, "resave=True")  # nothing counts as stored until it is saved
+        return Decision(True, "resave=True")  # so stored_hash started as None
     return Decision(True, "modified")
 
 
@@ -500,7 +502,7 @@ def should_touch(state: RequestState, save: Decision | None = None) -> Decision:
     """Refresh the stored expiry of the browser's own session when it is not being saved (``shouldTouch``)."""
     if not isinstance(state.session_id, str):
         return Decision(False, f"session id is not a string: {state.session_id!r}")
-    if state.cookie_id != state.session_id:
+    if state.is_new():
         return Decision(False, "not the session the browser sent")
     if save is None:
         save = should_save(state)
@@ -544,15 +546,7 @@ def hash_session(data: Mapping[str, Any]) -> str:
 # ==== 5. The session ========================================================
 # What a handler uses (express's req.session): the data as a mapping (session["views"]); its id and
 # cookie; methods that call the store at once (save, reload, destroy, regenerate); touch, which does not.
-# JS rule: express keeps data and methods on one object, so a stored key named like one of them, or like
-# what every JavaScript object inherits, is dropped when a session is loaded.
-_RESERVED_KEYS = frozenset({
-    "id", "req", "save", "reload", "regenerate", "destroy", "touch", "resetMaxAge", "constructor",
-    "hasOwnProperty", "isPrototypeOf", "propertyIsEnumerable", "toLocaleString", "toString", "valueOf",
-    "__proto__", "__defineGetter__", "__defineSetter__", "__lookupGetter__", "__lookupSetter__",
-})
-
-
+# A stored key that express reserves (section 11) is dropped when a session is loaded.
 class Session(MutableMapping[str, Any]):
     """One visitor's session (express's ``Session``). Difference: a reserved key is refused on set."""
     def __init__(self, state: RequestState, session_id: Any, cookie: Cookie,
@@ -648,8 +642,11 @@ class Session(MutableMapping[str, Any]):
 
 # ==== 6. The session cookie =================================================
 # The cookie's settings (path, secure, same_site, ...) and its expiry, of which the store keeps a copy.
-# The expiry is one value, _expires (ms since the epoch), seen as expires (a datetime) and max_age (ms left,
-# not stored); setting either also sets original_max_age, the lifetime touch() starts again.
+# The expiry is one value, _expires: ms since the epoch, or None for a browser-session cookie. expires (a
+# datetime) and max_age (ms left; not stored) are views of it; setting either sets it, and sets
+# original_max_age to the ms left: the lifetime that restart() (Session.touch) starts again.
+# JS rule, undefined vs null: an attribute never set reads as None (the class defaults) and is left out of
+# to_json(); one set to None (so in vars(self)) is stored as null.
 # Python name: stored (JSON) name, in the order express stores them.
 _ATTRIBUTES = {"original_max_age": "originalMaxAge", "partitioned": "partitioned", "priority": "priority",
                "_expires": "expires", "secure": "secure", "http_only": "httpOnly", "domain": "domain",
@@ -664,8 +661,6 @@ _MIN_MS = (datetime.min.replace(tzinfo=timezone.utc) - _EPOCH) // _ONE_MS
 
 class Cookie:
     """express-session's ``Cookie``. Difference: an unknown option is a ValueError (express ignores typos)."""
-    # JS rule, undefined vs null: an attribute never set reads as None (these class defaults) and is left
-    # out of to_json(); one set to None, in vars(self), is stored as null.
     original_max_age: int | None = None
     partitioned: bool | None = None
     priority: str | None = None
@@ -696,7 +691,7 @@ class Cookie:
         return None if self._expires is None else _EPOCH + timedelta(milliseconds=self._expires)
 
     @expires.setter
-    def expires(self, when: datetime | None) -> None:  # as express's: original_max_age becomes the time left
+    def expires(self, when: datetime | None) -> None:
         if when is not None and not (isinstance(when, datetime) and when.tzinfo is not None):
             raise TypeError("expires must be a timezone-aware datetime (e.g. tzinfo=timezone.utc) or None")
         self._expires = None if when is None else (when - _EPOCH) // _ONE_MS
@@ -744,29 +739,14 @@ class Cookie:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], *, clock: Clock = time.time) -> Cookie:
-        """Rebuild a cookie from its stored form as ``store.createSession`` does. Difference, so that odd data
-        never fails every request: an expires that is no date, or an originalMaxAge out of range, is None."""
+        """Rebuild a cookie from its stored form (as express's ``store.createSession``)."""
         if not isinstance(data, Mapping):
             raise ValueError("the stored session's cookie is not an object")
         cookie = cls(clock=clock)
-        for key, value in data.items():  # as express's new Cookie(stored): each key in order, maxAge too
-            if key == "expires" and not isinstance(value, str):
-                cookie._expires = _expiry_from_stored(value)
-            elif key == "maxAge" and value is None:
-                cookie._expires = None
-            elif key == "maxAge" and isinstance(value, (int, float)):
-                cookie._expires = _expiry_from_stored(clock_ms(clock) + value)
-            elif key in _STORED_NAMES and key != "originalMaxAge":
+        for key, value in data.items():
+            if key in _STORED_NAMES and key not in ("expires", "originalMaxAge"):
                 setattr(cookie, _STORED_NAMES[key], value)
-        if isinstance(data.get("expires"), str):
-            cookie._expires = _expiry_from_stored(data["expires"])  # then a date string wins
-        if "originalMaxAge" not in data:
-            del cookie.original_max_age  # JS rule: undefined, not null
-            return cookie
-        original = data["originalMaxAge"]
-        usable = (isinstance(original, (int, float)) and not isinstance(original, bool)
-                  and math.isfinite(original) and _MIN_MS <= clock_ms(clock) + original <= _MAX_MS)
-        cookie.original_max_age = original if usable else None
+        _read_stored_expiry(cookie, data, clock)  # as JavaScript reads a stored date (section 11)
         return cookie
 
     def serialize(self, name: str, value: str) -> str:
@@ -775,30 +755,10 @@ class Cookie:
                                 http_only=bool(self.http_only), secure=self.secure, priority=self.priority,
                                 partitioned=self.partitioned, same_site=self.same_site)
 
+
 def clock_ms(clock: Clock) -> int:
     """The clock's time in whole milliseconds, as JavaScript's Date.now() counts."""
     return math.floor(clock() * 1000)
-
-
-def _expiry_from_stored(value: Any) -> int | None:
-    """A stored ``expires`` as ms since the epoch, read as a JavaScript Date would read it (an ISO or HTTP
-    date, a number, a datetime), or None. Difference: an ISO date without a zone is UTC, not local time."""
-    when = value
-    if isinstance(value, str):
-        try:
-            when = datetime.fromisoformat(value)
-        except ValueError:
-            try:
-                when = email.utils.parsedate_to_datetime(value)
-            except (TypeError, ValueError):
-                return None
-    if isinstance(when, datetime):
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        return (when - _EPOCH) // _ONE_MS
-    if isinstance(when, (int, float)) and not isinstance(when, bool) and _MIN_MS <= when <= _MAX_MS:
-        return math.trunc(when)
-    return None
 
 
 # ==== 7. Signing ============================================================
@@ -1270,3 +1230,67 @@ class _HeldResponse:
             self._wfile.write(bytes(self._held))
             self._held.clear()
         self._wfile.flush()
+
+
+# ==== 11. JavaScript details, for fidelity: skip them on a first read ========
+# express-session runs on JavaScript, whose values follow rules Python's do not. Where the difference
+# would show (which answer from a store counts as a session, which keys a session may hold, how a stored
+# date or a NaN reads), the rule is copied here; each use above says in one line which rule it copies.
+def _found(data: Any) -> bool:
+    """Does a store's answer count as a session? JavaScript's truthiness: None, False, '', 0, NaN do not."""
+    if isinstance(data, (int, float)) and not isinstance(data, bool):
+        return data != 0 and not math.isnan(data)
+    return data is not None and data is not False and data != ""
+
+
+# express keeps a session's data and methods on one object, so a stored key named like one of its methods,
+# or like what every JavaScript object inherits, is dropped when a session is loaded.
+_RESERVED_KEYS = frozenset({
+    "id", "req", "save", "reload", "regenerate", "destroy", "touch", "resetMaxAge", "constructor",
+    "hasOwnProperty", "isPrototypeOf", "propertyIsEnumerable", "toLocaleString", "toString", "valueOf",
+    "__proto__", "__defineGetter__", "__defineSetter__", "__lookupGetter__", "__lookupSetter__",
+})
+
+
+def _read_stored_expiry(cookie: Cookie, data: Mapping[str, Any], clock: Clock) -> None:
+    """Set a rebuilt cookie's _expires and original_max_age from its stored form as express does: the keys in
+    order (a maxAge key, which to_json never writes but another program's store may, counts from now), then
+    an expires string wins; no originalMaxAge stays undefined. Difference, so that odd data never fails
+    every request: an expires that is no date, or an originalMaxAge out of range, is None."""
+    for key, value in data.items():
+        if key == "expires" and not isinstance(value, str):
+            cookie._expires = _expiry_from_stored(value)
+        elif key == "maxAge" and value is None:
+            cookie._expires = None
+        elif key == "maxAge" and isinstance(value, (int, float)):
+            cookie._expires = _expiry_from_stored(clock_ms(clock) + value)
+    if isinstance(data.get("expires"), str):
+        cookie._expires = _expiry_from_stored(data["expires"])
+    if "originalMaxAge" not in data:
+        del cookie.original_max_age  # undefined, not null
+        return
+    original = data["originalMaxAge"]
+    usable = (isinstance(original, (int, float)) and not isinstance(original, bool)
+              and math.isfinite(original) and _MIN_MS <= clock_ms(clock) + original <= _MAX_MS)
+    cookie.original_max_age = original if usable else None
+
+
+def _expiry_from_stored(value: Any) -> int | None:
+    """A stored ``expires`` as ms since the epoch, read as a JavaScript Date would read it (an ISO or HTTP
+    date, a number, a datetime), or None. Difference: an ISO date without a zone is UTC, not local time."""
+    when = value
+    if isinstance(value, str):
+        try:
+            when = datetime.fromisoformat(value)
+        except ValueError:
+            try:
+                when = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                return None
+    if isinstance(when, datetime):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        return (when - _EPOCH) // _ONE_MS
+    if isinstance(when, (int, float)) and not isinstance(when, bool) and _MIN_MS <= when <= _MAX_MS:
+        return math.trunc(when)
+    return None
