@@ -53,8 +53,7 @@ __all__ = [
 ]
 
 _log = logging.getLogger("session_demo")
-Clock = Callable[[], float]
-"""A clock returns the current time in seconds since the epoch, like time.time (tests freeze it)."""
+Clock = Callable[[], float]  # returns the time in seconds since the epoch, like time.time (tests freeze it)
 _short_secret_warned = False  # section 2 warns of a short secret once per process, not once per middleware
 
 
@@ -99,8 +98,7 @@ class SessionMiddleware:
         return state
 
     def _skips(self, request: RequestInfo) -> bool:
-        """No session while the store is not ready (section 9), nor outside the cookie's path, where the
-        browser would not send the cookie. As in express, the path '/foo' covers '/foobar' too."""
+        """No session while the store is not ready, nor outside the cookie's path (/foo covers /foobar)."""
         if not getattr(self.options.store, "ready", True):
             _log.debug("no session: store is disconnected")
             return True
@@ -240,11 +238,10 @@ class RequestState:
         self.start_hash = hash_session({})  # a new session holds no data yet
 
     def inflate(self, data: Mapping[str, Any]) -> None:
-        """Use the session the store returned (express calls it inflating). Its start hash is of what the
-        store returned, as there: a key express reserves, dropped on load (section 5), is a change."""
+        """Use the session the store returned (express calls it inflating)."""
         self.session = self.stored_session(data)
         self.start_id = self.session_id
-        self.start_hash = hash_session(data)
+        self.start_hash = hash_session(data)  # of what the store returned: a reserved key dropped is a change
         if not self.options.resave:
             self.stored_hash = self.start_hash
 
@@ -263,10 +260,10 @@ class RequestState:
         return self.session
 
     def new_session(self) -> Session:
-        """A new session (``store.generate``), its id from genid, now session_id too. Difference: an id with
-        a space, a control character, '"', ',', ';' or '\\' is a ValueError (express takes it)."""
+        """A new session (``store.generate``), its id from genid, now session_id too."""
         options = self.options
         session_id = options.genid(self.request)
+        # Difference: express takes an id that would break the cookie; this is a ValueError.
         if isinstance(session_id, str) and re.search(r'[\x00-\x20",;\\\x7f]', session_id):
             raise ValueError(f"genid returned an unusable session id {session_id!r}: "
                              "no spaces, control characters, '\"', ',', ';' or '\\'")
@@ -407,8 +404,8 @@ def generate_session_id(request: RequestInfo) -> str:
 
 
 def _secret_list(secret: object) -> list[bytes]:
-    """The ``secret`` option as HMAC keys; a str is one. Differences: none, or an empty one, is an error
-    (express warns, then fails every request); one under 32 characters warns (each in a list verifies)."""
+    """The ``secret`` option as HMAC keys. Differences: none is an error (express fails each request); a short
+    one warns (each in a list verifies)."""
     global _short_secret_warned
     if secret is None or secret == "" or secret == b"":
         raise TypeError("secret option required for sessions")
@@ -446,8 +443,7 @@ def _secret_list(secret: object) -> list[bytes]:
 # save or the touch, and the browser with a Set-Cookie. As the cookie carries only the id, sending the
 # browser's own session's cookie again only refreshes its expiry: express does it when the session changed
 # (with rolling, always), and a browser-session cookie (no expiry), which the browser holds, needs nothing.
-# A session the handler saved itself is not saved again. A handler may assign session_id any value (express
-# lets it set req.sessionID): one that is not a string is never sent, saved or touched.
+# A session_id that is not a string (a handler may assign any, as req.sessionID) is not sent, saved, touched.
 @dataclass(slots=True)
 class Decision:
     """A yes or no, with the reason. ``if should_save(state):`` reads the yes/no."""
@@ -775,8 +771,7 @@ def unsign_any(signed: str, secrets: list[bytes] | list[str]) -> str | None:
 
 
 def unsign(signed: str, secret: str | bytes) -> str | None:
-    """The value (all before the last '.') if its signature is right, else None (cookie-signature's
-    ``unsign``): signed again and compared in constant time, as bytes (non-ASCII must not raise)."""
+    """The value before the last '.' if its signature is right, else None (cookie-signature's ``unsign``)."""
     if not isinstance(signed, str):
         raise TypeError("Signed cookie string must be provided.")
     value = signed[: signed.rfind(".")]
@@ -784,6 +779,7 @@ def unsign(signed: str, secret: str | bytes) -> str | None:
         expected = sign(value, secret)
     except UnicodeEncodeError:
         return None  # a lone surrogate cannot have been signed
+    # Compared in constant time, as bytes: compare_digest refuses a str that is not ASCII.
     if hmac.compare_digest(expected.encode("utf-8"), signed.encode("utf-8", "surrogatepass")):
         return value
     return None
@@ -815,12 +811,10 @@ _COOKIE_VALUE = re.compile(r'("?)[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]*\1')
 _COOKIE_DOMAIN = re.compile(r"([.]?[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)"
                             r"([.][a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*", re.IGNORECASE | re.ASCII)
 _COOKIE_PATH = re.compile(r"[\x20-\x3A\x3D-\x7E]*")
-_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
 def parse_cookie_header(header: str) -> dict[str, str]:
-    """A Cookie header as a dict, by cookie 0.7.2's ``parse``: split on ';', then on the first '=', in
-    one pass (linear time). Difference: a cookie named ``__proto__`` is kept (JavaScript drops it)."""
+    """A Cookie header as a dict (cookie 0.7.2's ``parse``). Difference: ``__proto__`` is kept."""
     if not isinstance(header, str):
         raise TypeError("argument str must be a string")
     cookies: dict[str, str] = {}
@@ -847,8 +841,7 @@ def serialize_cookie(name: str, value: str, *, domain: str | None = None, path: 
                      expires: datetime | None = None, http_only: bool = False,
                      secure: bool | str | None = False, partitioned: bool | None = False,
                      priority: str | None = None, same_site: bool | str | None = None) -> str:
-    """A Set-Cookie value as cookie 0.7.2's ``serialize`` builds it: the value percent-encoded, then each
-    attribute not falsy. A name, value, domain or path that could smuggle in an attribute is a ValueError."""
+    """A Set-Cookie value (cookie 0.7.2's ``serialize``); a part that could add an attribute: ValueError."""
     if not isinstance(name, str) or not _COOKIE_NAME.fullmatch(name):
         raise ValueError(f"argument name is invalid: {name!r}")
     encoded = encode_uri_component(value)
@@ -884,24 +877,6 @@ def _attribute_value(option: str, value: object, words: tuple[str, ...]) -> str:
         if isinstance(value, str) and value.lower() == word.lower():
             return word
     raise ValueError(f"option {option} is invalid: {value!r}")
-
-
-def encode_uri_component(text: str) -> str:
-    """Percent-encode as JavaScript's encodeURIComponent (s:a+b gives s%3Aa%2Bb); a lone surrogate raises."""
-    try:
-        return urllib.parse.quote(text, safe="!*'()")  # quote also keeps letters, digits and "-_.~"
-    except UnicodeEncodeError as exc:
-        raise ValueError(f"cannot percent-encode {text!r}: {exc.reason}") from None
-
-
-def decode_uri_component(text: str) -> str:
-    """Decode %XX escapes strictly, like decodeURIComponent: a bad escape or non-UTF-8 is a ValueError."""
-    if _BAD_PERCENT.search(text):
-        raise ValueError(f"malformed percent-escape in {text!r}")
-    try:
-        return urllib.parse.unquote_to_bytes(text).decode("utf-8", "strict")
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"percent-escapes in {text!r} are not UTF-8") from exc
 
 
 # ==== 9. Stores =============================================================
@@ -1001,7 +976,7 @@ def expiry_ms(data: Mapping[str, Any]) -> int | None:
 
 
 def stringify(data: Any) -> str:
-    """Compact JSON as JavaScript's JSON.stringify writes it: NaN and infinity as null, a datetime as ISO."""
+    """Compact JSON as JavaScript's JSON.stringify writes it (NaN as null, a datetime as ISO: section 11)."""
     try:
         return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_js_value)
     except ValueError as exc:
@@ -1010,45 +985,14 @@ def stringify(data: Any) -> str:
         return stringify(_finite(data))
 
 
-def _js_value(value: Any) -> Any:
-    """What JSON.stringify writes for a value json cannot: a datetime's ISO string, or an error."""
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    raise TypeError(f"a session can hold only what JSON can (str, numbers, bool, None, lists and dicts "
-                    f"with str keys, datetime), not {type(value).__name__}: {value!r:.60}")
-
-
-def _finite(data: Any) -> Any:
-    """A copy of ``data`` with every NaN and infinity replaced by None."""
-    if isinstance(data, float) and not math.isfinite(data):
-        return None
-    if isinstance(data, Mapping):
-        return {key: _finite(value) for key, value in data.items()}
-    if isinstance(data, (list, tuple)):
-        return [_finite(value) for value in data]
-    return data
-
-
-def parse_json(text: str) -> Any:
-    """Parse JSON text as JavaScript's JSON.parse does: NaN and Infinity are refused (ValueError)."""
-    def refuse(name: str) -> Any:
-        raise ValueError(f"{name} is not JSON")
-    return json.JSONDecoder(parse_constant=refuse).decode(text)
-
-
 # ==== 10. http.server =======================================================
 # The adapter for Python's http.server: subclass SessionRequestHandler, write do_GET as usual, use
-# self.session. The response is held until end() has run, so a failed save can still be a 500. The guards a
-# server reachable from a network needs are in session_demo_extras.frontend (Node's http is below Express).
-# For sessions, read _handle_with_session (begin, the handler, end) and end_headers (Set-Cookie); the
-# rest is http.server plumbing that a first read may skip.
-_CLIENT_GONE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
-
-
+# self.session. The response is held until end() has run, so a failed save can still be a 500. For
+# sessions, read _handle_with_session (begin, the handler, end) and end_headers (Set-Cookie); the rest is
+# http.server plumbing. A server a network can reach needs session_demo_extras.frontend's guards.
 class SessionRequestHandler(BaseHTTPRequestHandler):
     """A BaseHTTPRequestHandler whose do_* methods see self.session; a handler or store failure is a 500."""
+    _CLIENT_GONE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)  # normal: logged at debug
     server: SessionHTTPServer
     session_state: RequestState | None = None
     _headers_sent: bool = False
@@ -1126,7 +1070,7 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
         try:
             method()
         except Exception as exc:
-            log = _log.debug if isinstance(exc, _CLIENT_GONE) else _log.exception  # a client gone is normal
+            log = _log.debug if isinstance(exc, self._CLIENT_GONE) else _log.exception
             log("the handler for %s %r failed", self.command, self.path, exc_info=True)
             self.close_connection = True
             if self._headers_sent:
@@ -1294,3 +1238,52 @@ def _expiry_from_stored(value: Any) -> int | None:
     if isinstance(when, (int, float)) and not isinstance(when, bool) and _MIN_MS <= when <= _MAX_MS:
         return math.trunc(when)
     return None
+
+
+def _js_value(value: Any) -> Any:
+    """What JSON.stringify writes for a value json cannot: a datetime's ISO string, or an error."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    raise TypeError(f"a session can hold only what JSON can (str, numbers, bool, None, lists and dicts "
+                    f"with str keys, datetime), not {type(value).__name__}: {value!r:.60}")
+
+
+def _finite(data: Any) -> Any:
+    """A copy of ``data`` with every NaN and infinity replaced by None."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return None
+    if isinstance(data, Mapping):
+        return {key: _finite(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite(value) for value in data]
+    return data
+
+
+def parse_json(text: str) -> Any:
+    """Parse JSON text as JavaScript's JSON.parse does: NaN and Infinity are refused (ValueError)."""
+    def refuse(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+    return json.JSONDecoder(parse_constant=refuse).decode(text)
+
+
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def encode_uri_component(text: str) -> str:
+    """Percent-encode as JavaScript's encodeURIComponent (s:a+b gives s%3Aa%2Bb); a lone surrogate raises."""
+    try:
+        return urllib.parse.quote(text, safe="!*'()")  # quote also keeps letters, digits and "-_.~"
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"cannot percent-encode {text!r}: {exc.reason}") from None
+
+
+def decode_uri_component(text: str) -> str:
+    """Decode %XX escapes strictly, like decodeURIComponent: a bad escape or non-UTF-8 is a ValueError."""
+    if _BAD_PERCENT.search(text):
+        raise ValueError(f"malformed percent-escape in {text!r}")
+    try:
+        return urllib.parse.unquote_to_bytes(text).decode("utf-8", "strict")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"percent-escapes in {text!r} are not UTF-8") from exc
