@@ -67,8 +67,7 @@ def short_id(session_id: object) -> str:
 # ==== 1. The request lifecycle ==============================================
 # A server adapter (section 10 for http.server; WSGI and ASGI ones in the extras) calls a SessionMiddleware
 # at three moments of each request (begin, set_cookie_header, end), keeping its RequestState between them.
-# Where things are: should_* 3, is_modified 4, Session 5, Cookie 6, sign 7, parse_cookie_header 8,
-# Store 9, _found and the other JavaScript details 11.
+# Where things are: should_* 3, is_modified 4, Session 5, Cookie 6, sign 7, parse_cookie_header 8, Store 9.
 def session_middleware(**options: Any) -> SessionMiddleware:
     """Build the middleware from SessionOptions' keywords (express's ``session(options)``)."""
     return SessionMiddleware(SessionOptions(**options))
@@ -209,8 +208,8 @@ class RequestState:
       start_id     the session's id when it was loaded or made (express's originalId)
       start_hash   hash_session of its data then (originalHash): a different hash later means modified
       stored_hash  the hash of what the store holds for it, when known, else None (savedHash)
-    A loaded session starts with stored_hash = start_hash: the store holds it as it is. With resave=True,
-    and for a new session, it starts as None: the store does not hold it (yet). Session.save() sets it, so
+    A loaded session starts with stored_hash = start_hash (the store holds it as it is); with resave=True,
+    and for a new session, with None (the store counts as not holding it). Session.save() sets it, so
     the end does not save the session again -- except one made by regenerate() (save_sets_stored_hash is
     False): express counts only saves of the session the request began with, so the end saves a
     regenerated session even if the handler saved it already."""
@@ -375,7 +374,8 @@ class SessionOptions:
         self.secrets: list[bytes] = _secret_list(secret)
         self.name: str = name or "connect.sid"  # an empty name means the default, as in express
         self.cookie = {} if cookie is None else cookie
-        # Tried now on a probe cookie (TypeError if not a mapping); a callable's answers, on each request.
+        # Tried now on a probe cookie (TypeError if not a mapping); a callable's answers, on each request. The
+        # rules are those of cookie 0.7.2, the npm package express writes cookies with (section 8).
         probe = Cookie({} if callable(self.cookie) else self.cookie, clock=clock)
         if isinstance(probe.path, str) and re.search(r'[ ,"\\]', probe.path):  # cookie 0.7.2 allows it
             raise ValueError(f"option path is invalid: {probe.path!r} (no spaces, ',', '\"' or '\\')")
@@ -431,12 +431,12 @@ def _secret_list(secret: object) -> list[bytes]:
 # with the reason, for the log). New: the browser did not send this session's id (state.is_new()).
 # Modified: the handler changed the session's data or its id (section 4). The answers:
 #
-#   the session                        Set-Cookie                        the store, at the end
-#   new, modified (regenerated too)    yes                               save
-#   new, unmodified                    with save_uninitialized           save with save_uninitialized
-#   the browser's own, modified        if it has an expiry; rolling      save
-#   the browser's own, unmodified      with rolling                      save with resave; else touch
-#   unset by the handler               no                                destroy with unset="destroy"
+#   the session                      Set-Cookie                            the store, at the end
+#   new, modified (regenerated too)  yes                                   save
+#   new, unmodified                  with save_uninitialized               save with save_uninitialized
+#   the browser's own, modified      with rolling, or if it has an expiry  save
+#   the browser's own, unmodified    with rolling                          save with resave; else touch
+#   unset by the handler             no                                    destroy with unset="destroy"
 #
 # Each request first restarts the cookie's lifetime (Session.touch), so a cookie with max_age slides: the
 # session lasts max_age from the last request, not the first. The new expiry reaches the store with the
@@ -759,8 +759,8 @@ def clock_ms(clock: Clock) -> int:
 
 # ==== 7. Signing ============================================================
 # The cookie carries the id signed, so that a client cannot name another visitor's session: "s:" + id +
-# "." + base64(HMAC-SHA256(id, secret)) without "=", as cookie-signature 1.0.7 does. Signed, not encrypted:
-# anyone can read the id, nobody can make one up without the secret.
+# "." + base64(HMAC-SHA256(id, secret)) without "=", as cookie-signature 1.0.7 (the npm package express
+# signs with) does. Signed, not encrypted: anyone can read the id, nobody can make one up without the secret.
 def unsign_any(signed: str, secrets: list[bytes] | list[str]) -> str | None:
     """Try each secret in order; the first that verifies wins (express's ``unsigncookie``)."""
     for secret in secrets:
@@ -1197,10 +1197,9 @@ _RESERVED_KEYS = frozenset({
 
 
 def _read_stored_expiry(cookie: Cookie, data: Mapping[str, Any], clock: Clock) -> None:
-    """Set a rebuilt cookie's _expires and original_max_age from its stored form as express does: the keys in
-    order (a maxAge key, which to_json never writes but another program's store may, counts from now), then
-    an expires string wins; no originalMaxAge stays undefined. Difference, so that odd data never fails
-    every request: an expires that is no date, or an originalMaxAge out of range, is None."""
+    """A rebuilt cookie's _expires and original_max_age, as express reads them: keys in order (a maxAge, which
+    only another program writes, counts from now), then an expires string wins; no originalMaxAge stays
+    undefined. Difference, so odd data never fails every request: a bad expires or originalMaxAge is None."""
     for key, value in data.items():
         if key == "expires" and not isinstance(value, str):
             cookie._expires = _expiry_from_stored(value)
