@@ -14,8 +14,8 @@ Primer. HTTP forgets everything between two requests; a session is how a server 
 - A store keeps the session's data on the server, as JSON, under its id.
 - Each request: read and verify the cookie's id -> load that session from the store, or make a new one
   -> the handler uses it -> as the headers go out, Set-Cookie or not -> at the end, save, touch or destroy.
-- A new session is one the browser did not send (no cookie, a bad one, an id the store lacks, or one
-  regenerated, given a new id as at login): in the code, the cookie's id differs from the session's.
+- Two ids: state.session_id is what the Set-Cookie will carry (express's req.sessionID; a handler may
+  assign it); Session.id is fixed when made. A new session (not the browser's): cookie_id != session_id.
 - A browser-session cookie has no expiry and goes when the browser closes; max_age (ms) sets one.
 - "touch" means two things, as in express: Session.touch() restarts the cookie's lifetime; a store's
   touch() moves the stored session's expiry without rewriting it.
@@ -97,12 +97,12 @@ class SessionMiddleware:
         return state
 
     def _skips(self, request: RequestInfo) -> bool:
-        """No session while the store is not ready, nor outside the cookie's path (/foo covers /foobar)."""
+        """No session if the store is not ready, or off the cookie's path (express's prefix match)."""
         if not getattr(self.options.store, "ready", True):
             _log.debug("no session: store is disconnected")
             return True
         cookie_path = self.options.cookie_options_for(request).get("path")
-        if not request_pathname(request.url).startswith(cookie_path or "/"):
+        if not request_pathname(request.url).startswith(cookie_path or "/"):  # /foo covers /foobar
             _log.debug("no session: pathname mismatch (cookie path %r)", cookie_path or "/")
             return True
         return False
@@ -130,7 +130,7 @@ class SessionMiddleware:
             _log.debug("set-cookie: no (no session)")
             return None
         try:
-            self._restart_cookie_once(state)  # every request restarts the cookie's lifetime (section 3)
+            self._restart_cookie_once(state)  # first: max_age slides from each request (section 3)
             decision = should_set_cookie(state)
             if decision and state.session.cookie.secure and not is_secure(state.request, self.options.proxy):
                 decision = Decision(False, "secure cookie, but the request is not secure")
@@ -200,19 +200,13 @@ class RequestInfo:
 
 
 class RequestState:
-    """One request's session and its bookkeeping (express: req.session, req.sessionID and the middleware's
-    local variables), which section 3 reads:
+    """One request's session and bookkeeping (req.session, req.sessionID, the middleware's locals; section 3):
       cookie_id    the id the browser's cookie carried, if its signature checked; else None
       session_id   the id the Set-Cookie will carry (req.sessionID: a handler may assign it anything)
       session      the Session the handler sees; None once the handler unsets it
       start_id     the session's id when it was loaded or made (express's originalId)
       start_hash   hash_session of its data then (originalHash): a different hash later means modified
-      stored_hash  the hash of what the store holds for it, when known, else None (savedHash)
-    A loaded session starts with stored_hash = start_hash (the store holds it as it is); with resave=True,
-    and for a new session, with None (the store counts as not holding it). Session.save() sets it, so
-    the end does not save the session again -- except one made by regenerate() (save_sets_stored_hash is
-    False): express counts only saves of the session the request began with, so the end saves a
-    regenerated session even if the handler saved it already."""
+      stored_hash  the hash of what the store holds for it, if known, else None (savedHash; section 4)"""
     def __init__(self, options: SessionOptions, request: RequestInfo) -> None:
         self.options = options
         self.request = request
@@ -233,7 +227,7 @@ class RequestState:
     def generate(self) -> None:
         """Start a new session (express's ``generate``)."""
         self.session = self.new_session()
-        self.start_id = self.session_id
+        self.session_id = self.start_id = self.session.id
         self.start_hash = hash_session({})  # a new session holds no data yet
 
     def inflate(self, data: Mapping[str, Any]) -> None:
@@ -248,7 +242,8 @@ class RequestState:
         """Destroy the session in the store; a new one, with a new id, takes its place (store.regenerate)."""
         old_id, old_session = self.session_id, self.session
         session = self.new_session()  # an unusable id fails before anything is destroyed
-        session.save_sets_stored_hash = False  # see the class docstring
+        session.save_sets_stored_hash = False  # see section 4
+        self.session_id = session.id
         _log.debug("regenerating: destroying %s, the new id is %s", short_id(old_id), short_id(session.id))
         try:
             self.store.destroy(old_id)
@@ -259,17 +254,15 @@ class RequestState:
         return self.session
 
     def new_session(self) -> Session:
-        """A new session (``store.generate``), its id from genid, now session_id too."""
-        options = self.options
-        session_id = options.genid(self.request)
+        """A new session (``store.generate``), its id from genid; the caller makes it session_id."""
+        session_id = self.options.genid(self.request)
         # Difference: express takes an id that would break the cookie; this is a ValueError.
         if isinstance(session_id, str) and re.search(r'[\x00-\x20",;\\\x7f]', session_id):
             raise ValueError(f"genid returned an unusable session id {session_id!r}: "
                              "no spaces, control characters, '\"', ',', ';' or '\\'")
-        self.session_id = session_id
-        cookie_options = options.cookie_options_for(self.request)  # the option may be a callable (section 2)
-        cookie = Cookie(cookie_options, clock=options.clock)
-        secure = is_secure(self.request, options.proxy)
+        cookie_options = self.options.cookie_options_for(self.request)  # may be a callable's (section 2)
+        cookie = Cookie(cookie_options, clock=self.options.clock)
+        secure = is_secure(self.request, self.options.proxy)
         if cookie_options.get("secure") == "auto":  # 'auto': Secure exactly when this request is HTTPS
             cookie.secure = secure
         if cookie_options.get("same_site") == "auto":
@@ -490,7 +483,7 @@ def should_save(state: RequestState) -> Decision:
     if state.is_new():
         return Decision(True, "new session")
     if state.stored_hash is None:
-        return Decision(True, "resave=True")  # so stored_hash started as None
+        return Decision(True, "resave=True")  # a loaded session's stored_hash started None (section 4)
     return Decision(True, "modified")
 
 
@@ -509,7 +502,7 @@ def should_touch(state: RequestState, save: Decision | None = None) -> Decision:
 
 def should_destroy(state: RequestState) -> Decision:
     """Destroy in the store when the handler unset the session and ``unset='destroy'`` (``shouldDestroy``)."""
-    if not state.session_id:  # any id will do here, as in express
+    if not state.session_id:  # express's shouldDestroy tests only that an id is set, string or not
         return Decision(False, "no session id")
     if not state.options.unset_destroy:
         return Decision(False, "unset='keep'")
@@ -519,8 +512,12 @@ def should_destroy(state: RequestState) -> Decision:
 
 
 # ==== 4. Change detection ===================================================
-# express-session hashes the session's data (all but its cookie) when the request starts and again at
-# the end: a different hash, or a different id, means the session was modified.
+# express-session hashes the session's data (all but its cookie) when the request starts and again at the
+# end: a different hash, or id, means modified. Saved: stored_hash, the hash of what the store holds, is
+# the hash now. Say {"views": 1} is loaded: start_hash = stored_hash = its hash (None with resave=True, and
+# for a new session: unsaved). The handler sets views to 2: modified, unsaved. Session.save() makes
+# stored_hash the new hash, so end() does not save again -- except for a regenerated session, whose save()
+# leaves it (save_sets_stored_hash: express counts only saves of the session the request began with).
 def is_modified(state: RequestState) -> bool:
     """The session's id or data differs from the request's start (express's ``isModified``)."""
     assert state.session is not None
@@ -550,7 +547,7 @@ class Session(MutableMapping[str, Any]):
         self._state = state
         self._id = session_id
         self.cookie: Cookie = cookie
-        self.save_sets_stored_hash = True  # see RequestState
+        self.save_sets_stored_hash = True  # see section 4
         self._replaced = False  # regenerate() put a new session in its place
         self._data: dict[str, Any] = {}
         for key, value in (data or {}).items():
@@ -648,7 +645,8 @@ _ATTRIBUTES = {"original_max_age": "originalMaxAge", "partitioned": "partitioned
                "_expires": "expires", "secure": "secure", "http_only": "httpOnly", "domain": "domain",
                "path": "path", "same_site": "sameSite"}
 _STORED_NAMES = {stored: name for name, stored in _ATTRIBUTES.items()}
-_OPTIONS = [name.lstrip("_") for name in _ATTRIBUTES] + ["max_age"]  # what Cookie() takes
+_OPTIONS = ["original_max_age", "partitioned", "priority", "expires", "secure", "http_only", "domain", "path",
+            "same_site", "max_age"]  # what Cookie() takes
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ONE_MS = timedelta(milliseconds=1)
 _MAX_MS = (datetime.max.replace(tzinfo=timezone.utc) - _EPOCH) // _ONE_MS
@@ -671,7 +669,7 @@ class Cookie:
         self._clock = clock
         self.path = "/"
         self.http_only = True
-        self.max_age = None  # no expiry, and original_max_age None
+        self._expires = self.original_max_age = None  # a browser-session cookie
         if options is not None and not isinstance(options, Mapping):
             raise TypeError("argument options must be a object (a mapping)")
         for key, value in (options or {}).items():
@@ -719,7 +717,7 @@ class Cookie:
         self.original_max_age = expires_ms - now  # one clock reading (express's two can differ by 1 ms)
 
     def restart(self) -> None:
-        """max_age = original_max_age. JS rule: with no originalMaxAge stored (undefined), no expires."""
+        """max_age = original_max_age. JS rule: a cookie loaded without one (undefined) drops its expires."""
         if "original_max_age" in vars(self):
             self.max_age = self.original_max_age
         else:
@@ -729,7 +727,7 @@ class Cookie:
         """The stored form (express's ``cookie.data``): JSON names in express's order, unset ones left out."""
         own = vars(self)
         data = {stored: own[name] for name, stored in _ATTRIBUTES.items() if name in own}
-        if self.expires is not None:  # as JavaScript's Date.toISOString(): 2026-11-29T03:02:30.942Z
+        if self.expires is not None:  # in place, in express's key order; as Date.toISOString() writes it
             data["expires"] = self.expires.isoformat(timespec="milliseconds").replace("+00:00", "Z")
         return data
 
@@ -805,7 +803,7 @@ def _key(secret: str | bytes) -> bytes:
 # ==== 8. The Cookie header ==================================================
 # Reading "Cookie: a=1; connect.sid=s%3A..." and writing "Set-Cookie: ..." by the rules of the cookie
 # package 0.7.2 that express uses (http.cookies follows others). The patterns are used with fullmatch
-# ("$" would let "sid\n" through) and ASCII only (IGNORECASE alone lets the Kelvin sign match "k").
+# ("$" would let "sid\n" through) and ASCII only (no Unicode look-alike of a letter matches).
 _COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _COOKIE_VALUE = re.compile(r'("?)[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]*\1')
 _COOKIE_DOMAIN = re.compile(r"([.]?[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)"
@@ -814,7 +812,7 @@ _COOKIE_PATH = re.compile(r"[\x20-\x3A\x3D-\x7E]*")
 
 
 def parse_cookie_header(header: str) -> dict[str, str]:
-    """A Cookie header as a dict (cookie 0.7.2's ``parse``). Difference: ``__proto__`` is kept."""
+    """A Cookie header as a dict (cookie 0.7.2's ``parse``). Difference: ``__proto__`` is a plain name."""
     if not isinstance(header, str):
         raise TypeError("argument str must be a string")
     cookies: dict[str, str] = {}
@@ -990,12 +988,43 @@ def stringify(data: Any) -> str:
 # self.session. The response is held until end() has run, so a failed save can still be a 500. For
 # sessions, read _handle_with_session (begin, the handler, end) and end_headers (Set-Cookie); the rest is
 # http.server plumbing. A server a network can reach needs session_demo_extras.frontend's guards.
+class _HeldResponse:
+    """The handler's wfile, held back: a small response goes out in one write when the request ends; a
+    large one all but its last byte, so the client never sees the end before the store has answered."""
+    def __init__(self, wfile: Any) -> None:  # the handler's wfile: anything with write and flush
+        self._wfile = wfile
+        self._held = bytearray()
+        self.passed = False  # some of it is out: a 500 can no longer take its place
+
+    def write(self, data: bytes) -> int:
+        """Hold ``data``; past 64 KB, pass it on, but for the last byte."""
+        self._held += data
+        if len(self._held) > 64 * 1024:
+            self.flush()
+        return len(data)
+
+    def flush(self) -> None:
+        """The handler asks for its bytes to go out: all of them but the last one do."""
+        if len(self._held) > 1:
+            self._wfile.write(self._held[:-1])
+            del self._held[:-1]
+            self.passed = True
+
+    def release(self) -> None:
+        if self._held:
+            self._wfile.write(bytes(self._held))
+            self._held.clear()
+        self._wfile.flush()
+
+
 class SessionRequestHandler(BaseHTTPRequestHandler):
     """A BaseHTTPRequestHandler whose do_* methods see self.session; a handler or store failure is a 500."""
     _CLIENT_GONE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)  # normal: logged at debug
     server: SessionHTTPServer
     session_state: RequestState | None = None
-    _headers_sent: bool = False
+    _headers_sent: bool = False  # the final (non-1xx) header block is out
+    _cache_control_set: bool = False  # the handler sent Cache-Control: end_headers adds none
+    _vary: list[str]  # the handler's Vary values, merged with Cookie in end_headers
     _status: int = 200
 
     @property
@@ -1039,7 +1068,7 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
         """BaseHTTPRequestHandler's, with the session around ``do_*``."""
         self.session_state = None
         self._headers_sent = self._cache_control_set = False
-        self._vary: list[str] = []
+        self._vary = []
         self.requestline = self.request_version = self.command = ""
         self.raw_requestline = b""  # stays empty if the read fails
         self.raw_requestline = self.rfile.readline(65537)
@@ -1090,7 +1119,7 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
             except Exception:  # end() logged it
                 failed = "The session could not be saved"
             if state is not None and state.end_error is not None:
-                failed = "The session could not be saved"  # here, or when the handler called end() itself
+                failed = "The session could not be saved"  # here, or in middleware.end() the handler called
             # No silent loss: a 500 in place of the held answer (or, if part of it is out, no last byte).
             if failed:
                 self.close_connection = True
@@ -1145,35 +1174,6 @@ class SessionHTTPServer(ThreadingHTTPServer):
                  middleware: SessionMiddleware) -> None:
         self.session_middleware = middleware
         super().__init__(address, handler)
-
-
-class _HeldResponse:
-    """The handler's wfile, held back: a small response goes out in one write when the request ends; a
-    large one all but its last byte, so the client never sees the end before the store has answered."""
-    def __init__(self, wfile: Any) -> None:  # the handler's wfile: anything with write and flush
-        self._wfile = wfile
-        self._held = bytearray()
-        self.passed = False  # some of it is out: a 500 can no longer take its place
-
-    def write(self, data: bytes) -> int:
-        """Hold ``data``; past 64 KB, pass it on, but for the last byte."""
-        self._held += data
-        if len(self._held) > 64 * 1024:
-            self.flush()
-        return len(data)
-
-    def flush(self) -> None:
-        """The handler asks for its bytes to go out: all of them but the last one do."""
-        if len(self._held) > 1:
-            self._wfile.write(self._held[:-1])
-            del self._held[:-1]
-            self.passed = True
-
-    def release(self) -> None:
-        if self._held:
-            self._wfile.write(bytes(self._held))
-            self._held.clear()
-        self._wfile.flush()
 
 
 # ==== 11. JavaScript details, for fidelity: skip them on a first read ========
