@@ -118,7 +118,7 @@ class SessionMiddleware:
             raise
         except Exception as exc:
             raise SessionLoadError(f"the session store failed: {exc!r}") from exc
-        return data if _found(data) else None  # JavaScript's truthiness (section 11)
+        return data if _found(data) else None  # JS truthiness: False, "", 0 are "not found" (section 11)
 
     def load(self, state: RequestState) -> Any:
         """Read the session the browser named from the store (express's ``store.get``)."""
@@ -234,7 +234,7 @@ class RequestState:
         """Use the session the store returned (express calls it inflating)."""
         self.session = self.stored_session(data)
         self.start_id = self.session_id
-        self.start_hash = hash_session(data)  # of what the store returned: a reserved key dropped is a change
+        self.start_hash = hash_session(data)  # so a reserved key dropped on load (section 5) is a change
         if not self.options.resave:
             self.stored_hash = self.start_hash
 
@@ -372,7 +372,7 @@ class SessionOptions:
         probe = Cookie({} if callable(self.cookie) else self.cookie, clock=clock)
         if isinstance(probe.path, str) and re.search(r'[ ,"\\]', probe.path):  # cookie 0.7.2 allows it
             raise ValueError(f"option path is invalid: {probe.path!r} (no spaces, ',', '\"' or '\\')")
-        if probe.same_site == "auto":  # as on plain HTTP; secure="auto" is written as Secure
+        if probe.same_site == "auto":  # "auto" is decided per request: try "lax" (plain HTTP's answer)
             probe.same_site = "lax"
         probe.serialize(self.name, "probe")
         self.store: Store = store if store is not None else MemoryStore(clock=clock)
@@ -611,7 +611,7 @@ class Session(MutableMapping[str, Any]):
         if not _found(data):
             raise LookupError("failed to load session")
         state.session = state.stored_session(data)
-        state.session.save_sets_stored_hash = self.save_sets_stored_hash
+        state.session.save_sets_stored_hash = self.save_sets_stored_hash  # still a regenerated one, or not
         return state.session
 
     def destroy(self) -> None:
@@ -669,7 +669,7 @@ class Cookie:
         self._clock = clock
         self.path = "/"
         self.http_only = True
-        self._expires = self.original_max_age = None  # a browser-session cookie
+        self._expires = self.original_max_age = None  # browser-session; set, so stored as null
         if options is not None and not isinstance(options, Mapping):
             raise TypeError("argument options must be a object (a mapping)")
         for key, value in (options or {}).items():
