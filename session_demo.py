@@ -1119,7 +1119,7 @@ class SessionRequestHandler(BaseHTTPRequestHandler):
             except Exception:  # end() logged it
                 failed = "The session could not be saved"
             if state is not None and state.end_error is not None:
-                failed = "The session could not be saved"  # here, or in middleware.end() the handler called
+                failed = "The session could not be saved"  # or in an end() the handler ran early (server.py)
             # No silent loss: a 500 in place of the held answer (or, if part of it is out, no last byte).
             if failed:
                 self.close_connection = True
