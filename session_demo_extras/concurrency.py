@@ -250,12 +250,12 @@ class MergingSessionMiddleware(SessionMiddleware):
     changes kept of 400, min / median / max of 5 runs, every answer a 200:
 
                                          default       merge         lock
-      counter, one process               400           400           400
-      counter, one process, waits 1 ms   79/112/138    90/110/117    400
-      counter, two on one SQLite         108/255/328   230/312/370   400
+      counter, one process               399/400/400   399/400/400   400
+      counter, one process, waits 1 ms   62/71/81      72/77/90      400
+      counter, two on one SQLite         144/288/357   240/360/384   400
       own keys, one process              400           400           400
-      own keys, one process, waits 1 ms  72/86/114     400           400
-      own keys, two on one SQLite        201/294/342   400           400
+      own keys, one process, waits 1 ms  60/66/82      400           400
+      own keys, two on one SQLite        124/143/221   400           400
 
     (Counter: every request adds one to views; own keys: client N adds one
     to its own key. server.py's handler is so short that in one process
