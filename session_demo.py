@@ -14,8 +14,8 @@ Primer. HTTP forgets everything between two requests; a session is how a server 
 - A store keeps the session's data on the server, as JSON, under its id.
 - Each request: read and verify the cookie's id -> load that session from the store, or make a new one
   -> the handler uses it -> as the headers go out, Set-Cookie or not -> at the end, save, touch or destroy.
-- Two ids: state.session_id is what the Set-Cookie will carry (express's req.sessionID; a handler may
-  assign it); Session.id is fixed when made. A new session (not the browser's): cookie_id != session_id.
+- Two ids: state.session_id is what the Set-Cookie will carry (a handler may assign it); Session.id is
+  fixed when the session is made. Section 1 opens with a trace of both.
 - A browser-session cookie has no expiry and goes when the browser closes; max_age (ms) sets one.
 - "touch" means two things, as in express: Session.touch() restarts the cookie's lifetime; a store's
   touch() moves the stored session's expiry without rewriting it.
@@ -58,7 +58,7 @@ _short_secret_warned = False  # section 2 warns of a short secret once per proce
 
 
 def short_id(session_id: object) -> str:
-    """A session id cut short for a log: a full id is a bearer token (Difference: express logs it whole)."""
+    """An id cut short for a log: whoever has a full id is the visitor (Difference: express logs it whole)."""
     if isinstance(session_id, str) and len(session_id) > 8:
         return repr(session_id[:6] + "...")
     return repr(session_id)
@@ -67,7 +67,16 @@ def short_id(session_id: object) -> str:
 # ==== 1. The request lifecycle ==============================================
 # A server adapter (section 10 for http.server; WSGI and ASGI ones in the extras) calls a SessionMiddleware
 # at three moments of each request (begin, set_cookie_header, end), keeping its RequestState between them.
-# Where things are: should_* 3, is_modified 4, Session 5, Cookie 6, sign 7, parse_cookie_header 8, Store 9.
+# A trace (resave=False, save_uninitialized=False, no max_age; the handler does views += 1):
+#   visit 1, no cookie. begin: cookie_id = None; generate(): session_id = start_id = "abc" (a new id),
+#     start_hash = hash of {}, stored_hash = None (the store holds nothing). Handler: views = 1.
+#     headers: new and modified -> Set-Cookie "s:abc.<signature>". end: new, modified -> store.set("abc").
+#   visit 2, cookie "s:abc.<signature>". begin: it verifies: cookie_id = session_id = start_id = "abc";
+#     store.get("abc") -> inflate(): start_hash = stored_hash = hash of {"views": 1}. Handler: views = 2.
+#     headers: the browser's own, modified, but no expiry to refresh -> no Set-Cookie.
+#     end: hash now != stored_hash: modified -> store.set("abc").
+# is_new() is cookie_id != session_id. start_id is the session's id at the start: it differs from the
+# session's id only after regenerate(). Where things are: should_* 3, is_modified 4, Session 5, Cookie 6.
 def session_middleware(**options: Any) -> SessionMiddleware:
     """Build the middleware from SessionOptions' keywords (express's ``session(options)``)."""
     return SessionMiddleware(SessionOptions(**options))
@@ -97,12 +106,12 @@ class SessionMiddleware:
         return state
 
     def _skips(self, request: RequestInfo) -> bool:
-        """No session if the store is not ready, or off the cookie's path (express's prefix match)."""
+        """No session if the store is not ready, or off the cookie's path (express's prefix match, kept)."""
         if not getattr(self.options.store, "ready", True):
             _log.debug("no session: store is disconnected")
             return True
         cookie_path = self.options.cookie_options_for(request).get("path")
-        if not request_pathname(request.url).startswith(cookie_path or "/"):  # /foo covers /foobar
+        if not request_pathname(request.url).startswith(cookie_path or "/"):  # /foo covers /foobar: kept
             _log.debug("no session: pathname mismatch (cookie path %r)", cookie_path or "/")
             return True
         return False
@@ -200,13 +209,13 @@ class RequestInfo:
 
 
 class RequestState:
-    """One request's session and bookkeeping (req.session, req.sessionID, the middleware's locals; section 3):
+    """One request's session and bookkeeping (section 1's trace shows them at work):
       cookie_id    the id the browser's cookie carried, if its signature checked; else None
-      session_id   the id the Set-Cookie will carry (req.sessionID: a handler may assign it anything)
+      session_id   the id the Set-Cookie will carry (a handler may assign it anything)
       session      the Session the handler sees; None once the handler unsets it
-      start_id     the session's id when it was loaded or made (express's originalId)
-      start_hash   hash_session of its data then (originalHash): a different hash later means modified
-      stored_hash  the hash of what the store holds for it, if known, else None (savedHash; section 4)"""
+      start_id     the session's id when it was loaded or made; differs only after regenerate()
+      start_hash   hash_session of its data then: a different hash later means modified
+      stored_hash  the hash of what the store holds for it, if this request knows it, else None (section 4)"""
     def __init__(self, options: SessionOptions, request: RequestInfo) -> None:
         self.options = options
         self.request = request
@@ -430,12 +439,13 @@ def _secret_list(secret: object) -> list[bytes]:
 #   the browser's own, modified      with rolling, or if it has an expiry  save
 #   the browser's own, unmodified    with rolling                          save with resave; else touch
 #   unset by the handler             no                                    destroy with unset="destroy"
-#
+# One more case for the store: a session the handler saved (Session.save()) and left unchanged since is
+# not saved again; the browser's own is then touched. "touch" here is the store's touch (section 9).
 # Each request first restarts the cookie's lifetime (Session.touch), so a cookie with max_age slides: the
 # session lasts max_age from the last request, not the first. The new expiry reaches the store with the
 # save or the touch, and the browser with a Set-Cookie. As the cookie carries only the id, sending the
 # browser's own session's cookie again only refreshes its expiry: express does it when the session changed
-# (with rolling, always), and a browser-session cookie (no expiry), which the browser holds, needs nothing.
+# (with rolling, always); a browser-session cookie (no expiry) has nothing to refresh.
 # A session_id that is not a string (a handler may assign any, as req.sessionID) is not sent, saved, touched.
 @dataclass(slots=True)
 class Decision:
@@ -471,20 +481,22 @@ def should_set_cookie(state: RequestState) -> Decision:
 
 
 def should_save(state: RequestState) -> Decision:
-    """Save at the end? Yes, unless the store holds the session as it is (express's ``shouldSave``)."""
+    """Save at the end? The table's last column, less the touch (express's ``shouldSave``)."""
     if not isinstance(state.session_id, str):
         return Decision(False, f"session id is not a string: {state.session_id!r}")
+    # stored_hash None: the store holds nothing this request knows of (section 4).
     if state.is_new() and state.stored_hash is None and not state.options.save_uninitialized:
+        # rows "new", without save_uninitialized, and the handler did not save it
         if is_modified(state):
             return Decision(True, "new session, modified")
         return Decision(False, "new session, unmodified, save_uninitialized=False")
-    if is_saved(state):
+    if is_saved(state):  # the browser's own, unmodified, resave=False; or saved by the handler, unchanged
         return Decision(False, "the store already holds it as it is")
-    if state.is_new():
+    if state.is_new():  # rows "new", with save_uninitialized, or changed since the handler saved it
         return Decision(True, "new session")
-    if state.stored_hash is None:
-        return Decision(True, "resave=True")  # a loaded session's stored_hash started None (section 4)
-    return Decision(True, "modified")
+    if state.stored_hash is None:  # the browser's own with resave=True, modified or not
+        return Decision(True, "resave=True")
+    return Decision(True, "modified")  # row "the browser's own, modified"
 
 
 def should_touch(state: RequestState, save: Decision | None = None) -> Decision:
@@ -513,11 +525,11 @@ def should_destroy(state: RequestState) -> Decision:
 
 # ==== 4. Change detection ===================================================
 # express-session hashes the session's data (all but its cookie) when the request starts and again at the
-# end: a different hash, or id, means modified. Saved: stored_hash, the hash of what the store holds, is
-# the hash now. Say {"views": 1} is loaded: start_hash = stored_hash = its hash (None with resave=True, and
-# for a new session: unsaved). The handler sets views to 2: modified, unsaved. Session.save() makes
-# stored_hash the new hash, so end() does not save again -- except for a regenerated session, whose save()
-# leaves it (save_sets_stored_hash: express counts only saves of the session the request began with).
+# end: a different hash, or id, means modified. stored_hash is the hash of what the store holds, if this
+# request knows it, else None: for a new session not saved yet, and with resave=True, which leaves it None
+# on load so that the end always saves. Saved: stored_hash is the hash now (section 1's trace). A handler's
+# Session.save() sets stored_hash, so end() does not save again -- except in a regenerated session, whose
+# save() leaves it (save_sets_stored_hash: express counts only saves of the session the request began with).
 def is_modified(state: RequestState) -> bool:
     """The session's id or data differs from the request's start (express's ``isModified``)."""
     assert state.session is not None
