@@ -4,9 +4,8 @@ Read it from the top: the primer, then section 1, a request's whole life; later 
 calls. Section 11 holds JavaScript details copied for fidelity: skip it on a first read. Elsewhere:
 LESSONS.md (lessons; what we do differently, "Difference:" here), session_demo_extras, server.py (the demo).
 
-Sections (grep "# ===="): 1. the request lifecycle, 2. options, 3. decisions, 4. change detection,
-5. the session, 6. the session cookie, 7. signing, 8. the Cookie header, 9. stores, 10. http.server,
-11. JavaScript details.
+Sections (grep "# ===="): 1. the request lifecycle, 2. options, 3. decisions, 4. change detection, 5. the
+session, 6. the session cookie, 7. signing, 8. the Cookie header, 9. stores, 10. http.server, 11. JavaScript.
 
 Primer. HTTP forgets everything between two requests; a session is how a server remembers a visitor.
 - The browser holds only a cookie with the session's id, signed ("s:" + id + "." + an HMAC of the id)
@@ -14,8 +13,7 @@ Primer. HTTP forgets everything between two requests; a session is how a server 
 - A store keeps the session's data on the server, as JSON, under its id.
 - Each request: read and verify the cookie's id -> load that session from the store, or make a new one
   -> the handler uses it -> as the headers go out, Set-Cookie or not -> at the end, save, touch or destroy.
-- Two ids: state.session_id is what the Set-Cookie will carry (a handler may assign it); Session.id is
-  fixed when the session is made. Section 1 opens with a trace of both.
+- Two ids: state.session_id, what the Set-Cookie will carry (a handler may assign it); Session.id, fixed.
 - A browser-session cookie has no expiry and goes when the browser closes; max_age (ms) sets one.
 - "touch" means two things, as in express: Session.touch() restarts the cookie's lifetime; a store's
   touch() moves the stored session's expiry without rewriting it.
@@ -73,8 +71,7 @@ def short_id(session_id: object) -> str:
 #     headers: new and modified -> Set-Cookie "s:abc.<signature>". end: new, modified -> store.set("abc").
 #   visit 2, cookie "s:abc.<signature>". begin: it verifies: cookie_id = session_id = start_id = "abc";
 #     store.get("abc") -> inflate(): start_hash = stored_hash = hash of {"views": 1}. Handler: views = 2.
-#     headers: the browser's own, modified, but no expiry to refresh -> no Set-Cookie.
-#     end: hash now != stored_hash: modified -> store.set("abc").
+#     headers: the browser's own, modified, no expiry to refresh -> no Set-Cookie. end: modified -> set.
 # is_new() is cookie_id != session_id. start_id is the session's id at the start: it differs from the
 # session's id only after regenerate(). Where things are: should_* 3, is_modified 4, Session 5, Cookie 6.
 def session_middleware(**options: Any) -> SessionMiddleware:
@@ -92,7 +89,6 @@ class SessionMiddleware:
         if self._skips(request):
             return None
         state = RequestState(self.options, request)
-        # Both start as the cookie's id (None if none verifies); generate() gives a new session its own.
         state.cookie_id = state.session_id = read_session_id(
             request.cookie_header, self.options.name, self.options.secrets)
         data = self._fetch(state) if state.session_id else None  # no (valid) cookie: no need to ask the store
@@ -439,13 +435,11 @@ def _secret_list(secret: object) -> list[bytes]:
 #   the browser's own, modified      with rolling, or if it has an expiry  save
 #   the browser's own, unmodified    with rolling                          save with resave; else touch
 #   unset by the handler             no                                    destroy with unset="destroy"
-# One more case for the store: a session the handler saved (Session.save()) and left unchanged since is
-# not saved again; the browser's own is then touched. "touch" here is the store's touch (section 9).
-# Each request first restarts the cookie's lifetime (Session.touch), so a cookie with max_age slides: the
-# session lasts max_age from the last request, not the first. The new expiry reaches the store with the
-# save or the touch, and the browser with a Set-Cookie. As the cookie carries only the id, sending the
-# browser's own session's cookie again only refreshes its expiry: express does it when the session changed
-# (with rolling, always); a browser-session cookie (no expiry) has nothing to refresh.
+#   saved by the handler, unchanged  as above                              none; the browser's own: touch
+# (touch: the store's, section 9.) Each request first restarts the cookie's lifetime (Session.touch), so a
+# max_age slides: the session lasts max_age from the last request. The new expiry reaches the store with
+# the save or the touch, and the browser with a Set-Cookie: for the browser's own session, sent again when
+# it changed (with rolling, always) and only if it has an expiry to refresh (the cookie holds only the id).
 # A session_id that is not a string (a handler may assign any, as req.sessionID) is not sent, saved, touched.
 @dataclass(slots=True)
 class Decision:
@@ -524,12 +518,11 @@ def should_destroy(state: RequestState) -> Decision:
 
 
 # ==== 4. Change detection ===================================================
-# express-session hashes the session's data (all but its cookie) when the request starts and again at the
-# end: a different hash, or id, means modified. stored_hash is the hash of what the store holds, if this
-# request knows it, else None: for a new session not saved yet, and with resave=True, which leaves it None
-# on load so that the end always saves. Saved: stored_hash is the hash now (section 1's trace). A handler's
-# Session.save() sets stored_hash, so end() does not save again -- except in a regenerated session, whose
-# save() leaves it (save_sets_stored_hash: express counts only saves of the session the request began with).
+# express-session hashes the session's data (all but its cookie) at the start and at the end of a request:
+# a different hash, or id, means modified. stored_hash is the hash of what the store holds, if the request
+# knows it (a load with resave=False, or Session.save(), set it), else None. Saved: it is the hash now.
+# With resave=True a load leaves it None, so the end always saves. A regenerated session's save() does not
+# count, as in express (save_sets_stored_hash: only saves of the session the request began with count).
 def is_modified(state: RequestState) -> bool:
     """The session's id or data differs from the request's start (express's ``isModified``)."""
     assert state.session is not None
@@ -649,9 +642,10 @@ class Session(MutableMapping[str, Any]):
 # The cookie's settings (path, secure, same_site, ...) and its expiry, of which the store keeps a copy.
 # The expiry is one value, _expires: ms since the epoch, or None for a browser-session cookie. expires (a
 # datetime) and max_age (ms left; not stored) are views of it; setting either sets it, and sets
-# original_max_age to the ms left: the lifetime that restart() (Session.touch) starts again.
-# JS rule, undefined vs null: an attribute never set reads as None (the class defaults) and is left out of
-# to_json(); one set to None (so in vars(self)) is stored as null.
+# original_max_age to the ms left: the lifetime that restart() (Session.touch) starts again. Say the clock
+# reads 1,000,000 ms and max_age = 60,000 is set: _expires = 1,060,000, original_max_age = 60,000. At
+# 1,045,000, max_age reads 15,000; restart() sets max_age to 60,000 again, so _expires = 1,105,000.
+# JS rule, undefined vs null, confined to _is_undefined() (section 11): skip it on a first read.
 # Python name: stored (JSON) name, in the order express stores them.
 _ATTRIBUTES = {"original_max_age": "originalMaxAge", "partitioned": "partitioned", "priority": "priority",
                "_expires": "expires", "secure": "secure", "http_only": "httpOnly", "domain": "domain",
@@ -729,16 +723,16 @@ class Cookie:
         self.original_max_age = expires_ms - now  # one clock reading (express's two can differ by 1 ms)
 
     def restart(self) -> None:
-        """max_age = original_max_age. JS rule: a cookie loaded without one (undefined) drops its expires."""
-        if "original_max_age" in vars(self):
+        """max_age = original_max_age: the cookie's lifetime starts again."""
+        if not _is_undefined(self, "original_max_age"):
             self.max_age = self.original_max_age
-        else:
+        else:  # JS rule: a cookie stored without originalMaxAge loses its expires too (section 11)
             vars(self).pop("_expires", None)
 
     def to_json(self) -> dict[str, Any]:
         """The stored form (express's ``cookie.data``): JSON names in express's order, unset ones left out."""
-        own = vars(self)
-        data = {stored: own[name] for name, stored in _ATTRIBUTES.items() if name in own}
+        data = {stored: getattr(self, name) for name, stored in _ATTRIBUTES.items()
+                if not _is_undefined(self, name)}
         if self.expires is not None:  # in place, in express's key order; as Date.toISOString() writes it
             data["expires"] = self.expires.isoformat(timespec="milliseconds").replace("+00:00", "Z")
         return data
@@ -893,9 +887,9 @@ def _attribute_value(option: str, value: object, words: tuple[str, ...]) -> str:
 # A store keeps sessions on the server, keyed by id, in their stored form: {"cookie": {...}, ...data}, as
 # JSON (never pickle: unpickling can run code). express's stores take callbacks; ours return or raise.
 class Store:
-    """express-session's ``Store``: get, set, destroy; optionally touch, all, length, clear. An error is a
-    500 (FileNotFoundError from get: not found); bound each call with a timeout. Not ready: no sessions."""
-    ready: bool = True
+    """express-session's ``Store``: get, set, destroy; optionally touch, all, length, clear. An error is a 500
+    (get's FileNotFoundError: not found); a hung call holds its request: give your client a timeout."""
+    ready: bool = True  # False (say, disconnected): requests run without sessions until it is back
 
     def get(self, sid: str) -> dict[str, Any] | None:
         """Return the stored session with this id, or None."""
@@ -1206,6 +1200,11 @@ _RESERVED_KEYS = frozenset({
     "hasOwnProperty", "isPrototypeOf", "propertyIsEnumerable", "toLocaleString", "toString", "valueOf",
     "__proto__", "__defineGetter__", "__defineSetter__", "__lookupGetter__", "__lookupSetter__",
 })
+
+
+def _is_undefined(cookie: Cookie, name: str) -> bool:
+    """JS undefined vs null: an attribute never set (or deleted) reads None, but to_json() leaves it out."""
+    return name not in vars(cookie)
 
 
 def _read_stored_expiry(cookie: Cookie, data: Mapping[str, Any], clock: Clock) -> None:
