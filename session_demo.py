@@ -71,7 +71,7 @@ def short_id(session_id: object) -> str:
 #     headers: new and modified -> Set-Cookie "s:abc.<signature>". end: new, modified -> store.set("abc").
 #   visit 2, cookie "s:abc.<signature>". begin: it verifies: cookie_id = session_id = start_id = "abc";
 #     store.get("abc") -> inflate(): start_hash = stored_hash = hash of {"views": 1}. Handler: views = 2.
-#     headers: the browser's own, modified, no expiry to refresh -> no Set-Cookie. end: modified -> set.
+#     headers: the browser's own, modified, no expiry -> no Set-Cookie. end: modified -> store.set("abc").
 # is_new() is cookie_id != session_id. start_id is the session's id at the start: it differs from the
 # session's id only after regenerate(). Where things are: should_* 3, is_modified 4, Session 5, Cookie 6.
 def session_middleware(**options: Any) -> SessionMiddleware:
@@ -327,7 +327,7 @@ class SessionLoadError(Exception):
 
 
 # ==== 2. Options ============================================================
-# Options are read once, when the middleware is built (express's session(options)): a bad one fails then.
+# Options are read once, when the middleware is built: a bad one fails then, not on some later request.
 class SessionOptions:
     """The middleware's options (express's ``session(options)``, in snake_case), validated once:
     secret              the key that signs the cookie, or a list: the first signs, every one verifies
@@ -440,7 +440,7 @@ def _secret_list(secret: object) -> list[bytes]:
 # max_age slides: the session lasts max_age from the last request. The new expiry reaches the store with
 # the save or the touch, and the browser with a Set-Cookie: for the browser's own session, sent again when
 # it changed (with rolling, always) and only if it has an expiry to refresh (the cookie holds only the id).
-# A session_id that is not a string (a handler may assign any, as req.sessionID) is not sent, saved, touched.
+# A session_id that is not a string (a handler may assign any) is not sent, saved or touched.
 @dataclass(slots=True)
 class Decision:
     """A yes or no, with the reason. ``if should_save(state):`` reads the yes/no."""
@@ -508,7 +508,7 @@ def should_touch(state: RequestState, save: Decision | None = None) -> Decision:
 
 def should_destroy(state: RequestState) -> Decision:
     """Destroy in the store when the handler unset the session and ``unset='destroy'`` (``shouldDestroy``)."""
-    if not state.session_id:  # express's shouldDestroy tests only that an id is set, string or not
+    if not state.session_id:  # unlike the other three, any id will do, a string or not, as in express
         return Decision(False, "no session id")
     if not state.options.unset_destroy:
         return Decision(False, "unset='keep'")
@@ -542,9 +542,9 @@ def hash_session(data: Mapping[str, Any]) -> str:
 
 
 # ==== 5. The session ========================================================
-# What a handler uses (express's req.session): the data as a mapping (session["views"]); its id and
-# cookie; methods that call the store at once (save, reload, destroy, regenerate); touch, which does not.
-# A stored key that express reserves (section 11) is dropped when a session is loaded.
+# What a handler uses: the data as a mapping (session["views"]); its id and cookie; methods that call the
+# store at once (save, reload, destroy, regenerate); touch, which does not. A stored key that express
+# reserves (section 11) is dropped when a session is loaded.
 class Session(MutableMapping[str, Any]):
     """One visitor's session (express's ``Session``). Difference: a reserved key is refused on set."""
     def __init__(self, state: RequestState, session_id: Any, cookie: Cookie,
