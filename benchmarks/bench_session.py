@@ -656,8 +656,9 @@ def print_end_to_end(results: dict[tuple[str, int], list[Round]], seconds: float
     else:
         cores = os.cpu_count() or 1
         worst = max((r.load.client_cpu + (r.server_cpu or 0.0)) / r.wall for r in everything)
-        print("   wrk is not installed (apt-get install wrk): the load came from client processes, which")
-        print("   share the cores with the server; req/s and latencies are lower than wrk's would be.")
+        why = "--load processes" if shutil.which("wrk") else "wrk is not installed: apt-get install wrk"
+        print(f"   The load came from client processes ({why}), which share the cores with the")
+        print("   server: req/s and latencies are lower than wrk's would be.")
         if worst > 0.85 * cores or client_us > 0.5 * min(r.cpu_us for r in everything):
             print(f"   WARNING: server and clients together kept {worst:.0%} of a core busy, on {cores} cores; "
                   "the load generator may be the bottleneck.")
