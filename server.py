@@ -104,9 +104,13 @@ class CounterHandler(LeanRequestHandler):
         route = getattr(self, self.ROUTES[path])
         session = self.session
         if session is None:
-            # Outside the cookie's path (or the store is down) there is no session
-            # at all; the same Express app would fail on req.session here, with a 500.
-            self.reply(500, "No session: this path is outside the cookie path")
+            # Outside the cookie's path, or while the store is disconnected, there is no
+            # session at all; the same Express app would fail on req.session here, with a 500.
+            store = self.server.session_middleware.options.store
+            if not getattr(store, "ready", True):
+                self.reply(500, "No session: the store is disconnected")
+            else:
+                self.reply(500, "No session: this path is outside the cookie path")
             return
         route(session, query)
 

@@ -691,6 +691,17 @@ class TestServerFlags(DemoServerCase):
         self.assertEqual(inside.cookie_attributes()["Path"], "/peek")
         self.assertEqual(store.length(), 1)
 
+    def test_a_disconnected_store_gives_no_session_and_says_so(self):
+        """While the store is not ready there is no session: a 500 that names the store, and no cookie."""
+        demo = self.start_demo()
+        store = self.store_of(demo)
+        store.ready = False
+        answer = self.browser(demo).get("/")
+        self.assertEqual((answer.status, answer.body), (500, "No session: the store is disconnected"))
+        self.assert_no_set_cookie(answer)
+        store.ready = True
+        self.assertEqual(self.browser(demo).get("/").status, 200)
+
     def test_default_path_is_root(self):
         """Without --path the cookie has Path=/."""
         demo = self.start_demo()
