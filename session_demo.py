@@ -532,6 +532,8 @@ def is_modified(state: RequestState) -> bool:
 def is_saved(state: RequestState) -> bool:
     """The store holds the session as it is now (express's ``isSaved``)."""
     assert state.session is not None
+    if state.stored_hash is None:
+        return False  # the request knows nothing the store holds: no need to hash
     return state.start_id == state.session.id and state.stored_hash == hash_session(state.session)
 
 
@@ -982,7 +984,7 @@ def expiry_ms(data: Mapping[str, Any]) -> int | None:
 def stringify(data: Any) -> str:
     """Compact JSON as JavaScript's JSON.stringify writes it (NaN as null, a datetime as ISO: section 11)."""
     try:
-        return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_js_value)
+        return _compact_json(data)
     except ValueError as exc:
         if "Out of range float" not in str(exc):
             raise  # a circular structure, say
@@ -1258,6 +1260,11 @@ def _js_value(value: Any) -> Any:
         return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     raise TypeError(f"a session can hold only what JSON can (str, numbers, bool, None, lists and dicts "
                     f"with str keys, datetime), not {type(value).__name__}: {value!r:.60}")
+
+
+# stringify's encoder, made once (json.dumps with these arguments would build one per call).
+_compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False,
+                                 default=_js_value).encode
 
 
 def _finite(data: Any) -> Any:
