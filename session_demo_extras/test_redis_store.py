@@ -27,7 +27,7 @@ from session_demo_extras.redis_store import (
     RedisClient, RedisConnectionError, RedisReplyError, RedisStore, parse_redis_url,
 )
 from session_demo_extras.test_concurrency import with_concurrency
-from session_demo_extras.test_stores import _StoreContract, _StoreHelpers, _VersionsContract
+from session_demo_extras.test_stores import _LockOwnersContract, _StoreContract, _StoreHelpers, _VersionsContract
 from session_demo import RequestInfo
 from test_session import (
     AppHandler, FrozenClock, SECRET, Response, SessionAssertions, LiveServer, cookie_pair, run_request,
@@ -465,7 +465,7 @@ class TestRedisStoreCorruptValues(_RedisHelpers, SessionAssertions):
 
 
 @NEEDS_REDIS
-class TestRedisStoreLocks(_RedisHelpers, unittest.TestCase):
+class TestRedisStoreLocks(_LockOwnersContract, _RedisHelpers, unittest.TestCase):
     """acquire/release: SET lock:sess:<id> token NX PX lease; one holder per id; only the holder releases."""
 
     def setUp(self) -> None:
@@ -480,24 +480,6 @@ class TestRedisStoreLocks(_RedisHelpers, unittest.TestCase):
         self.assertFalse(self.second.acquire("sid-1", 0))
         self.assertTrue(self.second.acquire("sid-2", 0))
         self.assertTrue(0 < self.client.execute("PTTL", "lock:sess:sid-1") <= 30000)
-
-    def test_another_thread_of_the_same_store_is_another_owner(self) -> None:
-        """A lock taken in one thread is not held by another thread of the same store."""
-        self.assertTrue(self.first.acquire("sid-1", 0))
-        results: list[bool] = []
-        self.run_threads(lambda index: results.append(self.first.acquire("sid-1", 0)), count=1)
-        self.assertEqual(results, [False])
-
-    def test_an_owner_token_holds_the_lock_in_any_thread(self) -> None:
-        """acquire(sid, t, owner) in one thread and release(sid, owner) in another free it; another owner is refused."""
-        results: list[bool] = []
-        self.run_threads(lambda index: results.append(self.first.acquire("sid-1", 0, "request-1")), count=1)
-        self.assertEqual(results, [True])
-        self.assertTrue(self.first.acquire("sid-1", 0, "request-1"))  # renewed, here
-        self.assertFalse(self.first.acquire("sid-1", 0, "request-2"))
-        self.assertFalse(self.first.acquire("sid-1", 0))  # this thread is not the owner either
-        self.run_threads(lambda index: self.first.release("sid-1", "request-1"), count=1)
-        self.assertTrue(self.second.acquire("sid-1", 0, "request-2"))
 
     def test_release_lets_another_owner_take_it(self) -> None:
         """After release(), the lock key is gone and another owner acquires it at once."""

@@ -891,20 +891,9 @@ class TestSQLiteStoreCorruptRows(_StoreHelpers, SessionAssertions):
                 self.assertIsNone(self.store.get(sid))
 
 
-class TestSQLiteStoreLocks(_StoreHelpers, unittest.TestCase):
-    """acquire/release: one holder per id, across store objects; a stale lease can be taken over."""
-
-    def setUp(self) -> None:
-        self.clock = FrozenClock()
-        self.path = self.sqlite_path()
-        self.first = self.sqlite_store(self.clock, self.path, lock_lease=30)
-        self.second = self.sqlite_store(self.clock, self.path, lock_lease=30)
-
-    def test_a_held_lock_cannot_be_taken_by_another_owner(self) -> None:
-        """While one store object holds a lock, another's acquire(sid, 0) is False."""
-        self.assertTrue(self.first.acquire("sid-1", 0))
-        self.assertFalse(self.second.acquire("sid-1", 0))
-        self.assertTrue(self.second.acquire("sid-2", 0))
+class _LockOwnersContract:
+    """Who owns a lock, for every store that offers acquire/release (self.first, self.second: two store
+    objects on one backend): without an owner token, the thread; with one, the request, in any thread."""
 
     def test_another_thread_of_the_same_store_is_another_owner(self) -> None:
         """A lock taken in one thread is not held by another thread of the same store."""
@@ -923,6 +912,22 @@ class TestSQLiteStoreLocks(_StoreHelpers, unittest.TestCase):
         self.assertFalse(self.first.acquire("sid-1", 0))  # this thread is not the owner either
         self.run_threads(lambda index: self.first.release("sid-1", "request-1"), count=1)
         self.assertTrue(self.second.acquire("sid-1", 0, "request-2"))
+
+
+class TestSQLiteStoreLocks(_LockOwnersContract, _StoreHelpers, unittest.TestCase):
+    """acquire/release: one holder per id, across store objects; a stale lease can be taken over."""
+
+    def setUp(self) -> None:
+        self.clock = FrozenClock()
+        self.path = self.sqlite_path()
+        self.first = self.sqlite_store(self.clock, self.path, lock_lease=30)
+        self.second = self.sqlite_store(self.clock, self.path, lock_lease=30)
+
+    def test_a_held_lock_cannot_be_taken_by_another_owner(self) -> None:
+        """While one store object holds a lock, another's acquire(sid, 0) is False."""
+        self.assertTrue(self.first.acquire("sid-1", 0))
+        self.assertFalse(self.second.acquire("sid-1", 0))
+        self.assertTrue(self.second.acquire("sid-2", 0))
 
     def test_release_lets_another_owner_take_it(self) -> None:
         """After release(), another owner acquires the lock at once."""
