@@ -4668,16 +4668,17 @@ class TestSideBySideWithExpress(SessionAssertions):
 
 
 class AdapterHelpers:
-    """A SessionHTTPServer with guards set per test, and raw-socket helpers (not a TestCase)."""
+    """A SessionHTTPServer with attributes set per test, and raw-socket helpers (not a TestCase)."""
 
     @staticmethod
     def serve(testcase: unittest.TestCase, app: App = hello, *, handler: dict[str, Any] | None = None,
               server: dict[str, Any] | None = None, middleware: SessionMiddleware | None = None,
+              handler_base: type[AppHandler] | None = None, server_base: type[SessionHTTPServer] = SessionHTTPServer,
               **overrides: Any) -> SessionHTTPServer:
         """Start a server whose handler (AppHandler, GET/HEAD/POST all run ``app``) has these attributes."""
         attributes = {"do_HEAD": AppHandler.do_GET, "do_POST": AppHandler.do_GET, **(handler or {})}
-        handler_class = type("GuardedHandler", (AppHandler,), attributes)
-        server_class = type("GuardedServer", (SessionHTTPServer,), server or {})
+        handler_class = type("TestHandler", (handler_base or AppHandler,), attributes)
+        server_class = type("TestServer", (server_base,), server or {})
         middleware = middleware or SessionMiddleware(make_options(**overrides))
         http_server = server_class(("127.0.0.1", 0), handler_class, middleware)
         http_server.app = app  # type: ignore[attr-defined]

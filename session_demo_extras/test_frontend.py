@@ -39,25 +39,12 @@ class GuardedAppHandler(AppHandler, GuardedRequestHandler):
     """test_session's AppHandler (GET runs ``server.app``), with the front end's guards."""
 
 
-def guarded_serve(testcase: unittest.TestCase, app: App = hello, *, handler: dict[str, Any] | None = None,
-                  server: dict[str, Any] | None = None, middleware: SessionMiddleware | None = None,
-                  **overrides: Any) -> GuardedHTTPServer:
-    """Start a GuardedHTTPServer whose handler (GET/HEAD/POST all run ``app``) has these attributes."""
-    attributes = {"do_HEAD": AppHandler.do_GET, "do_POST": AppHandler.do_GET, **(handler or {})}
-    handler_class = type("TestHandler", (GuardedAppHandler,), attributes)
-    server_class = type("TestServer", (GuardedHTTPServer,), server or {})
-    middleware = middleware or SessionMiddleware(make_options(**overrides))
-    http_server = server_class(("127.0.0.1", 0), handler_class, middleware)
-    http_server.app = app  # type: ignore[attr-defined]
-    thread = threading.Thread(target=http_server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-
-    def stop() -> None:
-        http_server.shutdown()
-        http_server.server_close()
-        thread.join(5)
-    testcase.addCleanup(stop)
-    return http_server
+def guarded_serve(testcase: unittest.TestCase, app: App = hello, **options: Any) -> GuardedHTTPServer:
+    """AdapterHelpers.serve, on the guarded pair: a GuardedHTTPServer whose handler runs ``app``."""
+    server = AdapterHelpers.serve(testcase, app, handler_base=GuardedAppHandler, server_base=GuardedHTTPServer,
+                                  **options)
+    assert isinstance(server, GuardedHTTPServer)
+    return server
 
 
 class TestFrontendRequestBodies(SessionAssertions):
